@@ -1,0 +1,379 @@
+"""Two small CIFAR-10 classifiers, one training loop, safetensors weights.
+
+- "encoder": GroupNorm ResNet, the drift loss's feature encoder. GroupNorm (never BatchNorm) so a
+  sample's features do not depend on which other samples share its batch. `features(x)` gives the
+  four stage maps at 32/16/8/4.
+- "evalnet": BatchNorm VGG-style net trained with label smoothing from another seed, used only to
+  *evaluate* (FD, precision/recall, IS analogue). Independent of the encoder on purpose: a generator
+  trained against the encoder's features must not be scored by the same features.
+
+Both take float images in [-1, 1] and normalise inside.
+
+    python -m driftin.classifier train --arch encoder --out weights/encoder-cifar10
+    python -m driftin.classifier train --arch evalnet --out weights/evalnet-cifar10
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from driftin.data import REPO, load_cifar10_tar, to_model_range
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
+MAX_FILE_BYTES = 15 * 2**20  # keep shipped weights small: above this, store fp16
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
+
+
+class Normalize(nn.Module):
+    """[-1, 1] -> per-channel standardised with CIFAR-10 statistics (non-persistent: not in the weights)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(CIFAR_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x):
+        return ((x + 1) * 0.5 - self.mean) / self.std
+
+
+def _gn(c: int) -> nn.GroupNorm:
+    return nn.GroupNorm(math.gcd(32, c), c)  # gcd: tiny test widths still divide evenly
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.norm1 = _gn(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.norm2 = _gn(cout)
+        nn.init.zeros_(self.norm2.weight)  # each block starts as identity: trains faster without BatchNorm
+        self.skip = None
+        if stride != 1 or cin != cout:
+            self.skip = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), _gn(cout))
+
+    def forward(self, x):
+        h = F.relu(self.norm1(self.conv1(x)))
+        h = self.norm2(self.conv2(h))
+        return F.relu(h + (x if self.skip is None else self.skip(x)))
+
+
+class Encoder(nn.Module):
+    """GroupNorm ResNet; stage i has widths[i] channels at 32 / 2**i resolution."""
+
+    def __init__(self, widths=(64, 128, 256, 512), blocks=(1, 1, 1, 1), num_classes: int = 10):
+        super().__init__()
+        self.config = {"arch": "encoder", "widths": list(widths), "blocks": list(blocks), "num_classes": num_classes}
+        self.norm = Normalize()
+        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 1, 1, bias=False), _gn(widths[0]), nn.ReLU())
+        stages, cin = [], widths[0]
+        for i, (w, n) in enumerate(zip(widths, blocks)):
+            stages.append(nn.Sequential(*[BasicBlock(cin if j == 0 else w, w, 2 if (i > 0 and j == 0) else 1) for j in range(n)]))
+            cin = w
+        self.stages = nn.ModuleList(stages)
+        self.head = nn.Linear(widths[-1], num_classes)
+
+    def features(self, x) -> list[torch.Tensor]:
+        """Stage outputs [B, widths[i], 32/2**i, 32/2**i] for x in [-1, 1]."""
+        h = self.stem(self.norm(x))
+        out = []
+        for stage in self.stages:
+            h = stage(h)
+            out.append(h)
+        return out
+
+    def forward(self, x):
+        return self.head(self.features(x)[-1].mean((2, 3)))
+
+
+def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+
+class EvalNet(nn.Module):
+    """VGG-style BatchNorm net: stem, then per stage two 3x3 convs and a 2x2 max-pool (32 -> 16 -> 8 -> 4)."""
+
+    def __init__(self, widths=(96, 192, 384), num_classes: int = 10):
+        super().__init__()
+        self.config = {"arch": "evalnet", "widths": list(widths), "num_classes": num_classes}
+        self.norm = Normalize()
+        layers, cin = _conv_bn(3, widths[0]), widths[0]
+        for w in widths:
+            layers += _conv_bn(cin, w) + _conv_bn(w, w) + [nn.MaxPool2d(2)]
+            cin = w
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(widths[-1], num_classes)
+        self.dim = widths[-1]
+
+    def penultimate(self, x) -> torch.Tensor:
+        """[B, widths[-1]] globally pooled features: the evaluation feature space."""
+        return self.body(self.norm(x)).mean((2, 3))
+
+    def forward(self, x):
+        return self.head(self.penultimate(x))
+
+
+ARCHS = {"encoder": Encoder, "evalnet": EvalNet}
+# Per-arch training defaults; the seeds differ so the two nets are independent draws.
+DEFAULTS = {
+    "encoder": dict(epochs=40, batch=512, lr=0.2, seed=0, label_smoothing=0.0),
+    "evalnet": dict(epochs=30, batch=512, lr=0.2, seed=1, label_smoothing=0.1),
+}
+
+
+def build_classifier(arch: str, **kwargs) -> nn.Module:
+    if arch not in ARCHS:
+        raise ValueError(f"unknown classifier arch {arch!r}; choose one of {sorted(ARCHS)}")
+    return ARCHS[arch](**kwargs)
+
+
+# ---------------------------------------------------------------- training
+
+def augment(padded: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random 32x32 crop of 4-padded uint8 images [B, 3, 40, 40] plus random horizontal flip, as one gather."""
+    B, dev = padded.shape[0], padded.device
+    dy = torch.randint(0, 9, (B, 1), device=dev, generator=generator)
+    dx = torch.randint(0, 9, (B, 1), device=dev, generator=generator)
+    flip = torch.rand(B, 1, device=dev, generator=generator) < 0.5
+    ar = torch.arange(32, device=dev)
+    rows = dy + ar  # [B, 32]
+    cols = torch.where(flip, dx + 31 - ar, dx + ar)  # flipping = reading the crop's columns backwards
+    b = torch.arange(B, device=dev)[:, None, None, None]
+    c = torch.arange(3, device=dev)[None, :, None, None]
+    return padded[b, c, rows[:, None, :, None], cols[:, None, None, :]]  # [B, 3, 32, 32]
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, images_u8: torch.Tensor, labels: torch.Tensor, batch: int = 1000) -> float:
+    dev = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for i in range(0, len(images_u8), batch):
+        x = to_model_range(images_u8[i : i + batch].to(dev))
+        correct += (model(x).argmax(1).cpu() == labels[i : i + batch]).sum().item()
+    model.train(was_training)
+    return correct / len(images_u8)
+
+
+def _schedule(step: int, total: int, warmup: float = 0.15) -> float:
+    """Linear warmup then cosine to zero (a one-cycle shape)."""
+    f = step / max(total, 1)
+    return f / warmup if f < warmup else 0.5 * (1 + math.cos(math.pi * (f - warmup) / (1 - warmup)))
+
+
+def train_classifier(arch: str, out: str | Path | None = None, *, epochs=None, batch=None, lr=None, seed=None,
+                     label_smoothing=None, weight_decay: float = 5e-4, device=None, arch_kwargs: dict | None = None,
+                     data=None, compile: bool = False, command: str | None = None, progress: bool = True):
+    """Train one classifier on CIFAR-10 (or `data` = (train_u8, train_y, test_u8, test_y)); save to `out` if given.
+
+    Returns (model, info); the reported test accuracy is measured on the weights as saved (fp16 round trip)."""
+    from tqdm import tqdm
+
+    if arch not in DEFAULTS:
+        raise ValueError(f"unknown classifier arch {arch!r}; choose one of {sorted(ARCHS)}")
+    d = DEFAULTS[arch]
+    epochs, batch, lr = epochs or d["epochs"], batch or d["batch"], lr or d["lr"]
+    seed = d["seed"] if seed is None else seed
+    ls = d["label_smoothing"] if label_smoothing is None else label_smoothing
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cuda = device.type == "cuda"
+    if data is None:
+        data = (*load_cifar10_tar("train"), *load_cifar10_tar("test"))
+    train_x, train_y, test_x, test_y = data
+
+    torch.manual_seed(seed)
+    model = build_classifier(arch, **(arch_kwargs or {})).to(device)
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+    decay = [p for p in model.parameters() if p.ndim > 1]  # no weight decay on norms and biases
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+                          lr=lr, momentum=0.9, nesterov=True)
+    batch = min(batch, len(train_x))
+    steps_per_epoch = len(train_x) // batch
+    total = epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, total))
+    fwd = torch.compile(model) if compile else model
+
+    padded = F.pad(train_x.to(device), (4, 4, 4, 4))  # the whole train set lives on the device as uint8
+    ys = train_y.to(device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    t0 = time.time()
+    bar = tqdm(total=total, desc=f"train {arch}", disable=not progress, mininterval=1.0)
+    model.train()
+    for epoch in range(epochs):
+        perm = torch.randperm(len(train_x), device=device, generator=gen)
+        for i in range(steps_per_epoch):
+            idx = perm[i * batch : (i + 1) * batch]
+            x = to_model_range(augment(padded[idx], gen))
+            if cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+                logits = fwd(x)
+            loss = F.cross_entropy(logits.float(), ys[idx], label_smoothing=ls)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update()
+            if i == steps_per_epoch - 1:  # one host sync per epoch
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+    bar.close()
+    train_seconds = time.time() - t0
+
+    info = dict(arch=arch, **{k: v for k, v in model.config.items() if k != "arch"}, epochs=epochs, batch=batch, lr=lr,
+                seed=seed, label_smoothing=ls, weight_decay=weight_decay, optimizer="SGD nesterov 0.9, warmup+cosine",
+                train_seconds=round(train_seconds, 1), device=torch.cuda.get_device_name(device) if cuda else "cpu",
+                torch=torch.__version__, dataset="cifar10 (JPEG copy), train split", train_command=command)
+    model = model.float().eval()
+    if out is not None:
+        save_classifier(model, out, info)
+        model = load_classifier(out, device=device)  # report accuracy of the weights as shipped
+        info = json.loads((Path(out) / CONFIG_FILE).read_text())
+    acc = accuracy(model, test_x, test_y)
+    info["test_acc"] = round(acc, 4)
+    if out is not None:
+        _write_config(out, info)
+        _write_card(out, info)
+    if progress:
+        print(f"{arch}: test accuracy {acc:.4f} after {epochs} epochs in {train_seconds:.0f}s ({info['device']})")
+    return model, info
+
+
+# ---------------------------------------------------------------- weights on disk
+
+def _write_config(out, info):
+    (Path(out) / CONFIG_FILE).write_text(json.dumps(info, indent=2) + "\n")
+
+
+def _write_card(out, info):
+    role = {"encoder": "Feature encoder for the drift loss (`features(x)` -> 4 stage maps at 32/16/8/4). GroupNorm: "
+                       "features do not depend on batch composition.",
+            "evalnet": "Evaluation network for FD / precision-recall / IS-analogue (`penultimate(x)` features, softmax). "
+                       "Independent of the drift encoder (other architecture, seed, objective)."}[info["arch"]]
+    acc = f"{info['test_acc']:.4f}" if "test_acc" in info else "(not measured)"
+    text = f"""# {Path(out).name}
+
+{role}
+
+- Architecture: `{info['arch']}`, widths {info['widths']}{', blocks ' + str(info['blocks']) if 'blocks' in info else ''}, {info['params']:,} parameters, stored {info['dtype']}
+- Input: float images in [-1, 1], [B, 3, 32, 32]; CIFAR-10 normalisation happens inside the model.
+- Training: CIFAR-10 train split (JPEG copy), {info['epochs']} epochs, batch {info['batch']}, SGD nesterov, lr {info['lr']},
+  label smoothing {info['label_smoothing']}, seed {info['seed']}, crop+flip augmentation; {info['train_seconds']} s on {info['device']}.
+- CIFAR-10 test accuracy: {acc}
+- Command: `{info.get('train_command') or 'n/a'}`
+- Load: `from driftin.classifier import load_classifier; net = load_classifier("{out}")`
+"""
+    (Path(out) / "README.md").write_text(text)
+
+
+def save_classifier(model: nn.Module, out: str | Path, info: dict | None = None) -> Path:
+    """Write model.safetensors (fp32, or fp16 if fp32 would exceed 15 MB) + config.json + README.md."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    fp32_bytes = sum(v.numel() * 4 for v in sd.values() if v.is_floating_point())
+    dtype = torch.float16 if fp32_bytes > MAX_FILE_BYTES else torch.float32
+    sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
+    save_file(sd, str(out / WEIGHTS_FILE))
+    info = {**(info or {}), **model.config, "dtype": str(dtype).replace("torch.", ""),
+            "params": sum(p.numel() for p in model.parameters())}
+    _write_config(out, info)
+    _write_card(out, info)
+    return out
+
+
+def resolve_weights_dir(path_or_name: str | Path) -> Path:
+    """A folder path, a name under <repo>/weights/, a `.safetensors` file (its folder), or a Hugging Face repo id."""
+    p = Path(path_or_name)
+    if p.is_file():
+        if p.suffix.lower() in PICKLE_SUFFIXES:
+            raise ValueError(f"{p} is a pickle checkpoint; classifiers load only from safetensors folders "
+                             f"({WEIGHTS_FILE} + {CONFIG_FILE}) because unpickling can run arbitrary code")
+        if p.suffix == ".safetensors":
+            return p.parent
+        raise ValueError(f"{p} is a file; pass the folder holding {WEIGHTS_FILE} and {CONFIG_FILE}")
+    for cand in (p, REPO / "weights" / str(path_or_name)):
+        if cand.is_dir():
+            return cand
+    s = str(path_or_name)
+    if s.count("/") == 1 and not s.startswith((".", "/")):  # looks like owner/name: try the hub
+        try:
+            from huggingface_hub import snapshot_download
+
+            return Path(snapshot_download(s, allow_patterns=["*.safetensors", "*.json", "*.md"]))
+        except Exception as e:  # offline, missing repo, missing package: one clear message
+            raise FileNotFoundError(f"classifier weights {s!r}: no such local folder (also looked in {REPO / 'weights'}) "
+                                    f"and Hugging Face download failed ({type(e).__name__}: {str(e)[:200]})") from None
+    raise FileNotFoundError(f"classifier weights {s!r}: no such folder (also looked in {REPO / 'weights'}); "
+                            f"train one with `python -m driftin.classifier train --arch evalnet --out weights/evalnet-cifar10`")
+
+
+def load_classifier(path_or_name: str | Path, device=None) -> nn.Module:
+    """Load a saved classifier: eval mode, fp32, requires_grad False."""
+    from safetensors.torch import load_file
+
+    folder = resolve_weights_dir(path_or_name)
+    wfile, cfile = folder / WEIGHTS_FILE, folder / CONFIG_FILE
+    if not wfile.exists():
+        pickles = sorted(f.name for f in folder.iterdir() if f.suffix.lower() in PICKLE_SUFFIXES)
+        hint = f"; found pickle checkpoint(s) {pickles}, which are not loaded (unsafe) - re-save as safetensors" if pickles else ""
+        raise FileNotFoundError(f"{folder} has no {WEIGHTS_FILE}{hint}")
+    if not cfile.exists():
+        raise FileNotFoundError(f"{folder} has no {CONFIG_FILE} (needed to rebuild the architecture)")
+    cfg = json.loads(cfile.read_text())
+    arch = cfg.get("arch")
+    kwargs = {"widths": cfg["widths"], "num_classes": cfg.get("num_classes", 10)}
+    if arch == "encoder":
+        kwargs["blocks"] = cfg["blocks"]
+    model = build_classifier(arch, **kwargs)
+    sd = load_file(str(wfile))
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(sd)), sorted(set(sd) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"{wfile} does not match a {arch} with config {kwargs}: missing keys {missing[:5]}"
+                         f"{'...' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
+    bad = [k for k in sd if sd[k].shape != expected[k].shape]
+    if bad:
+        raise ValueError(f"{wfile}: shape mismatch for {bad[:5]} (file {tuple(sd[bad[0]].shape)} vs model {tuple(expected[bad[0]].shape)})")
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in sd.items()})
+    model.meta = cfg
+    model.requires_grad_(False)
+    return model.to(device or "cpu").eval()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m driftin.classifier", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="train and save a classifier")
+    t.add_argument("--arch", choices=sorted(ARCHS), required=True)
+    t.add_argument("--out", required=True, help="weights folder, e.g. weights/evalnet-cifar10")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--device")
+    t.add_argument("--widths", type=lambda s: [int(v) for v in s.split(",")], help="override, e.g. 32,64,128")
+    t.add_argument("--compile", action="store_true", help="torch.compile the model (faster epochs, ~1 min compile)")
+    a = ap.parse_args(argv)
+    command = "python -m driftin.classifier " + " ".join(shlex.quote(v) for v in (argv if argv is not None else sys.argv[1:]))
+    train_classifier(a.arch, a.out, epochs=a.epochs, batch=a.batch, lr=a.lr, seed=a.seed, device=a.device,
+                     arch_kwargs={"widths": a.widths} if a.widths else None, compile=a.compile, command=command)
+
+
+if __name__ == "__main__":
+    main()
