@@ -1,0 +1,60 @@
+"""Resume state (atomic, loaded without executing pickled code) for the trainer."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+
+def clean_state_dict(sd: dict) -> dict:
+    """Drop the `_orig_mod.` (torch.compile) and `module.` (DDP) prefixes so weights load anywhere."""
+    out = {}
+    for k, v in sd.items():
+        for prefix in ("_orig_mod.", "module."):
+            while k.startswith(prefix):
+                k = k[len(prefix):]
+        out[k.replace("._orig_mod.", ".")] = v
+    return out
+
+
+def atomic_torch_save(obj, path: str | Path) -> None:
+    """Write to a temp file in the same folder, fsync, then rename: a kill never leaves a torn file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(path, *, model, ema, optimizer, step: int, config: dict) -> None:
+    state = {
+        "model": clean_state_dict(model.state_dict()),
+        "ema": clean_state_dict(ema.state_dict()),
+        "optimizer": optimizer.state_dict(),
+        "step": int(step),
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "config": json.dumps(config),  # plain JSON text, not a pickled object
+    }
+    atomic_torch_save(state, path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """weights_only=True: the unpickler accepts tensors and plain containers only, never code."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - name the file, keep the cause
+        raise ValueError(f"checkpoint {path} could not be loaded safely (corrupt, truncated or not a driftin checkpoint): {e}") from e
+    missing = {"model", "ema", "optimizer", "step", "config"} - set(state)
+    if missing:
+        raise ValueError(f"checkpoint {path} lacks {sorted(missing)}")
+    state["config"] = json.loads(state["config"])
+    return state

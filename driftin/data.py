@@ -1,0 +1,151 @@
+"""Datasets as uint8 tensors [N, 3, H, W] plus int64 labels, decoded once and cached.
+
+Sources: the CIFAR-10 JPEG tarballs (read directly, no extraction), any ImageFolder-style
+directory, or torchvision's CIFAR10 download when online.
+"""
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+REPO = Path(__file__).resolve().parent.parent
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def cache_dir() -> Path:
+    d = Path(os.environ.get("DRIFTIN_CACHE", REPO / ".cache"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def default_cifar_root() -> Path | None:
+    """First folder holding the CIFAR-10 tarballs: $DRIFTIN_DATA, ./data/cifar10 (a carried copy), ../shared/data/cifar10."""
+    candidates = [os.environ.get("DRIFTIN_DATA"), REPO / "data" / "cifar10", REPO.parent / "shared" / "data" / "cifar10"]
+    for c in candidates:
+        if c and (Path(c) / "train.tar.gz").exists():
+            return Path(c)
+    return None
+
+
+def _decode(blobs: list[bytes], size: int | None = None) -> torch.Tensor:
+    from PIL import Image
+
+    out = []
+    for b in blobs:
+        im = Image.open(io.BytesIO(b)).convert("RGB")
+        if size is not None and im.size != (size, size):
+            im = im.resize((size, size), Image.BICUBIC)
+        out.append(np.asarray(im))
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
+
+
+def _cached(key: str, build) -> tuple[torch.Tensor, torch.Tensor]:
+    path = cache_dir() / f"{key}.npz"
+    if path.exists():
+        z = np.load(path)
+        return torch.from_numpy(z["images"]), torch.from_numpy(z["labels"])
+    images, labels = build()
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, images=images.numpy(), labels=labels.numpy())
+    os.replace(tmp, path)  # atomic: a killed run never leaves a half-written cache
+    return images, labels
+
+
+def load_cifar10_tar(split: str = "train", root: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """CIFAR-10 from `<root>/<split>.tar.gz` (entries `<split>/<class>/NNNN.jpg`)."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    root = Path(root) if root else default_cifar_root()
+    if root is None or not (root / f"{split}.tar.gz").exists():
+        raise FileNotFoundError(
+            f"CIFAR-10 tarball {split}.tar.gz not found (looked in {root or 'DRIFTIN_DATA, ./data/cifar10, ../shared/data/cifar10'}); "
+            "set DRIFTIN_DATA or use load_dataset('cifar10', download=True)"
+        )
+
+    def build():
+        blobs, labels = [], []
+        with tarfile.open(root / f"{split}.tar.gz") as tar:
+            for m in sorted((m for m in tar.getmembers() if m.isfile() and m.name.lower().endswith(IMAGE_EXTS)), key=lambda m: m.name):
+                cls = Path(m.name).parent.name
+                if cls not in CIFAR10_CLASSES:
+                    raise ValueError(f"unexpected class folder {cls!r} in {m.name}")
+                blobs.append(tar.extractfile(m).read())
+                labels.append(CIFAR10_CLASSES.index(cls))
+        return _decode(blobs), torch.tensor(labels, dtype=torch.int64)
+
+    return _cached(f"cifar10-jpeg-{split}", build)
+
+
+def load_image_folder(path: str | Path, size: int = 32) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """ImageFolder layout `<path>/<class>/*.png`; images resized to size x size. Returns images, labels, class names.
+    A flat folder of images gets one class, named after the folder."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"image folder {path} does not exist")
+    classes = sorted(d.name for d in path.iterdir() if d.is_dir())
+    groups = [(c, sorted((path / c).iterdir())) for c in classes] or [(path.name, sorted(path.iterdir()))]
+    blobs, labels = [], []
+    for i, (_, files) in enumerate(groups):
+        for f in files:
+            if f.suffix.lower() in IMAGE_EXTS:
+                blobs.append(f.read_bytes())
+                labels.append(i)
+    if not blobs:
+        raise ValueError(f"no images ({', '.join(IMAGE_EXTS)}) found under {path}")
+    return _decode(blobs, size), torch.tensor(labels, dtype=torch.int64), [c for c, _ in groups]
+
+
+def load_torchvision_cifar10(split: str = "train", root: str | Path | None = None, download: bool = True):
+    """Original CIFAR-10 through torchvision (needs a network the first time)."""
+    from torchvision.datasets import CIFAR10
+
+    ds = CIFAR10(root=str(root or cache_dir() / "torchvision"), train=split == "train", download=download)
+    return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets, dtype=torch.int64)
+
+
+def load_dataset(name: str = "cifar10", split: str = "train", download: bool = False):
+    """'cifar10' (local JPEG tarballs, else torchvision when download=True) or a path to an image folder."""
+    if name == "cifar10":
+        if default_cifar_root() is not None or not download:
+            return load_cifar10_tar(split)
+        return load_torchvision_cifar10(split, download=True)
+    images, labels, _ = load_image_folder(name)
+    return images, labels
+
+
+def to_model_range(images_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1], the range every model in driftin works in."""
+    return images_u8.float().div(127.5).sub(1.0)
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """float [-1, 1] -> uint8 [0, 255]."""
+    return x.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
+
+
+def global_batch(images: torch.Tensor, labels: torch.Tensor, batch_size: int, generator: torch.Generator,
+                 flip: bool = True, num_classes: int = 0):
+    """Draw a batch (with replacement) and random horizontal flips from `generator`.
+
+    num_classes > 0: class-balanced and sorted by class (batch_size/num_classes of each), the
+    grouping the drift field needs. Every rank draws the same global batch from the same seeded
+    generator and keeps its slice, so a run is a function of (seed, step) alone."""
+    if num_classes:
+        if batch_size % num_classes:
+            raise ValueError(f"batch size {batch_size} is not a multiple of {num_classes} classes")
+        k = batch_size // num_classes
+        pools = [torch.nonzero(labels.cpu() == c).flatten() for c in range(num_classes)]
+        idx = torch.cat([p[torch.randint(len(p), (k,), generator=generator)] for p in pools])
+    else:
+        idx = torch.randint(len(images), (batch_size,), generator=generator)
+    x, y = images[idx.to(images.device)], labels[idx.to(labels.device)]
+    if flip:
+        mask = torch.rand(batch_size, generator=generator) < 0.5
+        x = torch.where(mask.to(x.device)[:, None, None, None], x.flip(-1), x)
+    return x, y

@@ -1,0 +1,117 @@
+"""Inference weights: fp16 safetensors shards + config.json (+ README.md), the layout of a Hub model repo.
+
+save_pretrained / load_pretrained work on a local folder or a Hugging Face Hub repo id.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from .checkpoint import clean_state_dict
+from .config import UNetConfig, diff_keys, from_dict, to_dict
+from .unet import UNet
+
+MAX_SHARD = "15MB"  # every tracked file stays small enough for the GPU machine's transfer limits
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
+
+
+class WeightsError(ValueError):
+    """Weights that cannot be loaded, with the reason."""
+
+
+def save_pretrained(model, folder: str | Path, meta: dict | None = None, dtype=torch.float16) -> Path:
+    from huggingface_hub import save_torch_state_dict
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    net = getattr(model, "module", model)
+    sd = {k: v.detach().to("cpu", dtype).contiguous() for k, v in clean_state_dict(net.state_dict()).items()}
+    for old in folder.glob("model*.safetensors*"):  # a re-save with other sharding leaves no stale shard
+        old.unlink()
+    save_torch_state_dict(sd, str(folder), max_shard_size=MAX_SHARD)
+    config = {"model": to_dict(net.config), **(meta or getattr(net, "meta", {}))}
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return folder
+
+
+def resolve(path_or_repo: str | Path, revision: str | None = None) -> Path:
+    """A local folder as is; otherwise a Hub repo id fetched (or found in the cache when HF_HUB_OFFLINE=1)."""
+    p = Path(path_or_repo)
+    if p.exists():
+        if p.is_file():
+            raise WeightsError(f"{p} is a file; give the folder holding config.json and the .safetensors weights")
+        return p
+    s = str(path_or_repo)
+    if s.count("/") != 1 or s.startswith((".", "/")):
+        raise WeightsError(f"weights folder {s} does not exist (and it is not a Hub repo id like 'user/name')")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(s, revision=revision, allow_patterns=["*.json", "*.safetensors", "*.md", "*.png"]))
+    except Exception as e:  # noqa: BLE001 - offline, missing repo, no token: say which repo
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+        hint = " (HF_HUB_OFFLINE is set and the repo is not in the local cache)" if offline else ""
+        raise WeightsError(f"could not get Hub repo {s!r}{hint}: {type(e).__name__}: {e}") from e
+
+
+def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    elif (folder / "model.safetensors").exists():
+        files = ["model.safetensors"]
+    else:
+        pickles = [f.name for f in folder.iterdir() if f.suffix in PICKLE_SUFFIXES]
+        if pickles:
+            raise WeightsError(f"{folder} holds pickle checkpoint(s) {pickles}, not safetensors; driftin loads safetensors only "
+                               "(a pickle can run code). Export with driftin.hub.save_pretrained or `python -m driftin.train export`.")
+        raise WeightsError(f"no model.safetensors or model.safetensors.index.json in {folder}")
+    sd = {}
+    for name in files:
+        path = folder / name
+        if not path.exists():
+            raise WeightsError(f"weights shard {path} is missing")
+        try:
+            sd.update(load_file(str(path)))
+        except (SafetensorError, OSError, ValueError) as e:
+            with open(path, "rb") as f:
+                head = f.read(2)
+            kind = "a pickle/torch.save file, not safetensors" if head in (b"PK", b"\x80\x02", b"\x80\x04") else "corrupt or truncated"
+            raise WeightsError(f"weights file {path} is {kind}: {e}") from e
+    return sd
+
+
+def load_pretrained(path_or_repo: str | Path, device=None, config: UNetConfig | None = None, revision: str | None = None) -> UNet:
+    """UNet in eval mode with `.meta` (objective, training details) from a folder or Hub repo id.
+    `config`: the architecture the caller expects; a mismatch names the differing keys."""
+    folder = resolve(path_or_repo, revision)
+    cfg_path = folder / "config.json"
+    if not cfg_path.exists():
+        raise WeightsError(f"{folder} has no config.json")
+    meta = json.loads(cfg_path.read_text())
+    if "model" not in meta:
+        raise WeightsError(f"{cfg_path} has no 'model' section (not a driftin weights folder)")
+    try:
+        cfg = from_dict(UNetConfig, meta.pop("model"))
+    except (TypeError, ValueError) as e:
+        raise WeightsError(f"{cfg_path}: {e}") from e
+    if config is not None and cfg != config:
+        raise WeightsError(f"{folder} holds a different architecture: keys {diff_keys(cfg, config)} differ")
+    model = UNet(cfg)
+    sd = clean_state_dict(read_state_dict(folder))
+    own = model.state_dict()
+    missing, extra = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+    wrong = sorted(k for k in set(own) & set(sd) if own[k].shape != sd[k].shape)
+    if missing or extra or wrong:
+        raise WeightsError(f"weights in {folder} do not match config.json (wrong preset?): "
+                           f"missing {missing[:5]}{'…' if len(missing) > 5 else ''} ({len(missing)}), "
+                           f"unexpected {extra[:5]} ({len(extra)}), shape mismatch {wrong[:5]} ({len(wrong)})")
+    model.load_state_dict({k: v.float() for k, v in sd.items()})
+    model.meta = meta
+    return model.eval().requires_grad_(False).to(device or "cpu")

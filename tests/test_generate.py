@@ -1,0 +1,58 @@
+import pytest
+import torch
+
+from driftin.config import preset
+from driftin.generate import generate
+from driftin.unet import UNet
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    return UNet(preset("tiny", num_classes=10, zero_init_out=False)).eval()
+
+
+def test_per_sample_seeds_are_independent_of_batch(net):
+    a = generate(net, seeds=[3, 4, 5], method="drift")
+    b = generate(net, seeds=[5], method="drift")
+    torch.testing.assert_close(a[2:], b, atol=1e-5, rtol=0)
+    c = generate(net, seeds=[3, 4, 5], method="ddim", steps=3, class_labels=[1, 2, 3], guidance=2.0)
+    d = generate(net, seeds=[4], method="ddim", steps=3, class_labels=2, guidance=2.0)
+    torch.testing.assert_close(c[1:2], d, atol=1e-5, rtol=0)
+
+
+def test_outputs_range_and_dtype(net):
+    f = generate(net, 2, 0, method="ddim", steps=2, eta=1.0)
+    assert f.dtype == torch.float32 and f.min() >= 0 and f.max() <= 1
+    u = generate(net, 2, 0, method="drift", output="uint8")
+    assert u.dtype == torch.uint8 and u.shape == (2, 3, 32, 32)
+
+
+def test_guidance_changes_ddim_only_when_conditional(net):
+    a = generate(net, 2, 0, method="ddim", steps=2, class_labels=1, guidance=1.0)
+    b = generate(net, 2, 0, method="ddim", steps=2, class_labels=1, guidance=3.0)
+    assert not torch.allclose(a, b)
+
+
+def test_callback_frames(net):
+    frames = []
+    generate(net, 1, 0, method="ddim", steps=4, callback=lambda i, x, x0: frames.append(x0.shape))
+    assert len(frames) == 4
+
+
+@pytest.mark.parametrize("kwargs,msg", [
+    (dict(method="gan"), "method"),
+    (dict(class_labels=12), "class labels"),
+    (dict(class_labels=[1, 2, 3]), "3 class labels"),
+    (dict(output="png"), "output"),
+    (dict(guidance=-1.0), "guidance"),
+    (dict(method="drift", guidance=2.0), "no guidance input"),
+])
+def test_bad_arguments(net, kwargs, msg):
+    with pytest.raises(ValueError, match=msg):
+        generate(net, 2, 0, **kwargs)
+
+
+def test_unconditional_model_rejects_labels():
+    with pytest.raises(ValueError, match="unconditional"):
+        generate(UNet(preset("tiny")), 1, 0, class_labels=1)

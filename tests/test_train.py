@@ -1,0 +1,76 @@
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from driftin.checkpoint import load_checkpoint
+from driftin.train import TrainConfig, parse_args, train
+
+TINY = dict(preset="tiny", batch_size=8, num_classes=2, bf16=False, warmup=1, log_every=1, sample_every=0, lr=1e-3)
+
+
+def test_tiny_ddpm_overfits_a_handful_of_images(image_folder, tmp_path):
+    cfg = TrainConfig(**{**TINY, "data": image_folder, "steps": 150, "lr": 3e-3, "out": str(tmp_path), "ckpt_every": 1000})
+    train(cfg, quiet=True)
+    losses = [json.loads(line)["loss"] for line in open(tmp_path / "log.jsonl")]
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert last < first / 4, (first, last)
+
+
+def test_kill_and_resume_is_bit_exact(image_folder, tmp_path):
+    cfg = TrainConfig(**{**TINY, "data": image_folder, "steps": 6, "ckpt_every": 3})
+    full = train(TrainConfig(**{**cfg.__dict__, "out": str(tmp_path / "full")}), quiet=True)
+    part = TrainConfig(**{**cfg.__dict__, "out": str(tmp_path / "part")})
+    train(part, stop_after=3, quiet=True)  # "killed" after the step-3 checkpoint
+    assert load_checkpoint(tmp_path / "part" / "checkpoint.pt")["step"] == 3
+    resumed = train(part, quiet=True)
+    for key in ("model", "ema"):
+        for (k, a), b in zip(full[key].state_dict().items(), resumed[key].state_dict().values()):
+            assert torch.equal(a, b), f"{key}.{k} differs after resume"
+
+
+def test_non_finite_loss_stops_with_clear_message(image_folder, tmp_path):
+    cfg = TrainConfig(**{**TINY, "data": image_folder, "steps": 3, "lr": 1e30, "out": str(tmp_path)})
+    with pytest.raises(FloatingPointError, match="non-finite loss"):
+        train(cfg, quiet=True)
+
+
+def test_cli_flags_and_recipe(tmp_path):
+    recipe = tmp_path / "r.json"
+    recipe.write_text(json.dumps({"objective": "drift", "steps": 5, "drift": {"kernel_norm": "y"}}))
+    cfg = parse_args(["--config", str(recipe), "--batch-size", "64", "--drift-temperatures", "[0.05]", "--bf16", "false"])
+    assert (cfg.objective, cfg.steps, cfg.batch_size, cfg.bf16) == ("drift", 5, 64, False)
+    assert cfg.drift.kernel_norm == "y" and cfg.drift.temperatures == (0.05,)
+    with pytest.raises(ValueError, match="objective"):
+        TrainConfig(objective="gan")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_cli(args, nproc, out):
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={free_port()}"] if nproc > 1 else [sys.executable]
+    cmd = launcher + ["-m", "driftin.train", *args, "--out", str(out)]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return load_checkpoint(out / "checkpoint.pt")
+
+
+@pytest.mark.parametrize("objective", ["ddpm", "drift"])
+def test_two_process_ddp_equals_one_process(image_folder, tmp_path, objective):
+    args = ["--objective", objective, "--preset", "tiny", "--data", image_folder, "--batch-size", "8", "--num-classes", "2",
+            "--steps", "3", "--bf16", "false", "--warmup", "1", "--sample-every", "0", "--lr", "1e-3"]
+    if objective == "drift":
+        args += ["--drift-encoder", "pixels", "--drift-cfg-max", "2.0", "--drift-uncond-per-group", "2"]
+    one = run_cli(args, 1, tmp_path / "one")
+    two = run_cli(args, 2, tmp_path / "two")
+    for k, a in one["model"].items():
+        torch.testing.assert_close(two["model"][k], a, atol=2e-6, rtol=1e-5, msg=f"{k} differs between 1 and 2 processes")
