@@ -1,0 +1,146 @@
+"""Evaluate a generator (or a folder of images) against CIFAR-10 train statistics.
+
+    python -m driftin.eval --weights weights/drift-cifar10                 # 50k samples, model's own method
+    python -m driftin.eval --weights weights/ddpm-cifar10 --method ddim --steps 50
+    python -m driftin.eval --images out/samples --n 10000
+    ... --inception-weights pt_inception-2015-12-05-6726825d.pth           # adds standard Inception FID
+
+Metrics: FD, precision/recall (k=3) and IS analogue in the evalnet's feature space; JSON is merged into
+<weights>/eval.json (entry keyed by method/steps/guidance) or benchmarks/eval_<name>.json for images.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from driftin.data import CIFAR10_CLASSES, REPO, load_image_folder
+from driftin.eval import git_commit, markdown_table
+from driftin.eval.fd import feature_stats, frechet_distance
+from driftin.eval.features import (DEFAULT_EVALNET, EvalFeatures, collect, default_device, generated_batches, load_evalnet,
+                                   reference_stats, state_hash)
+from driftin.eval.inception import InceptionFeatures, InceptionWeightsError, inception_reference_stats
+from driftin.eval.metrics import compute_metrics
+
+COLUMNS = ["entry", "n", "fd", "precision", "recall", "is_analogue", "class_acc", "fid_inception"]
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m driftin.eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--weights", help="generator weights folder or Hugging Face repo id (driftin.hub.load_pretrained)")
+    src.add_argument("--images", help="folder of images (ImageFolder layout or flat)")
+    ap.add_argument("--n", type=int, default=50_000, help="number of samples (images: at most this many)")
+    ap.add_argument("--method", choices=["drift", "ddim"], help="default: the model's own (drift -> one step, ddpm -> ddim)")
+    ap.add_argument("--steps", type=int, default=50, help="sampler steps (ignored by drift)")
+    ap.add_argument("--guidance", type=float, default=1.0)
+    ap.add_argument("--classes", choices=["auto", "uniform", "none"], default="auto",
+                    help="uniform: label i %% K for sample i; auto: uniform for class-conditional models")
+    ap.add_argument("--seed", type=int, default=0, help="samples use seeds seed .. seed+n-1")
+    ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--evalnet", default=DEFAULT_EVALNET, help="evaluation net folder (default weights/evalnet-cifar10)")
+    ap.add_argument("--reference", choices=["train", "test"], default="train", help="CIFAR-10 split for reference statistics")
+    ap.add_argument("--pr-n", type=int, default=10_000, help="samples per side for precision/recall")
+    ap.add_argument("--inception-weights", help=f"pytorch-fid Inception weights file, or 'download' (torchvision's; network)")
+    ap.add_argument("--out", help="JSON file (default: <weights>/eval.json, or benchmarks/eval_<name>.json)")
+    ap.add_argument("--device")
+    return ap.parse_args(argv)
+
+
+def _image_source(args):
+    images, labels, names = load_image_folder(args.images)
+    images, labels = images[: args.n], labels[: args.n]
+    # Folders named after CIFAR-10 classes carry labels the evalnet can be checked against.
+    cifar_labels = np.array([CIFAR10_CLASSES.index(names[i]) for i in labels]) if set(names) <= set(CIFAR10_CLASSES) else None
+    batches = ((images[i : i + args.batch], None) for i in range(0, len(images), args.batch))
+    info = {"model": str(args.images), "method": "images", "steps": None, "guidance": None, "classes": None, "seed": None}
+    return batches, len(images), info, cifar_labels
+
+
+def _model_source(args, device):
+    from driftin.hub import load_pretrained
+
+    model = load_pretrained(args.weights, device=device)
+    meta = getattr(model, "meta", {}) or {}
+    method = args.method or ("drift" if meta.get("objective") == "drift" else "ddim")
+    steps = 1 if method == "drift" else args.steps
+    num_classes = getattr(model.config, "num_classes", 0)
+    classes = ("uniform" if num_classes else "none") if args.classes == "auto" else args.classes
+    if classes == "uniform" and not num_classes:
+        raise ValueError(f"{args.weights} is unconditional; use --classes none")
+    batches = generated_batches(model, args.n, seed=args.seed, batch=args.batch, method=method, steps=steps,
+                                guidance=args.guidance, classes=classes, num_classes=num_classes or 10, device=device)
+    info = {"model": str(args.weights), "method": method, "steps": steps, "guidance": args.guidance, "classes": classes,
+            "seed": args.seed, "objective": meta.get("objective")}
+    return batches, args.n, info, None
+
+
+def entry_key(info: dict, n: int) -> str:
+    if info["method"] == "images":
+        return "images" + ("" if n == 50_000 else f"_n{n}")
+    key = f"{info['method']}_steps{info['steps']}_g{info['guidance']:g}"
+    key += "_uncond" if info["classes"] == "none" else ""
+    return key + ("" if n == 50_000 else f"_n{n}")  # a quick 10k run must not overwrite the 50k number
+
+
+def default_out(args) -> Path:
+    if args.weights and Path(args.weights).is_dir():
+        return Path(args.weights) / "eval.json"
+    name = Path(args.images).name if args.images else args.weights.replace("/", "_")
+    return REPO / "benchmarks" / f"eval_{name}.json"
+
+
+def write_merged(path: Path, key: str, entry: dict) -> dict:
+    """Add/replace one entry in a JSON dict file, keeping the other entries."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[key] = entry
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+    return data
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = default_device(args.device)
+    t0 = time.time()
+    try:
+        net = load_evalnet(args.evalnet, device)
+        inception = InceptionFeatures(args.inception_weights, device) if args.inception_weights else None
+        ref = reference_stats(net, args.reference)
+        inc_ref = inception_reference_stats(inception, args.reference) if inception else None
+        batches, n, info, labels = _image_source(args) if args.images else _model_source(args, device)
+    except (FileNotFoundError, InceptionWeightsError, ValueError) as e:
+        sys.exit(f"error: {e}")
+
+    extractors = {"evalnet": EvalFeatures(net, args.batch)}
+    if inception:
+        extractors["inception"] = inception
+    res = collect(batches, extractors, total=n)
+    feats, probs = res["evalnet"]
+    labels = res["labels"] if res["labels"] is not None else labels
+    metrics = compute_metrics(feats, probs, ref, labels=labels, pr_n=args.pr_n, device=device)
+    if inception:
+        metrics["fid_inception"] = frechet_distance(*feature_stats(res["inception"]), inc_ref["mu"], inc_ref["sigma"])
+
+    entry = {**metrics, "n": len(feats), **info, "git_commit": git_commit(),
+             "evalnet": {"path": str(args.evalnet), "hash": state_hash(net), "test_acc": net.meta.get("test_acc")},
+             "reference": {"split": args.reference, "n": ref["n"], "key": ref["key"], "is_analogue": ref["is_analogue"]},
+             "inception": inception.name if inception else None, "pr_n": args.pr_n, "k": 3,
+             "seconds": round(time.time() - t0, 1), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    out = Path(args.out) if args.out else default_out(args)
+    key = entry_key(info, len(feats))
+    data = write_merged(out, key, entry)
+    print(markdown_table([{"entry": k, **v} for k, v in data.items()], COLUMNS))
+    print(f"wrote {out} [{key}]  (reference IS analogue {ref['is_analogue']:.3f}; evalnet {args.evalnet})")
+    return entry
+
+
+if __name__ == "__main__":
+    main()
