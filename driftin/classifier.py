@@ -264,14 +264,17 @@ def _write_card(out, info):
             "evalnet": "Evaluation network for FD / precision-recall / IS-analogue (`penultimate(x)` features, softmax). "
                        "Independent of the drift encoder (other architecture, seed, objective)."}[info["arch"]]
     acc = f"{info['test_acc']:.4f}" if "test_acc" in info else "(not measured)"
+    train = (f"CIFAR-10 train split (JPEG copy), {info['epochs']} epochs, batch {info['batch']}, SGD nesterov, lr {info['lr']}, "
+             f"label smoothing {info['label_smoothing']}, seed {info['seed']}, crop+flip augmentation; "
+             f"{info['train_seconds']} s on {info['device']}") if "epochs" in info else "(untrained save)"
+    blocks = f", blocks {info['blocks']}" if "blocks" in info else ""
     text = f"""# {Path(out).name}
 
 {role}
 
-- Architecture: `{info['arch']}`, widths {info['widths']}{', blocks ' + str(info['blocks']) if 'blocks' in info else ''}, {info['params']:,} parameters, stored {info['dtype']}
+- Architecture: `{info['arch']}`, widths {info['widths']}{blocks}, {info['params']:,} parameters, stored {info['dtype']}
 - Input: float images in [-1, 1], [B, 3, 32, 32]; CIFAR-10 normalisation happens inside the model.
-- Training: CIFAR-10 train split (JPEG copy), {info['epochs']} epochs, batch {info['batch']}, SGD nesterov, lr {info['lr']},
-  label smoothing {info['label_smoothing']}, seed {info['seed']}, crop+flip augmentation; {info['train_seconds']} s on {info['device']}.
+- Training: {train}
 - CIFAR-10 test accuracy: {acc}
 - Command: `{info.get('train_command') or 'n/a'}`
 - Load: `from driftin.classifier import load_classifier; net = load_classifier("{out}")`

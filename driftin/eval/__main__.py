@@ -48,6 +48,7 @@ def parse_args(argv=None):
     ap.add_argument("--pr-n", type=int, default=10_000, help="samples per side for precision/recall")
     ap.add_argument("--inception-weights", help=f"pytorch-fid Inception weights file, or 'download' (torchvision's; network)")
     ap.add_argument("--out", help="JSON file (default: <weights>/eval.json, or benchmarks/eval_<name>.json)")
+    ap.add_argument("--fast", action="store_true", help="generate()'s compiled/CUDA-graph path (same images up to bf16)")
     ap.add_argument("--device")
     return ap.parse_args(argv)
 
@@ -74,9 +75,9 @@ def _model_source(args, device):
     if classes == "uniform" and not num_classes:
         raise ValueError(f"{args.weights} is unconditional; use --classes none")
     batches = generated_batches(model, args.n, seed=args.seed, batch=args.batch, method=method, steps=steps,
-                                guidance=args.guidance, classes=classes, num_classes=num_classes or 10, device=device)
+                                guidance=args.guidance, classes=classes, num_classes=num_classes or 10, device=device, fast=args.fast)
     info = {"model": str(args.weights), "method": method, "steps": steps, "guidance": args.guidance, "classes": classes,
-            "seed": args.seed, "objective": meta.get("objective")}
+            "seed": args.seed, "objective": meta.get("objective"), "fast": args.fast}
     return batches, args.n, info, None
 
 

@@ -1,0 +1,114 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from driftin import classifier as C
+
+TINY_ENC = {"widths": (8, 16, 32, 64)}
+TINY_EVAL = {"widths": (8, 16, 32)}
+
+
+def _x(n=4, seed=0):
+    return torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def _data(n=256, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
+    y = torch.randint(0, 10, (n,), generator=g)
+    return x, y, x[:64], y[:64]
+
+
+def test_encoder_shapes_and_batch_independence():
+    torch.manual_seed(0)
+    enc = C.Encoder().eval()
+    x = _x(3)
+    maps = enc.features(x)
+    assert [tuple(m.shape) for m in maps] == [(3, 64, 32, 32), (3, 128, 16, 16), (3, 256, 8, 8), (3, 512, 4, 4)]
+    assert enc(x).shape == (3, 10)
+    # GroupNorm: a sample's features must not depend on the rest of the batch (also in train mode)
+    enc.train()
+    torch.testing.assert_close(enc.features(x[:1])[2], enc.features(x)[2][:1], atol=1e-5, rtol=1e-5)
+
+
+def test_evalnet_shapes():
+    net = C.EvalNet().eval()
+    assert net.penultimate(_x(2)).shape == (2, 384)
+    assert net(_x(2)).shape == (2, 10)
+
+
+def test_augment_is_a_crop_or_flipped_crop():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (12, 3, 32, 32), dtype=torch.uint8, generator=g)
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    out = C.augment(padded, torch.Generator().manual_seed(1))
+    assert out.shape == x.shape and out.dtype == torch.uint8
+    for i in range(len(x)):  # slow oracle: search all 9 x 9 x 2 crops
+        crops = [padded[i, :, dy : dy + 32, dx : dx + 32] for dy in range(9) for dx in range(9)]
+        assert any(torch.equal(out[i], c) or torch.equal(out[i], c.flip(-1)) for c in crops)
+
+
+@pytest.mark.parametrize("arch,kw", [("encoder", TINY_ENC), ("evalnet", TINY_EVAL)])
+def test_save_load_roundtrip(tmp_path, arch, kw):
+    torch.manual_seed(0)
+    net = C.build_classifier(arch, **kw).eval()
+    C.save_classifier(net, tmp_path / "w")
+    back = C.load_classifier(tmp_path / "w")
+    assert not back.training and not any(p.requires_grad for p in back.parameters())
+    torch.testing.assert_close(back(_x()), net(_x()), atol=0, rtol=0)
+    assert (tmp_path / "w" / "README.md").exists()
+
+
+def test_large_net_stored_fp16_under_limit(tmp_path):
+    torch.manual_seed(0)
+    net = C.Encoder().eval()  # ~4.9M params: 19.6 MB in fp32 -> stored fp16
+    C.save_classifier(net, tmp_path / "w")
+    assert (tmp_path / "w" / C.WEIGHTS_FILE).stat().st_size <= C.MAX_FILE_BYTES
+    assert json.loads((tmp_path / "w" / C.CONFIG_FILE).read_text())["dtype"] == "float16"
+    back = C.load_classifier(tmp_path / "w")
+    assert next(back.parameters()).dtype == torch.float32
+    torch.testing.assert_close(back.features(_x())[-1], net.features(_x())[-1], atol=2e-2, rtol=2e-2)
+
+
+def test_load_errors_are_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        C.load_classifier(tmp_path / "nope")
+    pt = tmp_path / "model.pt"
+    torch.save({"a": torch.zeros(1)}, pt)
+    with pytest.raises(ValueError, match="pickle"):
+        C.load_classifier(pt)
+    only_pickle = tmp_path / "pickled"
+    only_pickle.mkdir()
+    torch.save({"a": torch.zeros(1)}, only_pickle / "model.pth")
+    with pytest.raises(FileNotFoundError, match="pickle"):
+        C.load_classifier(only_pickle)
+    # evalnet weights with an encoder config: keys do not match
+    w = tmp_path / "w"
+    C.save_classifier(C.EvalNet(**TINY_EVAL), w)
+    cfg = json.loads((w / C.CONFIG_FILE).read_text())
+    (w / C.CONFIG_FILE).write_text(json.dumps({**cfg, "arch": "encoder", "widths": [8, 16, 32, 64], "blocks": [1, 1, 1, 1]}))
+    with pytest.raises(ValueError, match="missing keys"):
+        C.load_classifier(w)
+    (w / C.CONFIG_FILE).write_text(json.dumps({**cfg, "widths": [8, 16, 48]}))
+    with pytest.raises(ValueError, match="shape mismatch"):
+        C.load_classifier(w)
+    (w / C.CONFIG_FILE).unlink()
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        C.load_classifier(w)
+
+
+def test_smoke_train_and_cli(tmp_path, monkeypatch):
+    model, info = C.train_classifier("evalnet", tmp_path / "ev", epochs=1, batch=64, arch_kwargs=TINY_EVAL,
+                                     data=_data(), device="cpu", progress=False)
+    assert 0.0 <= info["test_acc"] <= 1.0 and info["seed"] == 1 and info["label_smoothing"] == 0.1
+    assert json.loads((tmp_path / "ev" / C.CONFIG_FILE).read_text())["test_acc"] == info["test_acc"]
+    # CLI path with the dataset replaced by a few hundred random images
+    tr, ty, te, tey = _data(192, seed=1)
+    monkeypatch.setattr(C, "load_cifar10_tar", lambda split: (tr, ty) if split == "train" else (te, tey))
+    C.main(["train", "--arch", "encoder", "--out", str(tmp_path / "enc"), "--epochs", "1", "--batch", "64",
+            "--widths", "8,16,32,64", "--device", "cpu"])
+    cfg = json.loads((tmp_path / "enc" / C.CONFIG_FILE).read_text())
+    assert cfg["arch"] == "encoder" and cfg["seed"] == 0 and "--arch encoder" in cfg["train_command"]
+    assert len(C.load_classifier(Path(tmp_path / "enc")).features(_x(1))) == 4
