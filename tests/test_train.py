@@ -72,5 +72,10 @@ def test_two_process_ddp_equals_one_process(image_folder, tmp_path, objective):
         args += ["--drift-encoder", "pixels", "--drift-cfg-max", "2.0", "--drift-uncond-per-group", "2"]
     one = run_cli(args, 1, tmp_path / "one")
     two = run_cli(args, 2, tmp_path / "two")
+    # Adam is scale-invariant, so also compare the gradient norms: a wrong gradient scale under DDP shows there
+    norms = [[json.loads(line)["grad_norm"] for line in open(tmp_path / run / "log.jsonl")] for run in ("one", "two")]
+    assert norms[1] == pytest.approx(norms[0], rel=1e-4)
     for k, a in one["model"].items():
-        torch.testing.assert_close(two["model"][k], a, atol=2e-6, rtol=1e-5, msg=f"{k} differs between 1 and 2 processes")
+        # all-reduce order changes float rounding, which Adam amplifies for near-zero gradients:
+        # allow 2e-5, far below one step's update (lr 1e-3)
+        torch.testing.assert_close(two["model"][k], a, atol=2e-5, rtol=1e-5, msg=f"{k} differs between 1 and 2 processes")
