@@ -1,0 +1,134 @@
+"""driftin.modelcard: README.md + training_curve.png generated from a weights folder's data. Offline, CPU."""
+import dataclasses
+import json
+import shutil
+
+import pytest
+import torch
+
+from driftin.config import preset
+from driftin.hub import save_pretrained
+from driftin.modelcard import FD_METRIC, MARKER, find_recipe, load_eval, load_speed, read_log, train_command, write_model_card
+from driftin.train import TrainConfig
+from driftin.unet import UNet, count_params
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture()
+def weights(tmp_path):
+    """A tiny drift weights folder (as `train export` writes it), its run folder with log and sample grid, and eval.json."""
+    from PIL import Image
+
+    tc = TrainConfig(objective="drift", preset="tiny", steps=200, batch_size=64, out=str(tmp_path / "run"))
+    torch.manual_seed(0)
+    model = UNet(tc.model_config())
+    folder = tmp_path / "weights" / "drift-tiny"
+    save_pretrained(model, folder, {"objective": "drift", "steps": 200,
+                                    "train_config": json.loads(json.dumps(dataclasses.asdict(tc)))})
+    run = tmp_path / "run"
+    run.mkdir()
+    recs = [{"step": s, "loss": 2.0 / (1 + s / 20), "grad_norm": 1.0, "lr": 2e-4, "img_per_s": 900.0 + s, "peak_mem_gb": 0.0}
+            for s in range(10, 210, 10)]
+    lines = [json.dumps(r) for r in recs[:12]] + [json.dumps(r) for r in recs[8:]]  # resumed at step 90: steps repeat
+    (run / "log.jsonl").write_text("\n".join(lines) + '\n{"step": 210, "lo')  # a line cut by a kill
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(run / "samples_0000200.png")
+    (folder / "eval.json").write_text(json.dumps({
+        "drift_steps1_g1": {"fd": 12.5, "precision": 0.61, "recall": 0.52, "is_analogue": 7.9, "n": 50000, "method": "drift",
+                            "steps": 1, "guidance": 1.0, "classes": "uniform", "reference": {"split": "train"}},
+        "drift_steps1_g1_n10000": {"fd": 14.25, "n": 10000, "method": "drift", "steps": 1, "guidance": 1.0},
+        "broken": {"note": "no metrics"}}))
+    return folder, run, model
+
+
+def test_card_parses_and_carries_the_data(weights):
+    from huggingface_hub import ModelCard
+    from PIL import Image
+
+    folder, run, model = weights
+    path = write_model_card(folder, run_dir=run, repo_id="me/driftin-drift-tiny")
+    card = ModelCard.load(path)
+    d = card.data
+    assert d.library_name == "driftin" and d.license == "mit" and d.datasets == ["cifar10"]
+    assert d.pipeline_tag == "unconditional-image-generation"
+    assert {"drifting", "one-step", "image-generation", "cifar10"} <= set(d.tags)
+    fd = [r for r in d.eval_results if r.metric_type == FD_METRIC]
+    assert [r.metric_value for r in fd] == [12.5]  # the quick n=10k run stays out of the metadata (it is in the table)
+    assert fd[0].task_type == "unconditional-image-generation" and fd[0].dataset_type == "cifar10"
+    assert "not Inception FID" in fd[0].metric_name
+    assert "model-index" in path.read_text() and ModelCard(path.read_text()).data.eval_results
+
+    text = card.text
+    assert MARKER in text
+    assert "![training curve](training_curve.png)" in text and "![samples](samples.png)" in text
+    assert "| drift, 1 step | 50,000 | 12.50 |" in text and "14.25" in text
+    assert "not* the Inception FID" in text
+    assert "hf download me/driftin-drift-tiny --local-dir weights/drift-tiny" in text
+    assert "python app.py --drift weights/drift-tiny" in text and 'load_pretrained("me/driftin-drift-tiny")' in text
+    assert f"{count_params(model):,}" in text
+    assert "torchrun --nproc_per_node=8 -m driftin.train" in text and "--preset tiny" in text
+
+    png = folder / "training_curve.png"
+    assert png.read_bytes()[:8] == PNG
+    with Image.open(png) as im:
+        im.verify()
+    assert (folder / "samples.png").read_bytes() == (run / "samples_0000200.png").read_bytes()
+    assert (folder / "train_log.jsonl").read_bytes() == (run / "log.jsonl").read_bytes()
+    assert [r["step"] for r in read_log(folder / "train_log.jsonl")] == list(range(10, 210, 10))
+
+    # the folder alone (as downloaded) regenerates the same card
+    shutil.rmtree(run)
+    before = path.read_text()
+    write_model_card(folder, repo_id="me/driftin-drift-tiny")
+    assert path.read_text() == before
+
+
+def test_card_without_eval_log_or_grid(tmp_path):
+    from huggingface_hub import ModelCard
+
+    folder = tmp_path / "ddpm-tiny"
+    save_pretrained(UNet(preset("tiny")), folder, {"objective": "ddpm"})
+    card = ModelCard.load(write_model_card(folder))
+    assert card.data.library_name == "driftin" and not card.data.eval_results
+    assert "diffusion" in card.data.tags and "python -m driftin.eval --weights weights/ddpm-tiny" in card.text
+    assert "<user>/driftin-ddpm-tiny" in card.text and 'method="ddim"' in card.text
+    assert not (folder / "training_curve.png").exists() and "training_curve.png" not in card.text
+
+
+def test_eval_json_read_defensively(tmp_path):
+    (tmp_path / "eval.json").write_text(json.dumps({"entries": [
+        {"metric": {"fd": 3.5, "precision": 0.7, "recall": 0.6, "is": 9.0}, "n": 50000, "method": "drift", "steps": 1, "guidance": 1.5},
+        {"metric": {"fd": "nan"}, "method": "ddim"}, "junk", {"method": "ddim", "steps": 50}]}))
+    rows = load_eval(tmp_path)
+    assert len(rows) == 1 and rows[0]["fd"] == 3.5 and rows[0]["is"] == 9.0 and rows[0]["guidance"] == 1.5
+    (tmp_path / "eval.json").write_text(json.dumps({"entries": {"a": {"fd": 1.0, "method": "ddim", "steps": 50}}}))
+    assert load_eval(tmp_path)[0]["steps"] == 50
+    (tmp_path / "eval.json").write_text("{not json")
+    assert load_eval(tmp_path) == []
+    (tmp_path / "infer_h100.json").write_text(json.dumps({"drift-tiny": {"img_per_s": 1e5, "batch": 256, "method": "drift"}}))
+    [(name, rows)] = load_speed(tmp_path)
+    assert name == "infer_h100.json" and rows[0]["img_per_s"] == 1e5
+
+
+def test_training_command_uses_a_matching_recipe(tmp_path):
+    (tmp_path / "training").mkdir()
+    recipe = {"objective": "drift", "preset": "base", "batch_size": 1024, "steps": 50000, "out": "runs/drift_cifar10",
+              "drift": {"cfg_max": 2.0}}
+    (tmp_path / "training" / "drift_cifar10.json").write_text(json.dumps(recipe))
+    (tmp_path / "training" / "ddpm_cifar10.json").write_text(json.dumps({"objective": "ddpm", "out": "runs/ddpm"}))
+    from driftin.config import from_dict
+
+    tc = json.loads(json.dumps(dataclasses.asdict(from_dict(TrainConfig, recipe))))
+    assert find_recipe(tc, tmp_path) == ("training/drift_cifar10.json", [])
+    assert train_command(tc, tmp_path) == "torchrun --nproc_per_node=8 -m driftin.train --config training/drift_cifar10.json"
+    tc["lr"], tc["drift"]["temperatures"] = 1e-4, [0.05]
+    assert train_command(tc, tmp_path).endswith("--config training/drift_cifar10.json --lr 0.0001 --drift-temperatures '[0.05]'")
+    # no recipe: flags reconstructed from the trainer's defaults, and they parse back to the same config
+    recipe, flags = find_recipe(tc, tmp_path / "nowhere")
+    assert recipe is None
+    import shlex
+
+    from driftin.train import parse_args
+
+    argv = shlex.split(" ".join(flags))
+    assert json.loads(json.dumps(dataclasses.asdict(parse_args(argv)))) == tc
