@@ -1,0 +1,335 @@
+"""driftin live demo: one-step drift vs. DDPM/DDIM, same UNet, same noise, CIFAR-10 32x32.
+
+    python app.py [--drift weights/drift-cifar10] [--ddpm weights/ddpm-cifar10] [--host 127.0.0.1 --port 7860]
+                  [--device auto] [--autostart]
+
+Weights: a local folder or a Hub repo id (env DRIFTIN_DRIFT / DRIFTIN_DDPM). The app starts without them
+and says what is missing. All logic lives in driftin/live.py; this file is the Gradio view.
+API (gradio_client): /drift_frame, /ddim, /record_gif (see README, section App).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gradio as gr
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from driftin import live  # noqa: E402
+from driftin.live import CLASS_CHOICES, GRID_SIZES, GUIDANCE_RANGE, MAX_STEPS, RECORD_MAX_SECONDS, UNCONDITIONAL  # noqa: E402
+
+DEFAULT_DRIFT = "weights/drift-cifar10"
+DEFAULT_DDPM = "weights/ddpm-cifar10"
+
+CSS = """
+#drift-panel img, #ddpm-panel img, #walk-panel img, #gif-preview img { image-rendering: pixelated; }
+.weights-missing { border-left: 4px solid #d33; padding-left: 8px; }
+"""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {name}: CUDA is not available here")
+    return dev
+
+
+@dataclass
+class Session:
+    settings: live.Settings
+    stop: threading.Event = field(default_factory=threading.Event)
+    recorder: live.Recorder | None = None
+
+
+class DemoApp:
+    """Models + per-browser-session stream state; the Gradio handlers are its methods."""
+
+    def __init__(self, drift: str = DEFAULT_DRIFT, ddpm: str = DEFAULT_DDPM, device: str = "auto",
+                 max_live_seconds: float = 600.0, max_fps: float = 24.0):
+        self.device = resolve_device(device)
+        if self.device.type == "cpu":
+            torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+        self.engine = live.Engine(live.load_slot("drift", drift, self.device), live.load_slot("ddpm", ddpm, self.device), self.device)
+        self.max_live_seconds, self.max_fps = max_live_seconds, max_fps
+        self.sessions: dict[tuple[str, str], Session] = {}
+        self._lock = threading.Lock()
+
+    # ---- status
+    def status_markdown(self) -> str:
+        lines = []
+        for slot in (self.engine.drift, self.engine.ddpm):
+            if slot.ok:
+                cfg, meta = slot.model.config, slot.model.meta
+                n_params = sum(p.numel() for p in slot.model.parameters()) / 1e6
+                cond = f"{cfg.num_classes} classes" if cfg.num_classes else "unconditional"
+                lines.append(f"- **{slot.kind}**: `{slot.source}` — objective `{meta.get('objective')}`, "
+                             f"{n_params:.1f}M params, {cond}" + (", guidance input" if cfg.guidance_input else ""))
+            else:
+                lines.append(f"- ⚠️ **{slot.kind} weights missing** — {slot.error}")
+        fast = "fast path on" if self.engine.fast else "eager"
+        return f"**Device**: `{self.device}` ({fast})\n\n" + "\n".join(lines)
+
+    @property
+    def missing(self) -> bool:
+        return not (self.engine.drift.ok and self.engine.ddpm.ok)
+
+    # ---- helpers
+    @staticmethod
+    def settings(seed, random_seed, grid, steps, class_name, guidance, view="x0") -> live.Settings:
+        try:
+            return live.validate(seed, random_seed, grid, steps, class_name, guidance, view)
+        except ValueError as e:
+            raise gr.Error(str(e)) from None
+
+    def _session(self, request: gr.Request | None, kind: str, s: live.Settings) -> Session:
+        key = (getattr(request, "session_hash", None) or "anonymous", kind)
+        with self._lock:
+            old = self.sessions.get(key)
+            if old is not None:
+                old.stop.set()  # one stream of a kind per browser session
+            sess = self.sessions[key] = Session(s)
+        return sess
+
+    def _end(self, request, kind: str, sess: Session) -> None:
+        sess.stop.set()
+        key = (getattr(request, "session_hash", None) or "anonymous", kind)
+        with self._lock:
+            if self.sessions.get(key) is sess:
+                del self.sessions[key]
+
+    def _check(self, kind: str, s: live.Settings) -> None:
+        try:
+            self.engine.require(kind)
+            self.engine.check(kind, s)
+        except ValueError as e:
+            raise gr.Error(str(e)) from None
+
+    # ---- streams
+    def live(self, seed, random_seed, grid, steps, class_name, guidance, view, request: gr.Request = None):
+        """Live side-by-side stream: yields (drift grid, drift stats, DDPM grid, DDPM stats)."""
+        s = self.settings(seed, random_seed, grid, steps, class_name, guidance, view)
+        sess = self._session(request, "live", s)
+        try:
+            frames = live.live_frames(self.engine, lambda: sess.settings, sess.stop, self.max_fps, self.max_live_seconds)
+            for f in frames:
+                if sess.recorder is not None:
+                    sess.recorder.offer(f)
+                yield (live.make_grid(f.drift) if f.drift is not None else gr.skip(), f.drift_stats,
+                       live.make_grid(f.ddpm) if f.ddpm is not None else gr.skip(), f.ddpm_stats)
+        except ValueError as e:
+            raise gr.Error(str(e)) from None
+        finally:
+            self._end(request, "live", sess)
+
+    def walk(self, seed, random_seed, grid, class_name, guidance, frames_per_segment, request: gr.Request = None):
+        """Latent walk stream: yields (drift grid, stats)."""
+        s = self.settings(seed, random_seed, grid, 1, class_name, guidance)
+        try:
+            n = live.validate_walk(frames_per_segment)
+        except ValueError as e:
+            raise gr.Error(str(e)) from None
+        self._check("drift", s)
+        sess = self._session(request, "walk", s)
+        try:
+            for f in live.walk_frames(self.engine, lambda: sess.settings, n, sess.stop, 30.0, self.max_live_seconds):
+                if sess.recorder is not None:
+                    sess.recorder.offer(f, walk=True)
+                yield live.make_grid(f.drift), f.drift_stats
+        finally:
+            self._end(request, "walk", sess)
+
+    def update(self, seed, random_seed, grid, steps, class_name, guidance, view, request: gr.Request = None):
+        """Controls changed: running streams of this browser session pick the new settings up."""
+        key = getattr(request, "session_hash", None) or "anonymous"
+        running = [self.sessions.get((key, k)) for k in ("live", "walk")]
+        if any(running):
+            s = self.settings(seed, random_seed, grid, steps, class_name, guidance, view)
+            for sess in running:
+                if sess is not None:
+                    try:
+                        for kind in ("drift", "ddpm"):
+                            if (self.engine.drift if kind == "drift" else self.engine.ddpm).ok:
+                                self.engine.check(kind, s)
+                    except ValueError as e:
+                        raise gr.Error(str(e)) from None
+                    sess.settings = s
+
+    def stop(self, request: gr.Request = None):
+        key = getattr(request, "session_hash", None) or "anonymous"
+        for kind in ("live", "walk"):
+            sess = self.sessions.get((key, kind))
+            if sess is not None:
+                sess.stop.set()
+
+    # ---- one-shot endpoints (named API)
+    def drift_frame(self, seed=0, random_seed=False, grid=4, class_name=UNCONDITIONAL, guidance=1.0):
+        """One drift grid (one forward pass). Returns an image: ceil(sqrt(grid)) tiles of 128 px a side, 2 px apart."""
+        s = self.settings(seed, random_seed, grid, 1, class_name, guidance)
+        self._check("drift", s)
+        seeds = live.frame_seeds(s, live.random.randrange(live.MAX_SEED), 0)
+        x, _ = self.engine.drift_images(seeds, s)
+        return live.make_grid(x)
+
+    def ddim(self, seed=0, random_seed=False, grid=4, steps=25, class_name=UNCONDITIONAL, guidance=1.0):
+        """One DDPM sample by DDIM with `steps` steps. Returns the final grid image (same layout as /drift_frame)."""
+        s = self.settings(seed, random_seed, grid, steps, class_name, guidance)
+        self._check("ddpm", s)
+        seeds = live.frame_seeds(s, live.random.randrange(live.MAX_SEED), 0)
+        return live.make_grid(self.engine.ddim_images(seeds, s))
+
+    def record_gif(self, seconds=3.0, seed=0, random_seed=True, grid=4, steps=25, class_name=UNCONDITIONAL,
+                   guidance=1.0, what="side-by-side", request: gr.Request = None):
+        """Record a clip (<= 10 s, <= 120 frames). If this browser session is streaming, the running stream is
+        recorded; otherwise a fresh one is run. Returns the GIF's path (the MP4, when made, goes to a State)."""
+        try:
+            secs = live.validate_record(seconds)
+        except ValueError as e:
+            raise gr.Error(str(e)) from None
+        if what not in ("side-by-side", "latent walk"):
+            raise gr.Error(f"what must be 'side-by-side' or 'latent walk', got {what!r}")
+        s = self.settings(seed, random_seed, grid, steps, class_name, guidance)
+        kind = "walk" if what == "latent walk" else "live"
+        key = (getattr(request, "session_hash", None) or "anonymous", kind)
+        running = self.sessions.get(key)
+        if running is not None and not running.stop.is_set():
+            rec = running.recorder = live.Recorder(secs)
+            rec.done.wait(secs + 60)
+            running.recorder = None
+            if not rec.frames:
+                raise gr.Error("the running stream produced no frames to record")
+            gif, mp4 = rec.write()
+        else:
+            if kind == "walk":
+                self._check("drift", s)
+            stop = threading.Event()
+            get = (lambda: s)
+            frames = (live.walk_frames(self.engine, get, 24, stop, 30.0, secs + 60) if kind == "walk"
+                      else live.live_frames(self.engine, get, stop, self.max_fps, secs + 60))
+            try:
+                gif, mp4, _ = live.record(frames, secs, stop, walk=kind == "walk")
+            except ValueError as e:
+                raise gr.Error(str(e)) from None
+        return str(gif), (str(mp4) if mp4 else None)
+
+    def on_unload(self, request: gr.Request = None):
+        self.stop(request)
+
+    # ---- the page
+    def build(self, autostart: bool = False, concurrency: int | None = None, queue_size: int = 64,
+              max_live: int | None = None) -> gr.Blocks:
+        gpu = self.device.type == "cuda"
+        concurrency = concurrency or (4 if gpu else 2)
+        max_live = max_live or (8 if gpu else 2)
+        default_grid = 16 if gpu else 4
+        with gr.Blocks(title="driftin: drift vs. diffusion, live", delete_cache=(120, 300)) as demo:
+            gr.Markdown("# driftin — one-step drifting vs. DDPM, live\n"
+                        "Same UNet, same noise (same seeds), CIFAR-10 32×32. **Drift** makes a new image in one forward "
+                        "pass, so it streams continuously; **DDPM** denoises step by step (DDIM) — watch its steps. "
+                        "*Model* speed is the synchronised wall time of the forward passes only; *UI* is the rate frames "
+                        "are delivered to this page.")
+            gr.Markdown(self.status_markdown(), elem_id="status",
+                        elem_classes=["weights-missing"] if self.missing else None)
+            with gr.Row():
+                with gr.Column():
+                    drift_img = gr.Image(label="Drift · 1 step", type="numpy", format="png", interactive=False,
+                                         elem_id="drift-panel", height=420, buttons=["download"])
+                    drift_md = gr.Markdown("**Drift** — press Start", elem_id="drift-stats")
+                with gr.Column():
+                    ddpm_img = gr.Image(label="DDPM · DDIM steps", type="numpy", format="png", interactive=False,
+                                        elem_id="ddpm-panel", height=420, buttons=["download"])
+                    ddpm_md = gr.Markdown("**DDPM** — press Start", elem_id="ddpm-stats")
+            with gr.Row():
+                start = gr.Button("▶ Start", variant="primary", elem_id="start")
+                stop = gr.Button("■ Stop", variant="stop", elem_id="stop")
+                one_drift = gr.Button("One drift frame")
+                one_ddim = gr.Button("One DDIM sample")
+            with gr.Row():
+                seed = gr.Number(value=0, label="Seed", precision=0, minimum=0, maximum=live.MAX_SEED)
+                random_seed = gr.Checkbox(value=True, label="Random seeds (new noise every frame)")
+                grid = gr.Radio(list(GRID_SIZES), value=default_grid, label="Batch grid size")
+                klass = gr.Dropdown(list(CLASS_CHOICES), value=UNCONDITIONAL, label="Class")
+            with gr.Row():
+                steps = gr.Slider(1, MAX_STEPS, value=25, step=1, label="DDIM steps")
+                guidance = gr.Slider(*GUIDANCE_RANGE, value=1.0, step=0.1, label="Guidance scale")
+                view = gr.Radio([("x0 prediction", "x0"), ("x_t (noisy state)", "xt")], value="x0", label="DDPM panel shows")
+            with gr.Tab("Record GIF"):
+                with gr.Row():
+                    rec_secs = gr.Slider(1, RECORD_MAX_SECONDS, value=3, step=0.5, label="Length (s), ≤ 120 frames")
+                    rec_what = gr.Radio(["side-by-side", "latent walk"], value="side-by-side", label="Record")
+                    rec_btn = gr.Button("● Record")
+                with gr.Row():
+                    gif_file = gr.File(label="GIF", elem_id="gif-file")
+                    mp4_file = gr.File(label="MP4" + ("" if live.mp4_available() else " (needs imageio-ffmpeg)"))
+                    gif_preview = gr.Image(label="preview", type="filepath", interactive=False, elem_id="gif-preview")
+                mp4_state = gr.State(None)
+            with gr.Tab("Latent walk"):
+                gr.Markdown("Slerp between noise vectors; drift renders every point in one pass, so the walk plays "
+                            "at video rate. Only a one-step model can do this live.")
+                with gr.Row():
+                    walk_frames = gr.Slider(*live.WALK_FRAMES_RANGE, value=24, step=1, label="Frames per segment")
+                    walk_start = gr.Button("▶ Walk", variant="primary")
+                    walk_stop = gr.Button("■ Stop", variant="stop")
+                walk_img = gr.Image(label="Latent walk (drift)", type="numpy", format="png", interactive=False,
+                                    elem_id="walk-panel", height=420)
+                walk_md = gr.Markdown("")
+
+            controls = [seed, random_seed, grid, steps, klass, guidance, view]
+            live_kw = dict(concurrency_limit=max_live, concurrency_id="live", show_progress="hidden")
+            live_ev = start.click(self.live, controls, [drift_img, drift_md, ddpm_img, ddpm_md], api_name="live",
+                                  api_visibility="undocumented", **live_kw)
+            walk_ev = walk_start.click(self.walk, [seed, random_seed, grid, klass, guidance, walk_frames],
+                                       [walk_img, walk_md], api_name="latent_walk", api_visibility="undocumented", **live_kw)
+            stop.click(self.stop, None, None, cancels=[live_ev], api_visibility="private", queue=False)
+            walk_stop.click(self.stop, None, None, cancels=[walk_ev], api_visibility="private", queue=False)
+            for c in controls:
+                c.change(self.update, controls, None, api_visibility="private", queue=False, show_progress="hidden")
+            one_drift.click(self.drift_frame, [seed, random_seed, grid, klass, guidance], drift_img, api_name="drift_frame")
+            one_ddim.click(self.ddim, [seed, random_seed, grid, steps, klass, guidance], ddpm_img, api_name="ddim")
+            rec_btn.click(self.record_gif, [rec_secs, seed, random_seed, grid, steps, klass, guidance, rec_what],
+                          [gif_file, mp4_state], api_name="record_gif", concurrency_id="record", concurrency_limit=2
+                          ).then(lambda g, m: (m, g), [gif_file, mp4_state], [mp4_file, gif_preview],
+                                 api_visibility="private", queue=False)
+            if autostart:
+                demo.load(self.live, controls, [drift_img, drift_md, ddpm_img, ddpm_md], api_visibility="private", **live_kw)
+            demo.unload(self.on_unload)
+        demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)
+        return demo
+
+
+def build_app(drift: str = DEFAULT_DRIFT, ddpm: str = DEFAULT_DDPM, device: str = "auto", autostart: bool = False,
+              **kw) -> tuple[gr.Blocks, DemoApp]:
+    build_kw = {k: kw.pop(k) for k in ("concurrency", "queue_size", "max_live") if k in kw}
+    app = DemoApp(drift, ddpm, device, **kw)
+    return app.build(autostart, **build_kw), app
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--drift", default=os.environ.get("DRIFTIN_DRIFT", DEFAULT_DRIFT), help="drift weights: folder or Hub repo id")
+    p.add_argument("--ddpm", default=os.environ.get("DRIFTIN_DDPM", DEFAULT_DDPM), help="DDPM weights: folder or Hub repo id")
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--autostart", action="store_true", help="start the live panels when the page loads")
+    p.add_argument("--max-live-seconds", type=float, default=600.0, help="a live stream ends after this long")
+    p.add_argument("--max-fps", type=float, default=24.0, help="cap on frames sent to the page per second")
+    p.add_argument("--concurrency", type=int, default=None, help="default concurrency limit (2 on CPU, 4 on GPU)")
+    p.add_argument("--max-live", type=int, default=None, help="live streams at once (2 on CPU, 8 on GPU)")
+    p.add_argument("--queue-size", type=int, default=64)
+    a = p.parse_args(argv)
+    demo, app = build_app(a.drift, a.ddpm, a.device, a.autostart, max_live_seconds=a.max_live_seconds, max_fps=a.max_fps,
+                          concurrency=a.concurrency, max_live=a.max_live, queue_size=a.queue_size)
+    print(app.status_markdown().replace("**", ""), flush=True)
+    demo.launch(server_name=a.host, server_port=a.port, css=CSS, show_error=True)
+
+
+if __name__ == "__main__":
+    main()

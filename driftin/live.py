@@ -1,0 +1,771 @@
+"""Live-demo logic behind app.py, free of any UI code.
+
+Drift (one forward pass) and DDPM (DDIM steps) rendered side by side from the same seeds, with the
+model's own speed (GPU-synchronised wall time of the forward work only) measured apart from the rate
+at which frames reach the UI; slerp latent walks; grids, side-by-side frames, GIF/MP4 clips.
+"""
+from __future__ import annotations
+
+import collections
+import math
+import random
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from .data import CIFAR10_CLASSES
+from .generate import generate, make_noise
+
+# Server-side bounds (the UI sliders use the same numbers, but requests are checked here too).
+GRID_SIZES = (1, 4, 9, 16)
+MAX_STEPS = 100
+GUIDANCE_RANGE = (1.0, 5.0)
+MAX_SEED = 2**31 - 1
+RECORD_MAX_SECONDS = 10.0
+RECORD_MAX_FRAMES = 120
+RECORD_MAX_FPS = 12.0
+WALK_FRAMES_RANGE = (4, 240)
+UNCONDITIONAL = "unconditional"
+CLASS_CHOICES = (UNCONDITIONAL, *CIFAR10_CLASSES)
+VIEWS = ("x0", "xt")  # DDIM panel: predicted clean image, or the noisy state x_t
+TILE_SCALE = 4  # API/UI grids: every 32 px image is upscaled 4x (nearest) -> 128 px tiles
+PAD = 2  # px between tiles
+
+
+class Stopped(Exception):
+    """Raised inside a DDIM callback to abandon a sample when the live session ends."""
+
+
+# ----------------------------------------------------------------------------------------------
+# validation
+
+
+@dataclass(frozen=True)
+class Settings:
+    seed: int = 0
+    random_seed: bool = True
+    grid: int = 4
+    steps: int = 25
+    label: int | None = None  # CIFAR-10 class index, None = unconditional
+    guidance: float = 1.0
+    view: str = "x0"
+
+
+def _number(name: str, v, lo: float, hi: float, integer: bool) -> float | int:
+    if isinstance(v, bool) or v is None or (isinstance(v, str) and not v.strip()):
+        raise ValueError(f"{name} must be a number in [{lo:g}, {hi:g}], got {v!r}")
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number in [{lo:g}, {hi:g}], got {v!r}") from None
+    if not math.isfinite(f) or not lo <= f <= hi:
+        raise ValueError(f"{name} must be in [{lo:g}, {hi:g}], got {v!r}")
+    if integer:
+        if f != int(f):
+            raise ValueError(f"{name} must be a whole number, got {v!r}")
+        return int(f)
+    return f
+
+
+def parse_class(name) -> int | None:
+    """'unconditional' / None -> None; a CIFAR-10 class name (or its index 0..9) -> its index."""
+    if name is None:
+        return None
+    s = str(name).strip().lower()
+    if s in ("", UNCONDITIONAL, "none"):
+        return None
+    if s in CIFAR10_CLASSES:
+        return CIFAR10_CLASSES.index(s)
+    if s.isdigit() and int(s) < len(CIFAR10_CLASSES):
+        return int(s)
+    raise ValueError(f"unknown class {name!r}; choose one of {', '.join(CLASS_CHOICES)}")
+
+
+def validate(seed=0, random_seed=True, grid=4, steps=25, class_name=UNCONDITIONAL, guidance=1.0, view="x0") -> Settings:
+    """Settings from raw request values; ValueError with a clear message when anything is out of bounds."""
+    grid_n = _number("grid size", grid, 1, max(GRID_SIZES), integer=True)
+    if grid_n not in GRID_SIZES:
+        raise ValueError(f"grid size must be one of {GRID_SIZES}, got {grid!r}")
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
+    return Settings(
+        seed=_number("seed", seed, 0, MAX_SEED, integer=True),
+        random_seed=bool(random_seed),
+        grid=grid_n,
+        steps=_number("DDIM steps", steps, 1, MAX_STEPS, integer=True),
+        label=parse_class(class_name),
+        guidance=_number("guidance scale", guidance, *GUIDANCE_RANGE, integer=False),
+        view=view,
+    )
+
+
+def validate_record(seconds) -> float:
+    return _number("recording length (s)", seconds, 0.5, RECORD_MAX_SECONDS, integer=False)
+
+
+def validate_walk(frames_per_segment) -> int:
+    return _number("frames per walk segment", frames_per_segment, *WALK_FRAMES_RANGE, integer=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# meters
+
+
+class RateMeter:
+    """Events per second over a sliding time window (e.g. frames handed to the UI)."""
+
+    def __init__(self, window: float = 2.0, clock: Callable[[], float] = time.perf_counter):
+        self.window, self.clock = window, clock
+        self.times: collections.deque[float] = collections.deque()
+        self.count = 0
+
+    def tick(self, now: float | None = None) -> None:
+        now = self.clock() if now is None else now
+        self.times.append(now)
+        self.count += 1
+        while len(self.times) > 2 and now - self.times[0] > self.window:
+            self.times.popleft()
+
+    @property
+    def rate(self) -> float:
+        if len(self.times) < 2 or self.times[-1] <= self.times[0]:
+            return 0.0
+        return (len(self.times) - 1) / (self.times[-1] - self.times[0])
+
+
+class WorkMeter:
+    """Throughput of timed work: durations of the last `window` calls (frames / second of model time)."""
+
+    def __init__(self, window: int = 30):
+        self.durations: collections.deque[float] = collections.deque(maxlen=window)
+        self.total, self.count = 0.0, 0
+
+    def add(self, seconds: float) -> None:
+        self.durations.append(max(float(seconds), 1e-9))
+        self.total += seconds
+        self.count += 1
+
+    @property
+    def mean(self) -> float:
+        return sum(self.durations) / len(self.durations) if self.durations else 0.0
+
+    @property
+    def per_second(self) -> float:
+        m = self.mean
+        return 1.0 / m if m > 0 else 0.0
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class FairLock:
+    """FIFO lock: one model call at a time per device, served in arrival order (threading.Lock is not fair,
+    so a busy drift loop could starve the DDIM thread). Serialising also makes the timings honest."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._next = self._serving = 0
+
+    def acquire(self) -> None:
+        with self._cond:
+            ticket = self._next
+            self._next += 1
+            while ticket != self._serving:
+                self._cond.wait()
+
+    def release(self) -> None:
+        with self._cond:
+            self._serving += 1
+            self._cond.notify_all()
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+# ----------------------------------------------------------------------------------------------
+# images
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] model space -> uint8 on the CPU (same rounding as generate)."""
+    return x.float().clamp(-1, 1).add(1).div(2).mul(255).round().to(torch.uint8).cpu()
+
+
+def grid_side(n: int, scale: int = TILE_SCALE, pad: int = PAD, size: int = 32) -> int:
+    k = math.ceil(math.sqrt(n))
+    return k * size * scale + (k - 1) * pad
+
+
+def make_grid(images, scale: int = TILE_SCALE, pad: int = PAD, pad_value: int = 255) -> np.ndarray:
+    """uint8 images [n, 3, h, w] (tensor or array) -> one HxWx3 uint8 square grid, each image upscaled
+    `scale`x with nearest neighbour; side = k*h*scale + (k-1)*pad with k = ceil(sqrt(n))."""
+    a = images.cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    if a.ndim != 4 or a.shape[1] not in (1, 3) or a.dtype != np.uint8:
+        raise ValueError(f"expected uint8 images [n, 3, h, w], got {a.dtype} {a.shape}")
+    n, c, h, w = a.shape
+    a = a.transpose(0, 2, 3, 1).repeat(scale, 1).repeat(scale, 2)
+    if c == 1:
+        a = a.repeat(3, 3)
+    k = math.ceil(math.sqrt(n))
+    th, tw = h * scale, w * scale
+    out = np.full((k * th + (k - 1) * pad, k * tw + (k - 1) * pad, 3), pad_value, np.uint8)
+    for i in range(n):
+        r, q = divmod(i, k)
+        out[r * (th + pad): r * (th + pad) + th, q * (tw + pad): q * (tw + pad) + tw] = a[i]
+    return out
+
+
+def _font():
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=14)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def side_by_side(left: np.ndarray, right: np.ndarray, titles: tuple[str, str] = ("", ""), gap: int = 8,
+                 bar: int = 22, bg: int = 255) -> np.ndarray:
+    """Two HxWx3 panels next to each other (top-aligned) with a title bar above each."""
+    from PIL import Image, ImageDraw
+
+    h = max(left.shape[0], right.shape[0])
+    w = left.shape[1] + gap + right.shape[1]
+    top = bar if any(titles) else 0
+    out = np.full((top + h, w, 3), bg, np.uint8)
+    out[top: top + left.shape[0], : left.shape[1]] = left
+    x1 = left.shape[1] + gap
+    out[top: top + right.shape[0], x1: x1 + right.shape[1]] = right
+    if top:
+        img = Image.fromarray(out)
+        draw, font = ImageDraw.Draw(img), _font()
+        for x, t in ((0, titles[0]), (x1, titles[1])):
+            draw.text((x + 3, 3), t, fill=(20, 20, 20), font=font)
+        out = np.asarray(img)
+    return out
+
+
+def gif_scale(n: int) -> int:
+    """Upscale factor for clips: panels of about 200-260 px whatever the grid size."""
+    return {1: 8, 2: 4}.get(math.ceil(math.sqrt(n)), 2)
+
+
+def write_gif(frames: list[np.ndarray], path: str | Path, durations: list[float] | float) -> Path:
+    """Looping GIF; durations in seconds (one per frame, or one for all)."""
+    import imageio.v3 as iio
+
+    if len(frames) < 1:
+        raise ValueError("no frames to write")
+    d = [durations] * len(frames) if isinstance(durations, (int, float)) else list(durations)
+    ms = [max(20, int(round(s * 1000))) for s in d]  # GIF delays have 10 ms resolution; browsers floor at 20
+    iio.imwrite(path, np.stack(frames), extension=".gif", duration=ms, loop=0)
+    return Path(path)
+
+
+def mp4_available() -> bool:
+    try:
+        import imageio_ffmpeg  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def write_mp4(frames: list[np.ndarray], path: str | Path, fps: float) -> Path:
+    import imageio.v2 as iio2
+
+    h, w = frames[0].shape[:2]
+    H, W = -(-h // 16) * 16, -(-w // 16) * 16  # H.264 wants even sides; 16 avoids imageio's resize
+    with iio2.get_writer(str(path), fps=max(1.0, fps), codec="libx264", quality=8, macro_block_size=16,
+                         ffmpeg_log_level="error", pixelformat="yuv420p") as wr:
+        for f in frames:
+            wr.append_data(np.pad(f, ((0, H - h), (0, W - w), (0, 0)), constant_values=255))
+    return Path(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# latent walk
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float, dot_threshold: float = 0.9995) -> torch.Tensor:
+    """Spherical interpolation between noise batches a, b [n, ...] (per sample, flattened); t in [0, 1].
+    Exact endpoints; keeps the norm of Gaussian noise (so every frame is a typical noise sample)."""
+    if a.shape != b.shape:
+        raise ValueError(f"slerp of different shapes {tuple(a.shape)} and {tuple(b.shape)}")
+    t = float(t)
+    if t <= 0.0:
+        return a.clone()
+    if t >= 1.0:
+        return b.clone()
+    fa, fb = a.reshape(a.shape[0], -1).double(), b.reshape(b.shape[0], -1).double()
+    cos = (fa * fb).sum(1) / (fa.norm(dim=1) * fb.norm(dim=1)).clamp_min(1e-12)
+    omega = cos.clamp(-1, 1).acos()
+    so = omega.sin()
+    lerp = cos.abs() > dot_threshold
+    wa = torch.where(lerp, 1 - t, ((1 - t) * omega).sin() / so.clamp_min(1e-12))
+    wb = torch.where(lerp, torch.full_like(omega, t), (t * omega).sin() / so.clamp_min(1e-12))
+    out = wa[:, None] * fa + wb[:, None] * fb
+    return out.reshape(a.shape).to(a.dtype)
+
+
+class LatentWalk:
+    """Per-tile noise keypoints (from seeds) visited in turn by slerp, `frames` frames per segment."""
+
+    def __init__(self, n: int, seed: int, frames: int, shape=(3, 32, 32), device=None):
+        self.n, self.seed, self.frames, self.shape, self.device = n, seed, frames, shape, device
+        self.i = 0
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def keypoint(self, k: int) -> torch.Tensor:
+        if k not in self._cache:
+            self._cache = {j: v for j, v in self._cache.items() if j >= k - 1}
+            seeds = [(self.seed + (k * self.n) + j) % (2**63) for j in range(self.n)]
+            self._cache[k] = make_noise(seeds, self.shape, self.device)
+        return self._cache[k]
+
+    def noise_at(self, i: int) -> torch.Tensor:
+        k, j = divmod(i, self.frames)
+        return slerp(self.keypoint(k), self.keypoint(k + 1), j / self.frames)
+
+    def __next__(self) -> torch.Tensor:
+        z = self.noise_at(self.i)
+        self.i += 1
+        return z
+
+
+# ----------------------------------------------------------------------------------------------
+# models
+
+
+@dataclass
+class Slot:
+    """One model the app serves: where it comes from, and the model or why it is not there."""
+
+    kind: str  # "drift" | "ddpm"
+    source: str
+    model: torch.nn.Module | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.model is not None
+
+
+def how_to_get(kind: str, source: str) -> str:
+    name = Path(source).name or f"{kind}-cifar10"
+    recipe = f"training/{kind}_cifar10.json"
+    return (f"download it with `hf download <hub-user>/{name} --local-dir weights/{name}` (or pass a Hub repo id: "
+            f"`python app.py --{kind} <hub-user>/{name}`), or train it: "
+            f"`torchrun --nproc_per_node=8 -m driftin.train --config {recipe}` then "
+            f"`python -m driftin.train export runs/<run> weights/{name}`")
+
+
+def load_slot(kind: str, source: str, device: torch.device) -> Slot:
+    from .hub import WeightsError, load_pretrained
+
+    try:
+        model = load_pretrained(source, device=device)
+    except WeightsError as e:
+        return Slot(kind, source, error=f"{kind} weights `{source}` are missing or unusable: {e}. To get them, {how_to_get(kind, source)}.")
+    objective = getattr(model, "meta", {}).get("objective", "?")
+    want = "drift" if kind == "drift" else "ddpm"
+    if objective.replace("ddim", "ddpm") != want:
+        return Slot(kind, source, error=f"`{source}` holds a {objective!r} model, but the {kind} panel needs "
+                                        f"objective {want!r} (swap --drift / --ddpm?)")
+    return Slot(kind, source, model=model)
+
+
+class Engine:
+    """Both models on one device; every forward pass goes through one fair lock and is timed with the
+    device synchronised around it, so model speed excludes waiting, image encoding and the UI."""
+
+    def __init__(self, drift: Slot, ddpm: Slot, device: torch.device, fast: bool | None = None):
+        self.drift, self.ddpm, self.device = drift, ddpm, torch.device(device)
+        self.fast = (self.device.type == "cuda") if fast is None else fast
+        self.lock = FairLock()
+
+    # ---- helpers
+    def require(self, kind: str) -> torch.nn.Module:
+        slot = self.drift if kind == "drift" else self.ddpm
+        if not slot.ok:
+            raise ValueError(slot.error)
+        return slot.model
+
+    def check(self, kind: str, s: Settings) -> None:
+        cfg = self.require(kind).config
+        if s.label is not None and not cfg.num_classes:
+            raise ValueError(f"the {kind} model is unconditional: choose class '{UNCONDITIONAL}'")
+
+    def drift_guidance(self, s: Settings) -> float:
+        return s.guidance if self.require("drift").config.guidance_input else 1.0
+
+    def _generate(self, model, **kw) -> torch.Tensor:
+        if self.fast:
+            try:
+                return generate(model, fast=True, **kw)
+            except (ImportError, NotImplementedError):
+                self.fast = False  # no fast path in this build: eager from now on
+        return generate(model, fast=False, **kw)
+
+    # ---- model calls
+    def drift_images(self, seeds: list[int], s: Settings) -> tuple[torch.Tensor, float]:
+        """uint8 [n, 3, 32, 32] on the CPU, and the model's seconds for the frame."""
+        model = self.require("drift")
+        self.check("drift", s)
+        with self.lock:
+            sync(self.device)
+            t0 = time.perf_counter()
+            x = self._generate(model, seeds=seeds, method="drift", class_labels=s.label,
+                               guidance=self.drift_guidance(s), output="uint8", device=self.device)
+            sync(self.device)
+            dt = time.perf_counter() - t0
+        return x.cpu(), dt
+
+    @torch.no_grad()
+    def drift_from_noise(self, noise: torch.Tensor, s: Settings) -> tuple[torch.Tensor, float]:
+        """The drift generator on given noise (latent walks; generate() draws its own noise from seeds)."""
+        net = self.require("drift")
+        self.check("drift", s)
+        n = noise.shape[0]
+        y = None if s.label is None else torch.full((n,), s.label, dtype=torch.long, device=self.device)
+        alpha = torch.full((n,), self.drift_guidance(s), device=self.device) if net.config.guidance_input else None
+        with self.lock:
+            sync(self.device)
+            t0 = time.perf_counter()
+            x = net(noise.to(self.device), None, y, alpha)
+            sync(self.device)
+            dt = time.perf_counter() - t0
+        return to_uint8(x), dt
+
+    def ddim_images(self, seeds: list[int], s: Settings,
+                    on_step: Callable[[int, torch.Tensor, torch.Tensor, float], None] | None = None,
+                    stop: threading.Event | None = None) -> torch.Tensor:
+        """Final uint8 images; on_step(i, x_t, x0_pred, model_seconds_of_step_i) after every step, run
+        outside the lock. Raises Stopped when `stop` gets set."""
+        model = self.require("ddpm")
+        self.check("ddpm", s)
+        state = {"t0": 0.0}
+
+        def callback(i, x_t, x0):
+            sync(self.device)
+            dt = time.perf_counter() - state["t0"]
+            self.lock.release()
+            try:
+                if stop is not None and stop.is_set():
+                    raise Stopped
+                if on_step is not None:
+                    on_step(i, x_t, x0, dt)
+            finally:
+                self.lock.acquire()
+                sync(self.device)
+                state["t0"] = time.perf_counter()
+
+        self.lock.acquire()
+        try:
+            sync(self.device)
+            state["t0"] = time.perf_counter()
+            x = self._generate(model, seeds=seeds, method="ddim", steps=s.steps, class_labels=s.label,
+                               guidance=s.guidance, output="uint8", device=self.device, callback=callback)
+        finally:
+            self.lock.release()
+        return x.cpu()
+
+
+def frame_seeds(s: Settings, base: int, frame: int) -> list[int]:
+    """Seeds of one frame: fixed seed -> the same every frame; else a fresh block per frame."""
+    start = s.seed if not s.random_seed else base + frame * s.grid
+    return [(start + i) % (2**63) for i in range(s.grid)]
+
+
+def seed_label(seeds: list[int]) -> str:
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}–{seeds[-1]}"
+
+
+# ----------------------------------------------------------------------------------------------
+# the live side-by-side
+
+
+@dataclass
+class LiveFrame:
+    """One step of a stream; images are uint8 [n, 3, 32, 32] CPU tensors (make_grid turns them into pictures)."""
+
+    drift: torch.Tensor | None  # the drift panel's images (None: no drift panel)
+    ddpm: torch.Tensor | None  # new DDPM panel images, None when nothing changed since the last frame
+    drift_stats: str
+    ddpm_stats: str
+    drift_title: str = ""
+    ddpm_title: str = ""
+    ddpm_latest: torch.Tensor | None = None  # the DDPM panel's current images (new or not), for clips
+
+
+class DDIMWorker(threading.Thread):
+    """Runs DDIM samples back to back in the background, each from the drift panel's current seeds,
+    publishing every denoising step; holds the finished sample for `hold` seconds."""
+
+    def __init__(self, engine: Engine, get_settings: Callable[[], Settings], get_seeds: Callable[[Settings], list[int]],
+                 stop: threading.Event, hold: float = 0.5):
+        super().__init__(daemon=True)
+        self.engine, self.get_settings, self.get_seeds, self.stop, self.hold = engine, get_settings, get_seeds, stop, hold
+        self.meter, self.ui = WorkMeter(window=50), RateMeter()
+        self._lock = threading.Lock()
+        self.version = 0
+        self.images: torch.Tensor | None = None
+        self.title, self.info = "DDPM · DDIM", "**DDPM · DDIM** — waiting for the first step…"
+        self.error: str | None = None
+        self.samples = 0
+        self.last_sample_s = 0.0
+        self.heartbeat = time.perf_counter()  # the stream's last poll; a stream nobody reads stops the worker
+        self.orphan_after = 15.0
+
+    def orphaned(self) -> bool:
+        return time.perf_counter() - self.heartbeat > self.orphan_after
+
+    def _publish(self, images: torch.Tensor | None, title: str, info: str) -> None:
+        with self._lock:
+            if images is not None:
+                self.images = images
+            self.title, self.info = title, info
+            self.version += 1
+
+    def snapshot(self) -> tuple[int, torch.Tensor | None, str, str]:
+        with self._lock:
+            return self.version, self.images, self.title, self.info
+
+    def stats(self, step: int, s: Settings, seeds: list[int]) -> str:
+        sps = self.meter.per_second
+        per_sample = s.steps / sps if sps else 0.0
+        last = f"; last one {self.last_sample_s:.2f} s" if self.samples else ""
+        return (f"**DDPM · DDIM {s.steps} steps** — model **{sps:.1f} steps/s** = "
+                f"{(1 / per_sample if per_sample else 0):.2f} samples/s ({per_sample:.2f} s per {s.grid}-image sample{last}) "
+                f"· UI **{self.ui.rate:.1f} frames/s** · step {step}/{s.steps} · {seed_label(seeds)}")
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                s = self.get_settings()
+                seeds = self.get_seeds(s)
+                total = [0.0]
+
+                def on_step(i, x_t, x0, dt, s=s, seeds=seeds):
+                    if self.orphaned():
+                        self.stop.set()
+                    self.meter.add(dt)
+                    total[0] += dt
+                    self._publish(to_uint8(x0 if s.view == "x0" else x_t), f"DDPM · DDIM step {i + 1}/{s.steps}",
+                                  self.stats(i + 1, s, seeds))
+
+                final = self.engine.ddim_images(seeds, s, on_step=on_step, stop=self.stop)
+                self.samples += 1
+                self.last_sample_s = total[0]
+                self._publish(final, f"DDPM · DDIM {s.steps} steps, done", self.stats(s.steps, s, seeds))
+                self.stop.wait(self.hold)
+                if self.orphaned():
+                    break
+        except Stopped:
+            pass
+        except Exception as e:  # noqa: BLE001 - reported by the stream instead of dying silently
+            self.error = f"{type(e).__name__}: {e}"
+
+
+def live_frames(engine: Engine, get_settings: Callable[[], Settings], stop: threading.Event,
+                max_fps: float = 24.0, max_seconds: float = 600.0) -> Iterator[LiveFrame]:
+    """The live side-by-side: a new drift grid every frame (fresh seeds unless the seed is fixed) and the
+    DDPM panel's DDIM steps as they happen (from the seeds the drift panel showed when the sample began).
+    Paced to at most max_fps frames to the UI; ends after max_seconds or when `stop` is set.
+    A panel whose model is missing stays empty (its stats say why); with neither model, ValueError."""
+    if not engine.drift.ok and not engine.ddpm.ok:
+        raise ValueError(f"no model to run. {engine.drift.error} {engine.ddpm.error}")
+    base = random.randrange(MAX_SEED)
+    current: dict[str, list[int]] = {}
+    lock = threading.Lock()
+
+    def seeds_now(s: Settings) -> list[int]:
+        with lock:
+            cur = current.get("seeds")
+        return cur if cur is not None and len(cur) == s.grid else frame_seeds(s, base, 0)
+
+    s = get_settings()
+    for kind in ("drift", "ddpm"):
+        if (engine.drift if kind == "drift" else engine.ddpm).ok:
+            engine.check(kind, s)
+    worker = DDIMWorker(engine, get_settings, seeds_now, stop) if engine.ddpm.ok else None
+    drift_meter, ui = WorkMeter(), RateMeter()
+    seen, ddpm_latest = -1, None
+    dtitle, dinfo = "DDPM", f"**DDPM** — off: {engine.ddpm.error}"
+    t_start = time.perf_counter()
+    try:
+        frame = 0
+        while not stop.is_set() and time.perf_counter() - t_start < max_seconds:
+            t_frame = time.perf_counter()
+            s = get_settings()
+            seeds = frame_seeds(s, base, frame)
+            with lock:
+                current["seeds"] = seeds
+            if worker is not None:
+                worker.heartbeat = time.perf_counter()
+                if worker.ident is None:
+                    worker.start()
+            x = None
+            if engine.drift.ok:
+                x, dt = engine.drift_images(seeds, s)
+                drift_meter.add(dt)
+            new_ddpm = None
+            if worker is not None:
+                if worker.error:
+                    raise RuntimeError(f"DDPM panel: {worker.error}")
+                version, images, dtitle, dinfo = worker.snapshot()
+                if version != seen:
+                    seen = version
+                    if images is not None and images is not ddpm_latest:
+                        new_ddpm = ddpm_latest = images
+                        worker.ui.tick()
+            ui.tick()
+            if x is not None:
+                fps = drift_meter.per_second
+                drift_stats = (f"**Drift · 1 step** — model **{fps:.1f} frames/s** ({1000 * drift_meter.mean:.1f} ms per "
+                               f"{s.grid}-image frame = {fps * s.grid:.0f} images/s) · UI **{ui.rate:.1f} frames/s** · "
+                               f"{seed_label(seeds)}")
+            else:
+                drift_stats = f"**Drift** — off: {engine.drift.error}"
+            yield LiveFrame(x, new_ddpm, drift_stats, dinfo, "Drift · 1 step", dtitle, ddpm_latest)
+            frame += 1
+            # without a drift model the loop only polls the DDPM worker: no need to spin faster than it
+            wait = 1.0 / max_fps - (time.perf_counter() - t_frame)
+            if wait > 0:
+                stop.wait(wait)
+    finally:
+        stop.set()
+        if worker is not None and worker.ident is not None:
+            worker.join(timeout=15)
+
+
+def walk_frames(engine: Engine, get_settings: Callable[[], Settings], frames_per_segment: int, stop: threading.Event,
+                max_fps: float = 30.0, max_seconds: float = 600.0) -> Iterator[LiveFrame]:
+    """Drift on a slerp walk through noise space: one forward pass per frame, paced to max_fps."""
+    s = get_settings()
+    engine.check("drift", s)
+    seed = s.seed if not s.random_seed else random.randrange(MAX_SEED)
+    walk = LatentWalk(s.grid, seed, frames_per_segment, device=engine.device)
+    meter, ui = WorkMeter(), RateMeter()
+    t_start = time.perf_counter()
+    while not stop.is_set() and time.perf_counter() - t_start < max_seconds:
+        t_frame = time.perf_counter()
+        s = get_settings()
+        if s.grid != walk.n:
+            walk = LatentWalk(s.grid, seed, frames_per_segment, device=engine.device)
+        x, dt = engine.drift_from_noise(next(walk), s)
+        meter.add(dt)
+        ui.tick()
+        fps = meter.per_second
+        k, j = divmod(walk.i - 1, frames_per_segment)
+        stats = (f"**Latent walk (drift)** — model **{fps:.1f} frames/s** ({1000 * meter.mean:.1f} ms per frame) · "
+                 f"UI **{ui.rate:.1f} frames/s** · segment {k}, frame {j + 1}/{frames_per_segment} · walk seed {seed}")
+        yield LiveFrame(x, None, stats, "", f"Latent walk · segment {k}", "")
+        wait = 1.0 / max_fps - (time.perf_counter() - t_frame)
+        if wait > 0:
+            stop.wait(wait)
+
+
+# ----------------------------------------------------------------------------------------------
+# recording
+
+
+class Recorder:
+    """Collects side-by-side frames from a running stream for `seconds` (at most `max_frames`,
+    sampled at most `fps` per second), then writes a GIF (+ MP4 when imageio-ffmpeg is there)."""
+
+    def __init__(self, seconds: float, fps: float = RECORD_MAX_FPS, max_frames: int = RECORD_MAX_FRAMES,
+                 min_frames: int = 2, hard_limit: float | None = None, clock: Callable[[], float] = time.perf_counter):
+        self.clock = clock
+        self.seconds, self.fps, self.max_frames, self.min_frames = seconds, min(fps, RECORD_MAX_FPS), max_frames, min_frames
+        self.hard_limit = hard_limit if hard_limit is not None else seconds + 60.0
+        self.frames: list[np.ndarray] = []
+        self.times: list[float] = []
+        self.t0: float | None = None
+        self.done = threading.Event()
+
+    def offer(self, f: LiveFrame, walk: bool = False) -> None:
+        if self.done.is_set():
+            return
+        now = self.clock()
+        if self.t0 is None:
+            self.t0 = now
+        elapsed = now - self.t0
+        if not self.times or now - self.times[-1] >= 1.0 / self.fps - 1e-3:
+            self.frames.append(clip_frame(f, walk))
+            self.times.append(now)
+        enough = len(self.frames) >= self.min_frames
+        if len(self.frames) >= self.max_frames or (elapsed >= self.seconds and enough) or elapsed >= self.hard_limit:
+            self.done.set()
+
+    def durations(self) -> list[float]:
+        if len(self.times) < 2:
+            return [1.0 / self.fps] * len(self.times)
+        d = list(np.diff(self.times))
+        return d + [d[-1]]
+
+    def write(self, folder: str | Path | None = None, mp4: bool = True) -> tuple[Path, Path | None]:
+        folder = Path(folder or tempfile.mkdtemp(prefix="driftin-clip-"))
+        gif = write_gif(self.frames, folder / "driftin_live.gif", self.durations())
+        video = None
+        if mp4 and mp4_available():
+            try:
+                span = self.times[-1] - self.times[0] if len(self.times) > 1 else 0.0
+                fps = (len(self.times) - 1) / span if span > 0 else self.fps
+                video = write_mp4(self.frames, folder / "driftin_live.mp4", fps)
+            except Exception:  # noqa: BLE001 - the GIF is the product; MP4 is a bonus
+                video = None
+        return gif, video
+
+
+def clip_frame(f: LiveFrame, walk: bool = False) -> np.ndarray:
+    """A frame for clips: the panels' grids at the clip scale (gif_scale), titled, side by side."""
+    ref = f.drift if f.drift is not None else f.ddpm_latest
+    if ref is None:
+        raise ValueError("empty frame")
+    scale = gif_scale(ref.shape[0])
+    blank = np.full((grid_side(ref.shape[0], scale),) * 2 + (3,), 235, np.uint8)
+    left = make_grid(f.drift, scale) if f.drift is not None else blank
+    if walk:
+        return side_by_side(left, left[:, :0], (f.drift_title, ""), gap=0)
+    right = make_grid(f.ddpm_latest, scale) if f.ddpm_latest is not None else blank
+    return side_by_side(left, right, (f.drift_title, f.ddpm_title or "DDPM"))
+
+
+def record(frames: Iterator[LiveFrame], seconds: float, stop: threading.Event, walk: bool = False,
+           folder: str | Path | None = None) -> tuple[Path, Path | None, int]:
+    """Run a stream just for a clip: (gif path, mp4 path or None, frame count)."""
+    rec = Recorder(seconds)
+    try:
+        for f in frames:
+            rec.offer(f, walk)
+            if rec.done.is_set():
+                break
+    finally:
+        stop.set()
+        close = getattr(frames, "close", None)
+        if close:
+            close()
+    if not rec.frames:
+        raise RuntimeError("the stream produced no frames")
+    gif, mp4 = rec.write(folder)
+    return gif, mp4, len(rec.frames)
+
+
+__all__ = [
+    "Settings", "validate", "validate_record", "validate_walk", "parse_class", "RateMeter", "WorkMeter", "FairLock",
+    "make_grid", "grid_side", "side_by_side", "slerp", "LatentWalk", "Slot", "load_slot", "how_to_get", "Engine",
+    "live_frames", "walk_frames", "Recorder", "record", "write_gif", "write_mp4", "clip_frame", "frame_seeds",
+    "Stopped", "GRID_SIZES", "MAX_STEPS", "GUIDANCE_RANGE", "CLASS_CHOICES", "UNCONDITIONAL",
+]

@@ -1,0 +1,142 @@
+"""driftin.live: slerp, meters, grids / frame compositing, validation, clips (no UI, no model)."""
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from driftin import live
+
+
+def test_slerp_endpoints_exact_and_norm_preserved():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(4, 3, 32, 32, generator=g), torch.randn(4, 3, 32, 32, generator=g)
+    assert torch.equal(live.slerp(a, b, 0.0), a) and torch.equal(live.slerp(a, b, 1.0), b)
+    na = a.flatten(1).norm(dim=1)
+    for t in (0.1, 0.5, 0.9):
+        z = live.slerp(a, b, t)
+        assert z.shape == a.shape and z.dtype == a.dtype
+        torch.testing.assert_close(z.flatten(1).norm(dim=1), na, rtol=0.03, atol=0)  # |a| ~ |b| for N(0, I)
+    lerp = 0.5 * (a + b)  # linear interpolation would shrink the noise norm by ~1/sqrt(2)
+    assert (lerp.flatten(1).norm(dim=1) / na).max() < 0.8
+    # parallel vectors fall back to lerp instead of dividing by sin(0)
+    torch.testing.assert_close(live.slerp(a, 2 * a, 0.5), 1.5 * a)
+    with pytest.raises(ValueError):
+        live.slerp(a, b[:2], 0.5)
+
+
+def test_latent_walk_is_continuous_and_passes_keypoints():
+    w = live.LatentWalk(n=2, seed=7, frames=8)
+    torch.testing.assert_close(w.noise_at(0), w.keypoint(0))
+    torch.testing.assert_close(w.noise_at(8), w.keypoint(1))
+    steps = [(w.noise_at(i + 1) - w.noise_at(i)).norm() for i in range(16)]
+    jump = (w.keypoint(1) - w.keypoint(0)).norm()
+    assert max(steps) < jump / 4  # small steps, no jumps at segment boundaries
+
+
+def test_rate_meter_and_work_meter():
+    m = live.RateMeter(window=10.0)
+    assert m.rate == 0.0
+    for i in range(11):
+        m.tick(now=100.0 + i * 0.1)  # 10 frames/s
+    assert m.rate == pytest.approx(10.0)
+    m2 = live.RateMeter(window=1.0)
+    for i in range(50):
+        m2.tick(now=i * 0.5)  # old ticks slide out of the window
+    assert m2.rate == pytest.approx(2.0) and len(m2.times) <= 3
+    w = live.WorkMeter(window=4)
+    for d in (1.0, 1.0, 0.02, 0.02, 0.02, 0.02):
+        w.add(d)
+    assert w.per_second == pytest.approx(50.0) and w.count == 6
+
+
+def test_fair_lock_serves_in_order():
+    lock, order = live.FairLock(), []
+    lock.acquire()
+    threads = []
+    for i in range(4):
+        t = threading.Thread(target=lambda i=i: (lock.acquire(), order.append(i), lock.release()))
+        t.start()
+        threads.append(t)
+        while lock._next != i + 2:  # wait until thread i holds its ticket
+            pass
+    lock.release()
+    for t in threads:
+        t.join(5)
+    assert order == [0, 1, 2, 3]
+
+
+def test_grid_layout_and_nearest_upscale():
+    imgs = torch.zeros(4, 3, 32, 32, dtype=torch.uint8)
+    imgs[1] = 255
+    imgs[2, 0, 0, 0] = 7
+    g = live.make_grid(imgs, scale=4, pad=2)
+    assert g.shape == (2 * 128 + 2, 2 * 128 + 2, 3) and g.dtype == np.uint8
+    assert g.shape[0] == live.grid_side(4)
+    assert (g[:128, 130:] == 255).all() and (g[:128, :128] == 0).all()  # tile 1 top right, tile 0 top left
+    assert (g[130:134, :4, 0] == 7).all() and g[130, 4, 0] == 0  # pixel (0,0) of tile 2 became a 4x4 block
+    assert (g[128:130] == 255).all()  # padding
+    assert live.make_grid(imgs[:1], scale=1, pad=0).shape == (32, 32, 3)
+    assert live.make_grid(torch.zeros(9, 3, 32, 32, dtype=torch.uint8), scale=2).shape[0] == live.grid_side(9, 2)
+    with pytest.raises(ValueError):
+        live.make_grid(torch.zeros(2, 3, 32, 32))  # float, not uint8
+
+
+def test_side_by_side_and_clip_frame():
+    left = np.zeros((50, 40, 3), np.uint8)
+    right = np.full((30, 20, 3), 9, np.uint8)
+    out = live.side_by_side(left, right, ("drift", "ddpm"), gap=8, bar=22)
+    assert out.shape == (22 + 50, 40 + 8 + 20, 3)
+    assert (out[22:72, :40] == 0).all() and (out[22:52, 48:] == 9).all()
+    assert (out[:22] != 255).any()  # title text drawn
+    assert live.side_by_side(left, right).shape == (50, 68, 3)  # no titles, no bar
+    x = torch.zeros(4, 3, 32, 32, dtype=torch.uint8)
+    f = live.LiveFrame(x, None, "", "", "Drift", "DDPM", ddpm_latest=x)
+    clip = live.clip_frame(f)
+    side = live.grid_side(4, live.gif_scale(4))
+    assert clip.shape == (22 + side, 2 * side + 8, 3)
+    assert live.clip_frame(f, walk=True).shape == (22 + side, side, 3)
+
+
+def test_validate_bounds_and_messages():
+    s = live.validate(seed=3, random_seed=False, grid="9", steps=50.0, class_name="cat", guidance=2)
+    assert (s.seed, s.grid, s.steps, s.label, s.guidance) == (3, 9, 50, 3, 2.0)
+    assert live.validate(class_name="unconditional").label is None
+    bad = [dict(grid=1000), dict(grid=5), dict(steps=10_000), dict(steps=0), dict(steps=2.5), dict(guidance=100),
+           dict(guidance=float("nan")), dict(class_name="dragon"), dict(seed=-5), dict(seed="x"), dict(view="z")]
+    for kw in bad:
+        with pytest.raises(ValueError, match=r"grid|steps|guidance|class|seed|view"):
+            live.validate(**kw)
+    with pytest.raises(ValueError):
+        live.validate_record(60)
+    assert live.validate_record(2) == 2.0
+
+
+def test_frame_seeds():
+    fixed = live.Settings(seed=5, random_seed=False, grid=4)
+    assert live.frame_seeds(fixed, 100, 0) == live.frame_seeds(fixed, 100, 9) == [5, 6, 7, 8]
+    rnd = live.Settings(seed=5, random_seed=True, grid=4)
+    assert live.frame_seeds(rnd, 100, 1) == [104, 105, 106, 107]
+
+
+def test_gif_and_recorder(tmp_path):
+    from PIL import Image
+
+    frames = [np.full((20, 30, 3), 40 * i, np.uint8) for i in range(3)]
+    p = live.write_gif(frames, tmp_path / "a.gif", 0.1)
+    with Image.open(p) as im:
+        assert im.n_frames == 3 and im.size == (30, 20)
+    x = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
+    f = live.LiveFrame(x, None, "", "", "Drift", "DDPM", x)
+    ticks = iter(np.arange(0, 100, 0.05))  # a frame every 50 ms; the recorder samples <= 12 per s
+    rec = live.Recorder(seconds=1.0, clock=lambda: float(next(ticks)))
+    while not rec.done.is_set():
+        rec.offer(f)
+    assert 10 <= len(rec.frames) <= 13 and rec.durations()[0] == pytest.approx(0.1)
+    rec = live.Recorder(seconds=0.0, clock=lambda: float(next(ticks)))
+    for i in range(10):
+        rec.offer(live.LiveFrame(x + 20 * i, None, "", "", "Drift", "DDPM", x))  # distinct frames (GIF merges repeats)
+    assert rec.done.is_set() and len(rec.frames) == 2  # min_frames even when the time is up at once
+    gif, _ = rec.write(tmp_path, mp4=False)
+    with Image.open(gif) as im:
+        assert im.n_frames == 2
