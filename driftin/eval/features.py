@@ -36,7 +36,7 @@ def state_hash(model: torch.nn.Module) -> str:
 
 
 def tensor_hash(x: torch.Tensor) -> str:
-    return hashlib.sha256(x.contiguous().view(-1).view(torch.uint8).numpy().tobytes()).hexdigest()[:16]
+    return hashlib.sha256(x.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()).hexdigest()[:16]
 
 
 class EvalFeatures:
@@ -52,7 +52,7 @@ class EvalFeatures:
         for i in range(0, len(images), self.batch):
             x = images[i : i + self.batch].to(self.device)
             x = to_model_range(x) if x.dtype == torch.uint8 else x.float()
-            f = self.net.penultimate(x)  # fp32 on purpose: metrics should not move with autocast settings
+            f = self.net.penultimate(x)  # no autocast: metrics must not move with bf16 settings
             feats.append(f.cpu())
             probs.append(self.net.head(f).softmax(1).cpu())
         return torch.cat(feats).numpy(), torch.cat(probs).numpy()
