@@ -30,7 +30,33 @@ DEFAULT_DDPM = "weights/ddpm-cifar10"
 CSS = """
 #drift-panel img, #ddpm-panel img, #walk-panel img, #gif-preview img { image-rendering: pixelated; }
 .weights-missing { border-left: 4px solid #d33; padding-left: 8px; }
+.browser-fps { position: absolute; right: 8px; bottom: 6px; z-index: 10; font: 12px monospace;
+               background: rgba(255, 255, 255, 0.85); color: #222; padding: 1px 5px; border-radius: 3px; }
 """
+
+# The frame rate the browser actually shows: counts image changes per panel (frames delivered and displayed).
+HEAD = """<script>
+(() => {
+  const ids = ["drift-panel", "ddpm-panel", "walk-panel"], st = {};
+  function poll() {
+    const now = performance.now();
+    for (const id of ids) {
+      const el = document.getElementById(id), img = el && el.querySelector("img");
+      if (!img) continue;
+      const s = st[id] || (st[id] = {src: null, t: []});
+      if (img.src !== s.src) { s.src = img.src; s.t.push(now); }
+      s.t = s.t.filter(x => now - x < 3000);
+      let tag = el.querySelector(".browser-fps");
+      if (!tag) { tag = document.createElement("div"); tag.className = "browser-fps"; el.appendChild(tag); }
+      const n = s.t.length, fps = n > 1 && now - s.t[n - 1] < 2000 ? (n - 1) * 1000 / (s.t[n - 1] - s.t[0]) : 0;
+      tag.textContent = "browser: " + fps.toFixed(1) + " frames/s";
+    }
+    requestAnimationFrame(poll);
+  }
+  requestAnimationFrame(poll);
+})();
+</script>"""
+LAUNCH_KW = {"css": CSS, "head": HEAD}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -234,7 +260,7 @@ class DemoApp:
                         "Same UNet, same noise (same seeds), CIFAR-10 32×32. **Drift** makes a new image in one forward "
                         "pass, so it streams continuously; **DDPM** denoises step by step (DDIM) — watch its steps. "
                         "*Model* speed is the synchronised wall time of the forward passes only; *UI* is the rate frames "
-                        "are delivered to this page.")
+                        "are delivered to this page (server side; the *browser* badge counts the frames this tab displays).")
             gr.Markdown(self.status_markdown(), elem_id="status",
                         elem_classes=["weights-missing"] if self.missing else None)
             with gr.Row():
@@ -328,7 +354,7 @@ def main(argv=None) -> None:
     demo, app = build_app(a.drift, a.ddpm, a.device, a.autostart, max_live_seconds=a.max_live_seconds, max_fps=a.max_fps,
                           concurrency=a.concurrency, max_live=a.max_live, queue_size=a.queue_size)
     print(app.status_markdown().replace("**", ""), flush=True)
-    demo.launch(server_name=a.host, server_port=a.port, css=CSS, show_error=True)
+    demo.launch(server_name=a.host, server_port=a.port, show_error=True, **LAUNCH_KW)
 
 
 if __name__ == "__main__":

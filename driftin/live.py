@@ -363,17 +363,21 @@ class Slot:
 
 
 def how_to_get(kind: str, source: str) -> str:
-    name = Path(source).name or f"{kind}-cifar10"
-    recipe = f"training/{kind}_cifar10.json"
-    return (f"download it with `hf download <hub-user>/{name} --local-dir weights/{name}` (or pass a Hub repo id: "
-            f"`python app.py --{kind} <hub-user>/{name}`), or train it: "
-            f"`torchrun --nproc_per_node=8 -m driftin.train --config {recipe}` then "
-            f"`python -m driftin.train export runs/<run> weights/{name}`")
+    name = f"{kind}-cifar10"
+    local = source if not Path(source).is_absolute() and source.startswith("weights/") else f"weights/{name}"
+    return (f"download them with `hf download <user>/driftin-{name} --local-dir {local}` (or pass the Hub repo id: "
+            f"`python app.py --{kind} <user>/driftin-{name}`), or train them: "
+            f"`torchrun --nproc_per_node=8 -m driftin.train --config training/{kind}_cifar10.json` then "
+            f"`python -m driftin.train export runs/{name} {local}`")
 
 
 def load_slot(kind: str, source: str, device: torch.device) -> Slot:
     from .hub import WeightsError, load_pretrained
 
+    p = Path(source)
+    if not p.exists() and (source.startswith(("weights/", "./", "../", "~")) or p.is_absolute() or source.count("/") != 1):
+        # a local path (the default weights/<name> included) is never looked up on the Hub
+        return Slot(kind, source, error=f"{kind} weights folder `{source}` not found. To get them, {how_to_get(kind, source)}.")
     try:
         model = load_pretrained(source, device=device)
     except WeightsError as e:
