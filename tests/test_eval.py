@@ -151,13 +151,13 @@ def test_cli_generator(tiny_net, u8, tmp_path, monkeypatch):
     save_classifier(tiny_net, tmp_path / "ev")
     torch.manual_seed(0)
     save_pretrained(UNet(preset("tiny")), tmp_path / "gen", meta={"objective": "ddpm"})
-    args = ["--weights", str(tmp_path / "gen"), "--evalnet", str(tmp_path / "ev"), "--n", "12", "--batch", "5",
-            "--steps", "2", "--pr-n", "12", "--device", "cpu"]
+    args = ["--weights", str(tmp_path / "gen"), "--evalnet", str(tmp_path / "ev"), "--n", "6", "--batch", "4",
+            "--steps", "2", "--pr-n", "6", "--device", "cpu"]
     entry = main(args)
-    assert entry["method"] == "ddim" and entry["steps"] == 2 and entry["classes"] == "none" and entry["n"] == 12
-    main(args[:-2] + ["--guidance", "1.0", "--steps", "3", "--device", "cpu"])  # a second entry is merged, not overwritten
+    assert entry["method"] == "ddim" and entry["steps"] == 2 and entry["classes"] == "none" and entry["n"] == 6
+    main(args + ["--steps", "1"])  # a second entry is merged, not overwritten
     data = json.loads((tmp_path / "gen" / "eval.json").read_text())
-    assert set(data) == {"ddim_steps2_g1_uncond_n12", "ddim_steps3_g1_uncond_n12"}
+    assert set(data) == {"ddim_steps2_g1_uncond_n6", "ddim_steps1_g1_uncond_n6"}
 
 
 def test_inception_needs_weights(tmp_path, monkeypatch, image_folder):
@@ -194,6 +194,6 @@ def test_inception_features_with_local_weights(tmp_path):
     torch.manual_seed(0)
     torch.save(_fid_inception().state_dict(), tmp_path / "pt_inception.pth")
     inc = InceptionFeatures(tmp_path / "pt_inception.pth", device="cpu")
-    out = inc(torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8))
-    assert out.shape == (2, 2048) and np.isfinite(out).all()
+    out = inc(torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8))
+    assert out.shape == (1, 2048) and np.isfinite(out).all()
     assert inc.name.startswith("pytorch-fid-inception-")
