@@ -7,7 +7,7 @@ Sources (each optional except config.json; what is missing is left out of the ca
   eval.json            FD / precision / recall / IS analogue from `python -m driftin.eval`
   train_log.jsonl      the run's log.jsonl (copied in from run_dir) -> training_curve.png
   samples.png          a sample grid (copied in from `grid` or the run's final samples_<step>.png)
-  benchmarks/infer_*.json (repo) or infer_*.json (folder): sampling speed
+  infer_*.json         sampling speed, refreshed from <repo>/benchmarks/infer_*.json when present
 Everything the card needs is copied into the folder, so it can be regenerated from the folder alone
 (e.g. after `hf download`).
 """
@@ -104,17 +104,21 @@ def read_log(path: str | Path) -> list[dict]:
     return [by_step[s] for s in sorted(by_step)]
 
 
-def load_speed(folder: str | Path, repo_root: str | Path | None = None) -> list[tuple[str, list[dict]]]:
-    """(file name, rows) of sampling-speed JSONs: the folder's infer_*.json, else <repo>/benchmarks/infer_*.json
-    (which are then copied into the folder)."""
-    folder = Path(folder)
-    files = sorted(folder.glob("infer_*.json"))
-    if not files and repo_root is not None:
-        found = sorted(Path(repo_root, "benchmarks").glob("infer_*.json"))
-        for f in found:
-            if _read_json(f) is not None:
-                shutil.copyfile(f, folder / f.name)
-        files = sorted(folder.glob("infer_*.json"))
+def copy_speed_files(folder: str | Path, repo_root: str | Path | None) -> list[Path]:
+    """Copy <repo>/benchmarks/infer_*.json (sampling speed from `python -m driftin.bench infer`) into the folder,
+    replacing older copies, so that the card can be regenerated from the folder alone."""
+    copied = []
+    for f in sorted(Path(repo_root, "benchmarks").glob("infer_*.json")) if repo_root is not None else []:
+        dest = Path(folder) / f.name
+        if _read_json(f) is not None and f.resolve() != dest.resolve():
+            shutil.copyfile(f, dest)
+            copied.append(dest)
+    return copied
+
+
+def load_speed(folder: str | Path) -> list[tuple[str, list[dict]]]:
+    """(file name, rows) of the folder's sampling-speed JSONs infer_*.json; unreadable files are skipped."""
+    files = sorted(Path(folder).glob("infer_*.json"))
     out = []
     for f in files:
         raw = _read_json(f)
@@ -260,7 +264,7 @@ def _fmt(v, digits=3):
     if v is None:
         return "–"
     if isinstance(v, float):
-        if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
+        if v != 0 and (abs(v) >= 1e12 or abs(v) < 1e-3):
             return f"{v:.3g}"
         return f"{v:,.{digits}f}" if abs(v) < 1000 else f"{v:,.0f}"
     return str(v)
@@ -324,7 +328,7 @@ def build_card_text(folder: str | Path, repo_id: str | None = None, train_record
     evals = load_eval(folder)
     records = train_records if train_records is not None else read_log(folder / "train_log.jsonl")
     root = _repo_root()
-    speed = load_speed(folder, root)
+    speed = load_speed(folder)
     num_classes = int(model.get("num_classes") or 0)
 
     # ---------------- metadata
@@ -503,6 +507,7 @@ def write_model_card(folder: str | Path, run_dir: str | Path | None = None, grid
         final = run / f"samples_{int(cfg['steps']):07d}.png"
         if final.exists():
             shutil.copyfile(final, folder / "samples.png")
+    copy_speed_files(folder, _repo_root())
     records = read_log(folder / "train_log.jsonl")
     curve = folder / "training_curve.png"
     if records:

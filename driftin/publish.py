@@ -175,6 +175,13 @@ def push_to_hub(folder: str | Path, repo_id: str, *, private: bool = False, revi
     if not REPO_ID_RE.match(repo_id or ""):
         raise PublishError(f"repo id {repo_id!r} must look like '<user or org>/<name>'")
     config = check_folder(folder, load=validate)
+    tok = None
+    if not dry_run:  # fail before touching the folder
+        tok = find_token(token)
+        if not tok:
+            raise PublishError(LOGIN_HELP)
+        if _offline():
+            raise PublishError("HF_HUB_OFFLINE is set: unset it (or set HF_HUB_OFFLINE=0) to push to the Hub")
     notes = []
     readme = folder / "README.md"
     if update_card and (not readme.exists() or _is_generated_card(readme)):
@@ -194,11 +201,6 @@ def push_to_hub(folder: str | Path, repo_id: str, *, private: bool = False, revi
     if dry_run:
         return result
 
-    tok = find_token(token)
-    if not tok:
-        raise PublishError(LOGIN_HELP)
-    if _offline():
-        raise PublishError("HF_HUB_OFFLINE is set: unset it (or set HF_HUB_OFFLINE=0) to push to the Hub")
     from huggingface_hub import HfApi
 
     api = HfApi(endpoint=endpoint, token=tok)
@@ -209,7 +211,7 @@ def push_to_hub(folder: str | Path, repo_id: str, *, private: bool = False, revi
             api.create_branch(repo_id, branch=revision, repo_type="model", exist_ok=True)
         name = folder.resolve().name
         message = commit_message or (f"Upload {name} ({config.get('objective', '?')}, "
-                                     f"{config.get('train_config', {}).get('preset', '?')}, step {config.get('steps', '?')}) with driftin")
+                                     f"{(config.get('train_config') or {}).get('preset', '?')}, step {config.get('steps', '?')}) with driftin")
         info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model", revision=revision,
                                  commit_message=message, ignore_patterns=list(IGNORE_PATTERNS))
     except PublishError:

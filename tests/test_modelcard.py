@@ -46,6 +46,9 @@ def test_card_parses_and_carries_the_data(weights):
     from PIL import Image
 
     folder, run, model = weights
+    (folder / "infer_h100.json").write_text(json.dumps({"entries": [
+        {"model": "weights/drift-tiny", "method": "drift", "steps": 1, "batch": 256, "img_per_s": 123456.0, "latency_ms": 2.07},
+        {"model": "weights/ddpm-tiny", "method": "ddim", "steps": 50, "batch": 256, "img_per_s": 999.0}]}))
     path = write_model_card(folder, run_dir=run, repo_id="me/driftin-drift-tiny")
     card = ModelCard.load(path)
     d = card.data
@@ -66,6 +69,7 @@ def test_card_parses_and_carries_the_data(weights):
     assert "hf download me/driftin-drift-tiny --local-dir weights/drift-tiny" in text
     assert "python app.py --drift weights/drift-tiny" in text and 'load_pretrained("me/driftin-drift-tiny")' in text
     assert f"{count_params(model):,}" in text
+    assert "| weights/drift-tiny | drift | 1 | 256 | 123,456 |" in text and "ddpm-tiny" not in text  # this model's speed rows
     assert "torchrun --nproc_per_node=8 -m driftin.train" in text and "--preset tiny" in text
 
     png = folder / "training_curve.png"
@@ -106,7 +110,7 @@ def test_eval_json_read_defensively(tmp_path):
     (tmp_path / "eval.json").write_text("{not json")
     assert load_eval(tmp_path) == []
     (tmp_path / "infer_h100.json").write_text(json.dumps({"drift-tiny": {"img_per_s": 1e5, "batch": 256, "method": "drift"}}))
-    [(name, rows)] = load_speed(tmp_path)
+    [(name, rows)] = load_speed(tmp_path)  # a dict of entries
     assert name == "infer_h100.json" and rows[0]["img_per_s"] == 1e5
 
 

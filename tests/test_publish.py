@@ -4,6 +4,7 @@ import base64
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -147,14 +148,6 @@ class FakeHub:
         self.server.server_close()
 
 
-def run_cli(args, env_extra, unset=(), cwd=REPO_ROOT):
-    env = {k: v for k, v in os.environ.items() if k not in unset}
-    env.update(env_extra)
-    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-m", "driftin.publish", *args], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=120)
-
-
 # ------------------------------------------------------------------------------------------- tests
 def test_dry_run_lists_exactly_the_uploaded_files(folder, capsys, monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
@@ -189,42 +182,70 @@ def test_not_a_weights_folder(tmp_path):
         push_to_hub(tmp_path, "not-a-repo-id", dry_run=True)
 
 
-@pytest.mark.parametrize("xet", ["1", "0"], ids=["legacy-commit", "pipelined"])
-def test_push_to_local_hub_stand_in(folder, xet):
+DRIVER = r"""
+import contextlib, io, json, os, sys
+from huggingface_hub import constants
+from driftin.publish import main
+
+def cli(*args):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(list(args))
+    return {"rc": rc, "out": out.getvalue(), "err": err.getvalue()}
+
+folder = sys.argv[1]
+res = {}
+res["no_token"] = cli("push", folder, "--repo", "me/driftin-drift-tiny", "--no-card")
+os.environ["HF_TOKEN"] = "hf_dummy_token"  # read per call, like a fresh `hf auth login`
+res["push"] = cli("push", folder, "--repo", "me/driftin-drift-tiny", "--revision", "v1", "--no-card")
+res["again"] = cli("push", folder, "--repo", "me/driftin-drift-tiny", "--revision", "v1", "--no-card")
+# huggingface_hub >= 2 streams folders through its xet pipeline when hf_xet is installed: exercise that path too,
+# with the default card handling (a folder without README.md gets a generated card naming the repo)
+constants.HF_HUB_DISABLE_XET = False
+res["pipelined"] = cli("push", sys.argv[2], "--repo", "me/second")
+print("RESULT" + json.dumps(res))
+"""
+
+
+def test_push_to_local_hub_stand_in(folder, tmp_path):
+    """One process, HF_ENDPOINT pointing at the stand-in: no token -> clear error and nothing sent; with a token the
+    repo and the --revision branch are created and every file arrives intact; a second push to the existing repo and
+    branch works; the xet pipeline of huggingface_hub 2.x (regular files) uploads the same files."""
     with FakeHub() as hub:
-        env = {"HF_ENDPOINT": hub.url, "HF_TOKEN": "hf_dummy_token", "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_XET": xet,
-               "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
-        r = run_cli(["push", str(folder), "--repo", "me/driftin-drift-tiny", "--revision", "v1", "--no-card"], env)
-        assert r.returncode == 0, r.stdout + r.stderr
-        assert ("me", "driftin-drift-tiny") == tuple(hub.repos["me/driftin-drift-tiny"][k] for k in ("organization", "name"))
+        env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH")}
+        env.update(HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="0", HF_HUB_DISABLE_XET="1",
+                   HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_PROGRESS_BARS="1",
+                   PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        bare = tmp_path / "bare"
+        shutil.copytree(folder, bare)
+        (bare / "README.md").unlink()
+        r = subprocess.run([sys.executable, "-c", DRIVER, str(folder), str(bare)], capture_output=True, text=True, env=env,
+                           cwd=tmp_path, timeout=240)
+        assert r.returncode == 0 and "RESULT" in r.stdout, r.stdout + r.stderr
+        res = json.loads(r.stdout.split("RESULT", 1)[1])
+
+        no_token = res["no_token"]
+        assert no_token["rc"] == 1 and "hf auth login" in no_token["err"] and "HF_TOKEN" in no_token["err"], no_token
+        for key in ("push", "again", "pipelined"):
+            assert res[key]["rc"] == 0, (key, res[key])
+        assert "commit:" in res["push"]["out"] and hub.url in res["push"]["out"]
+
+        assert {"me/driftin-drift-tiny", "me/second"} == set(hub.repos)
+        assert hub.repos["me/driftin-drift-tiny"]["organization"] == "me"
         assert ("me/driftin-drift-tiny", "v1") in hub.branches  # --revision created the branch
-        got = {p: c for (rid, rev, p), c in hub.files.items() if (rid, rev) == ("me/driftin-drift-tiny", "v1")}
-        assert sorted(got) == EXPECTED
-        for p, content in got.items():
-            assert content == (folder / p).read_bytes(), p
-        assert all(auth == "Bearer hf_dummy_token" for m, *_, auth in hub.calls if m == "POST")
-        assert "commit:" in r.stdout and hub.url in r.stdout
-
-        if xet == "0":
-            return
-        # a second push to the existing repo and branch: create_repo/create_branch tolerate "exists"
-        r = run_cli(["push", str(folder), "--repo", "me/driftin-drift-tiny", "--revision", "v1", "--no-card"], env)
-        assert r.returncode == 0, r.stdout + r.stderr
-        assert sum(1 for c in hub.calls if c[0] == "COMMIT") == 2
+        for rid, rev, src in (("me/driftin-drift-tiny", "v1", folder), ("me/second", "main", bare)):
+            got = {p: c for (r_, v_, p), c in hub.files.items() if (r_, v_) == (rid, rev)}
+            assert sorted(got) == sorted(p for p, _ in list_upload_files(src)), rid
+            for p, content in got.items():
+                assert content == (src / p).read_bytes(), (rid, p)
+        assert sorted(p for (r_, _, p) in hub.files if r_ == "me/driftin-drift-tiny") == EXPECTED
+        assert {*EXPECTED, "training_curve.png"} <= {p for (r_, _, p) in hub.files if r_ == "me/second"}
+        assert b"hf download me/second --local-dir weights/bare" in hub.files[("me/second", "main", "README.md")]
+        assert sum(1 for c in hub.calls if c[0] == "COMMIT") == 3
+        assert all(auth == "Bearer hf_dummy_token" for m, *_, auth in hub.calls if m == "POST")  # none before the token
 
 
-def test_no_token_is_a_clear_error(folder, tmp_path):
-    with FakeHub() as hub:
-        env = {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "0"}
-        r = run_cli(["push", str(folder), "--repo", "me/driftin-drift-tiny", "--no-card"], env,
-                    unset=("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH"))
-        assert r.returncode == 1
-        assert "hf auth login" in r.stderr and "HF_TOKEN" in r.stderr, r.stderr
-        assert "Traceback" not in r.stderr
-        assert hub.calls == []  # nothing was sent (a dry run needs no token: test_dry_run_lists_exactly_the_uploaded_files)
-
-
-def test_load_from_hub_cache_offline(folder, tmp_path):
+def test_load_from_hub_cache_offline(folder, tmp_path, monkeypatch):
     """The layout `hf download` / snapshot_download leaves: blobs + snapshots/<commit>/ symlinks + refs/main."""
     cache = tmp_path / "hub"
     repo = cache / "models--me--driftin-drift-tiny"
@@ -243,15 +264,13 @@ def test_load_from_hub_cache_offline(folder, tmp_path):
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
 
-    code = ("import sys, torch; from driftin.hub import load_pretrained\n"
-            "m = load_pretrained('me/driftin-drift-tiny')\n"
-            "ref = load_pretrained(sys.argv[1])\n"
-            "x = torch.randn(2, 3, 32, 32)\n"
-            "assert torch.equal(m(x, None, 3), ref(x, None, 3)) and m.meta['objective'] == 'drift'\n"
-            "print('LOADED', m.meta['steps'])\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE")}
-    env.update(HF_HUB_CACHE=str(cache), HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1",
-               PYTHONPATH=str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
-    r = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, env=env,
-                       cwd=tmp_path, timeout=120)
-    assert r.returncode == 0 and "LOADED 200" in r.stdout, r.stdout + r.stderr
+    from huggingface_hub import constants
+
+    from driftin.hub import load_pretrained
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))  # what HF_HUB_CACHE=<cache> sets at import
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # conftest: HF_HUB_OFFLINE=1
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    m, ref = load_pretrained("me/driftin-drift-tiny"), load_pretrained(folder)
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(m(x, None, 3), ref(x, None, 3)) and m.meta["objective"] == "drift" and m.meta["steps"] == 200
