@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import math
 import random
+import sys
 import tempfile
 import threading
 import time
@@ -420,6 +421,13 @@ class Engine:
                 return generate(model, fast=True, **kw)
             except (ImportError, NotImplementedError):
                 self.fast = False  # no fast path in this build: eager from now on
+            except Stopped:
+                raise
+            except Exception as e:  # noqa: BLE001 - a demo keeps going on the eager path, and says so
+                if isinstance(e, ValueError):
+                    raise
+                print(f"driftin.live: fast path failed ({type(e).__name__}: {e}); using eager", file=sys.stderr)
+                self.fast = False
         return generate(model, fast=False, **kw)
 
     # ---- model calls
@@ -434,7 +442,8 @@ class Engine:
                                guidance=self.drift_guidance(s), output="uint8", device=self.device)
             sync(self.device)
             dt = time.perf_counter() - t0
-        return x.cpu(), dt
+            x = x.cpu()
+        return x, dt
 
     @torch.no_grad()
     def drift_from_noise(self, noise: torch.Tensor, s: Settings) -> tuple[torch.Tensor, float]:
@@ -442,21 +451,23 @@ class Engine:
         net = self.require("drift")
         self.check("drift", s)
         n = noise.shape[0]
-        y = None if s.label is None else torch.full((n,), s.label, dtype=torch.long, device=self.device)
-        alpha = torch.full((n,), self.drift_guidance(s), device=self.device) if net.config.guidance_input else None
         with self.lock:
+            y = None if s.label is None else torch.full((n,), s.label, dtype=torch.long, device=self.device)
+            alpha = torch.full((n,), self.drift_guidance(s), device=self.device) if net.config.guidance_input else None
+            noise = noise.to(self.device)
             sync(self.device)
             t0 = time.perf_counter()
-            x = net(noise.to(self.device), None, y, alpha)
+            x = net(noise, None, y, alpha)
             sync(self.device)
             dt = time.perf_counter() - t0
-        return to_uint8(x), dt
+            x = to_uint8(x)
+        return x, dt
 
     def ddim_images(self, seeds: list[int], s: Settings,
                     on_step: Callable[[int, torch.Tensor, torch.Tensor, float], None] | None = None,
                     stop: threading.Event | None = None) -> torch.Tensor:
-        """Final uint8 images; on_step(i, x_t, x0_pred, model_seconds_of_step_i) after every step, run
-        outside the lock. Raises Stopped when `stop` gets set."""
+        """Final uint8 images; on_step(i, x_t, x0_pred, model_seconds_of_step_i) after every step (images as
+        uint8 CPU tensors), run outside the lock. Raises Stopped when `stop` gets set."""
         model = self.require("ddpm")
         self.check("ddpm", s)
         state = {"t0": 0.0}
@@ -464,6 +475,9 @@ class Engine:
         def callback(i, x_t, x0):
             sync(self.device)
             dt = time.perf_counter() - state["t0"]
+            # copy out while holding the lock: no other thread's GPU work (or CUDA-graph capture) overlaps,
+            # and graph output buffers are read before the next replay overwrites them
+            x_t, x0 = to_uint8(x_t), to_uint8(x0)
             self.lock.release()
             try:
                 if stop is not None and stop.is_set():
@@ -480,10 +494,10 @@ class Engine:
             sync(self.device)
             state["t0"] = time.perf_counter()
             x = self._generate(model, seeds=seeds, method="ddim", steps=s.steps, class_labels=s.label,
-                               guidance=s.guidance, output="uint8", device=self.device, callback=callback)
+                               guidance=s.guidance, output="uint8", device=self.device, callback=callback).cpu()
         finally:
             self.lock.release()
-        return x.cpu()
+        return x
 
 
 def frame_seeds(s: Settings, base: int, frame: int) -> list[int]:
@@ -566,7 +580,7 @@ class DDIMWorker(threading.Thread):
                         self.stop.set()
                     self.meter.add(dt)
                     total[0] += dt
-                    self._publish(to_uint8(x0 if s.view == "x0" else x_t), f"DDPM · DDIM step {i + 1}/{s.steps}",
+                    self._publish(x0 if s.view == "x0" else x_t, f"DDPM · DDIM step {i + 1}/{s.steps}",
                                   self.stats(i + 1, s, seeds))
 
                 final = self.engine.ddim_images(seeds, s, on_step=on_step, stop=self.stop)
@@ -660,14 +674,14 @@ def walk_frames(engine: Engine, get_settings: Callable[[], Settings], frames_per
     s = get_settings()
     engine.check("drift", s)
     seed = s.seed if not s.random_seed else random.randrange(MAX_SEED)
-    walk = LatentWalk(s.grid, seed, frames_per_segment, device=engine.device)
+    walk = LatentWalk(s.grid, seed, frames_per_segment)
     meter, ui = WorkMeter(), RateMeter()
     t_start = time.perf_counter()
     while not stop.is_set() and time.perf_counter() - t_start < max_seconds:
         t_frame = time.perf_counter()
         s = get_settings()
         if s.grid != walk.n:
-            walk = LatentWalk(s.grid, seed, frames_per_segment, device=engine.device)
+            walk = LatentWalk(s.grid, seed, frames_per_segment)
         x, dt = engine.drift_from_noise(next(walk), s)
         meter.add(dt)
         ui.tick()

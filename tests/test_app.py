@@ -101,6 +101,22 @@ def test_record_gif_is_multiframe(served):
     with Image.open(path) as im:
         assert im.format == "GIF" and im.n_frames > 1
         assert im.size[0] > 2 * 128  # two upscaled panels side by side
+    path = client.predict(seconds=1.0, seed=3, random_seed=False, grid=4, class_name="cat", guidance=2.0,
+                          what="latent walk", api_name="/record_gif")
+    with Image.open(path) as im:
+        assert im.n_frames > 1
+
+
+def test_latent_walk_stream(served):
+    client, _ = served
+    job = client.submit(0, False, 4, "unconditional", 1.0, 8, api_name="/latent_walk")
+    outs = []
+    for out in job:
+        outs.append(out)
+        if len(outs) >= 3:
+            break
+    job.cancel()
+    assert "Latent walk" in outs[-1][1] and "frames/s" in outs[-1][1]
 
 
 def test_live_stream_reports_model_and_ui_fps(served):
