@@ -13,6 +13,7 @@ import argparse
 import os
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -188,12 +189,18 @@ class DemoApp:
                         raise gr.Error(str(e)) from None
                     sess.settings = s
 
-    def stop(self, request: gr.Request = None):
+    def stop(self, request: gr.Request = None, kinds=("live", "walk")):
         key = getattr(request, "session_hash", None) or "anonymous"
-        for kind in ("live", "walk"):
+        for kind in kinds:
             sess = self.sessions.get((key, kind))
             if sess is not None:
                 sess.stop.set()
+
+    def stop_live(self, request: gr.Request = None):
+        self.stop(request, ("live",))
+
+    def stop_walk(self, request: gr.Request = None):
+        self.stop(request, ("walk",))
 
     # ---- one-shot endpoints (named API)
     def drift_frame(self, seed=0, random_seed=False, grid=4, class_name=UNCONDITIONAL, guidance=1.0):
@@ -227,7 +234,9 @@ class DemoApp:
         running = self.sessions.get(key)
         if running is not None and not running.stop.is_set():
             rec = running.recorder = live.Recorder(secs)
-            rec.done.wait(secs + 60)
+            deadline = time.perf_counter() + secs + 60
+            while not rec.done.wait(0.2) and not running.stop.is_set() and time.perf_counter() < deadline:
+                pass
             running.recorder = None
             if not rec.frames:
                 raise gr.Error("the running stream produced no frames to record")
@@ -313,8 +322,8 @@ class DemoApp:
                                   api_visibility="undocumented", **live_kw)
             walk_ev = walk_start.click(self.walk, [seed, random_seed, grid, klass, guidance, walk_frames],
                                        [walk_img, walk_md], api_name="latent_walk", api_visibility="undocumented", **live_kw)
-            stop.click(self.stop, None, None, cancels=[live_ev], api_visibility="private", queue=False)
-            walk_stop.click(self.stop, None, None, cancels=[walk_ev], api_visibility="private", queue=False)
+            stop.click(self.stop_live, None, None, cancels=[live_ev], api_visibility="private", queue=False)
+            walk_stop.click(self.stop_walk, None, None, cancels=[walk_ev], api_visibility="private", queue=False)
             for c in controls:
                 c.change(self.update, controls, None, api_visibility="private", queue=False, show_progress="hidden")
             one_drift.click(self.drift_frame, [seed, random_seed, grid, klass, guidance], drift_img, api_name="drift_frame")

@@ -385,7 +385,7 @@ def load_slot(kind: str, source: str, device: torch.device) -> Slot:
         return Slot(kind, source, error=f"{kind} weights `{source}` are missing or unusable: {e}. To get them, {how_to_get(kind, source)}.")
     objective = getattr(model, "meta", {}).get("objective", "?")
     want = "drift" if kind == "drift" else "ddpm"
-    if objective.replace("ddim", "ddpm") != want:
+    if objective != "?" and objective.replace("ddim", "ddpm") != want:  # no objective recorded: trust the flag
         return Slot(kind, source, error=f"`{source}` holds a {objective!r} model, but the {kind} panel needs "
                                         f"objective {want!r} (swap --drift / --ddpm?)")
     return Slot(kind, source, model=model)
