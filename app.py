@@ -301,8 +301,8 @@ class DemoApp:
                     rec_what = gr.Radio(["side-by-side", "latent walk"], value="side-by-side", label="Record")
                     rec_btn = gr.Button("● Record")
                 with gr.Row():
-                    gif_file = gr.File(label="GIF", elem_id="gif-file")
-                    mp4_file = gr.File(label="MP4" + ("" if live.mp4_available() else " (needs imageio-ffmpeg)"))
+                    gif_file = gr.File(label="GIF", elem_id="gif-file", interactive=False)
+                    mp4_file = gr.File(label="MP4" + ("" if live.mp4_available() else " (needs imageio-ffmpeg)"), interactive=False)
                     gif_preview = gr.Image(label="preview", type="filepath", interactive=False, elem_id="gif-preview")
                 mp4_state = gr.State(None)
             with gr.Tab("Latent walk"):
