@@ -1,0 +1,445 @@
+"""Sampling latency and throughput: drift (one forward pass) and DDIM, per preset, batch size and path.
+
+python -m driftin.bench infer --presets small base --out benchmarks/infer_h100.json   # GPU, ~6-8 min
+python -m driftin.bench infer --quick --out /tmp/infer.json                           # CPU smoke test
+(python -m driftin.bench.infer ... is the same.)
+
+Models are random-init UNets of each preset, class-conditional (10 classes); the drift generator has the
+guidance input (alpha), the DDIM model has not (speed does not depend on the weights). Paths:
+  eager-fp32   generate()'s eager code on the fp32 model (cuDNN TF32 as PyTorch defaults it)
+  eager-bf16   bf16 copy of the model, no compile, no graphs
+  graph-bf16   bf16 copy, CUDA graphs of the eager model (DRIFTIN_COMPILE=0)
+  fast         generate(fast=True)'s default: bf16 + channels_last + torch.compile + CUDA graphs
+  fast-autotune   the same, compiled with mode=max-autotune-no-cudagraphs, dynamic=False (opt-in)
+  static-fp32  the fast path's code without graphs or compile (CPU check of the code path)
+Latency: GPU time between CUDA events around one call (queue empty at the start, so host launch
+overhead counts), median over many calls after warm-up; img/s = batch / latency. pipelined_ms: the
+mean over back-to-back calls. first_call_s: the first call at a shape (compile + capture for fast
+paths); build.warmup_s / build.capture_s split it. generate_ms: generate(..., fast=True) end to end,
+including its per-seed CPU noise (host-timed). Noise is pre-drawn for all other figures.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+
+import torch
+
+from driftin import fast
+from driftin.config import preset
+from driftin.generate import generate, make_noise
+from driftin.unet import UNet, count_params
+
+DRIFT_BS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+TARGETS = {  # preset "base", fast path, H100
+    "drift_bs1_img_s": 1500.0,
+    "drift_bs256_img_s": 30000.0,
+    "ddim50_bs1_ms": 25.0,
+}
+
+PATHS = {
+    "eager-fp32": None,
+    "eager-bf16": fast.FastOptions(dtype="bf16", compile=False, graphs=False, channels_last=False),
+    "graph-bf16": fast.FastOptions(dtype="bf16", compile=False, graphs=True, channels_last=False),
+    "fast": fast.FastOptions(),  # the default of generate(fast=True) with no DRIFTIN_* variables
+    "fast-autotune": fast.FastOptions(mode="max-autotune-no-cudagraphs", dynamic=False),
+    "static-fp32": fast.FastOptions(dtype="fp32", compile=False, graphs=False, channels_last=False),
+}
+
+
+class Timer:
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+
+    def sync(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def once(self, fn) -> float:
+        """ms of one call, starting from an idle device."""
+        self.sync()
+        if self.cuda:
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            b.synchronize()
+            return a.elapsed_time(b)
+        t = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t) * 1e3
+
+    def back_to_back(self, fn, k: int) -> float:
+        """mean ms per call over k queued calls."""
+        self.sync()
+        if self.cuda:
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            for _ in range(k):
+                fn()
+            b.record()
+            b.synchronize()
+            return a.elapsed_time(b) / k
+        t = time.perf_counter()
+        for _ in range(k):
+            fn()
+        return (time.perf_counter() - t) * 1e3 / k
+
+    def measure(self, fn, warmup: int, reps: int, max_s: float, min_reps: int = 5) -> dict:
+        est = self.once(fn)
+        for _ in range(min(warmup, max(0, int(0.3 * max_s * 1e3 / max(est, 1e-3))))):
+            fn()
+        times, t_end = [], time.perf_counter() + max_s
+        while len(times) < reps and (len(times) < min_reps or time.perf_counter() < t_end):
+            times.append(self.once(fn))
+        times.sort()
+        q = lambda p: times[min(len(times) - 1, int(p * len(times)))]  # noqa: E731
+        return {"ms": statistics.median(times), "p10_ms": q(0.1), "p90_ms": q(0.9), "min_ms": times[0], "reps": len(times)}
+
+
+def _versions(device) -> dict:
+    d = {"torch": torch.__version__, "python": platform.python_version(), "device": str(device),
+         "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+         "host": platform.node(), "cpu_threads": torch.get_num_threads()}
+    try:
+        import triton
+
+        d["triton"] = triton.__version__
+    except Exception:  # noqa: BLE001
+        d["triton"] = None
+    if device.type == "cuda":
+        p = torch.cuda.get_device_properties(device)
+        d.update(gpu=p.name, gpu_mem_gb=round(p.total_memory / 2**30, 1), sm_count=p.multi_processor_count,
+                 cudnn_benchmark=torch.backends.cudnn.benchmark, cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
+                 matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32)
+    return d
+
+
+def _flops_per_image(net, device) -> float | None:
+    try:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        x = torch.randn(1, 3, net.config.image_size, net.config.image_size, device=device)
+        y = torch.zeros(1, dtype=torch.long, device=device)
+        alpha = torch.ones(1, device=device) if net.config.guidance_input else None
+        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+            net(x, None, y, alpha)
+        return float(fc.get_total_flops())
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _device_time_us(e) -> float:
+    for name in ("self_device_time_total", "self_cuda_time_total"):
+        v = getattr(e, name, None)
+        if v is not None:
+            return float(v)
+    return 0.0
+
+
+def profile_call(fn, reps: int, device, fallback=None) -> dict:
+    """Top kernels by GPU time per call (torch.profiler), of fn; if kernels inside CUDA graphs are not
+    visible to the profiler, of fallback (the same work run uncaptured)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    def run(f):
+        for _ in range(3):
+            f()
+        torch.cuda.synchronize(device)
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(reps):
+                f()
+            torch.cuda.synchronize(device)
+        kernels = [e for e in prof.key_averages()
+                   if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA and _device_time_us(e) > 0]
+        return kernels
+
+    source = "graph replay"
+    kernels = run(fn)
+    if not kernels and fallback is not None:
+        source, kernels = "uncaptured step function (graph kernels not visible to the profiler)", run(fallback)
+    total = sum(_device_time_us(e) for e in kernels) / reps
+    kernels.sort(key=_device_time_us, reverse=True)
+    top = [{"kernel": e.key[:140], "us_per_call": round(_device_time_us(e) / reps, 2),
+            "launches_per_call": round(e.count / reps, 2),
+            "pct": round(100 * _device_time_us(e) / reps / total, 1) if total else None} for e in kernels[:15]]
+    return {"source": source, "kernel_us_per_call": round(total, 1),
+            "kernel_launches_per_call": round(sum(e.count for e in kernels) / reps, 1), "top": top}
+
+
+def _fmt(v, nd=3):
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{nd}f}" if v < 100 else f"{v:,.0f}"
+    return str(v)
+
+
+def tables(result) -> str:
+    rows, out = result["rows"], []
+    for name in result["presets"]:
+        pr = [r for r in rows if r["preset"] == name and r["status"] == "ok"]
+        paths = [p for p in result["args"]["paths"] if any(r["path"] == p for r in pr)]
+        if not pr:
+            continue
+        info = result["presets"][name]
+        out.append(f"\n### {name} ({info['params'] / 1e6:.1f}M params, "
+                   f"{_fmt((info.get('gflops_per_image') or 0), 2)} GFLOP/img), drift: ms per call (img/s)\n")
+        out.append("| batch | " + " | ".join(paths) + " | fast build s | fast max abs diff |")
+        out.append("|---:|" + "---:|" * (len(paths) + 2))
+        for bs in sorted({r["bs"] for r in pr if r["kind"] == "drift"}):
+            cells, build, diff = [], None, None
+            for p in paths:
+                r = next((r for r in pr if r["kind"] == "drift" and r["bs"] == bs and r["path"] == p), None)
+                cells.append("–" if r is None else f"{r['ms']:.3f} ({r['img_s']:,.0f})")
+                if r is not None and p.startswith("fast") and build is None:
+                    build, diff = r.get("first_call_s"), r.get("max_abs_diff")
+            out.append(f"| {bs} | " + " | ".join(cells) + f" | {_fmt(build, 1)} | {_fmt(diff, 4)} |")
+        ddim = sorted({(r["kind"], r["steps"], r["bs"]) for r in pr if r["kind"] != "drift"})
+        if ddim:
+            out.append(f"\n{name}, DDIM: ms per call (whole sampler)\n")
+            out.append("| sampler | batch | " + " | ".join(paths) + " | fast build s | fast max abs diff |")
+            out.append("|---|---:|" + "---:|" * (len(paths) + 2))
+            for kind, steps, bs in ddim:
+                cells, build, diff = [], None, None
+                for p in paths:
+                    r = next((r for r in pr if (r["kind"], r["steps"], r["bs"], r["path"]) == (kind, steps, bs, p)), None)
+                    cells.append("–" if r is None else f"{r['ms']:.2f}")
+                    if r is not None and p.startswith("fast") and build is None:
+                        build, diff = r.get("first_call_s"), r.get("max_abs_diff")
+                label = f"DDIM-{steps}" + (" CFG" if kind == "ddim-cfg" else "")
+                out.append(f"| {label} | {bs} | " + " | ".join(cells) + f" | {_fmt(build, 1)} | {_fmt(diff, 4)} |")
+    if result.get("targets"):
+        out.append("\nTargets (base, fast path)\n")
+        out.append("| target | goal | measured | met |")
+        out.append("|---|---:|---:|:---:|")
+        for k, t in result["targets"].items():
+            out.append(f"| {k} | {_fmt(t['goal'])} | {_fmt(t['value'])} | {'yes' if t['met'] else 'NO'} |")
+    skipped = [r for r in rows if r["status"] != "ok"]
+    if skipped:
+        out.append(f"\n{len(skipped)} rows not ok, e.g. " + "; ".join(
+            f"{r['preset']}/{r['path']}/{r['kind']}/bs{r['bs']}: {r['status']}" for r in skipped[:5]))
+    return "\n".join(out)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m driftin.bench infer", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--presets", nargs="+", default=None, help="default: small base (tiny with --quick)")
+    ap.add_argument("--paths", nargs="+", default=None, choices=sorted(PATHS),
+                    help="default: fast eager-fp32 eager-bf16 graph-bf16 (CPU: eager-fp32 static-fp32 eager-bf16 fast)")
+    ap.add_argument("--batch-sizes", nargs="+", type=int, default=None, help="drift batch sizes")
+    ap.add_argument("--ddim-steps", nargs="*", type=int, default=None, help="default 10 25 50")
+    ap.add_argument("--ddim-batch", nargs="*", type=int, default=None, help="default 1 16")
+    ap.add_argument("--cfg-steps", type=int, default=50, help="also DDIM-N with CFG (guidance 2) at batch 1; 0: off")
+    ap.add_argument("--reps", type=int, default=100, help="max timed calls per point")
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--max-seconds", type=float, default=1.5, help="time cap per point (at least 5 calls)")
+    ap.add_argument("--budget-s", type=float, default=450.0, help="skip remaining points after this many seconds")
+    ap.add_argument("--profile", choices=("auto", "always", "never"), default="auto",
+                    help="kernel profile of the fast drift path at the smallest and largest batch "
+                         "(auto: for every preset on CUDA)")
+    ap.add_argument("--no-generate", action="store_true", help="skip the end-to-end generate() timings")
+    ap.add_argument("--quick", action="store_true", help="tiny preset, few sizes, few reps (CPU smoke test)")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--out", default="benchmarks/infer.json")
+    ap.add_argument("--md", default=None, help="also write the markdown tables here")
+    args = ap.parse_args(argv)
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cuda = device.type == "cuda"
+    q = args.quick
+    args.presets = args.presets or (["tiny"] if q else ["small", "base"])
+    args.paths = args.paths or (["eager-fp32", "static-fp32", "eager-bf16", "fast"] if not cuda
+                                else ["fast", "eager-fp32", "eager-bf16", "graph-bf16"])
+    args.batch_sizes = args.batch_sizes or ([1, 2, 4] if q else list(DRIFT_BS))
+    args.ddim_steps = args.ddim_steps if args.ddim_steps is not None else ([2, 3] if q else [10, 25, 50])
+    args.ddim_batch = args.ddim_batch if args.ddim_batch is not None else ([1] if q else [1, 16])
+    if q:
+        args.cfg_steps = min(args.cfg_steps, 2)
+        args.reps, args.warmup, args.max_seconds = min(args.reps, 3), min(args.warmup, 1), min(args.max_seconds, 0.5)
+    if cuda:
+        torch.backends.cudnn.benchmark = True  # for every path: eager gets its best conv algorithms too
+
+    timer, t_start = Timer(device), time.perf_counter()
+    result = {"meta": {**_versions(device), "argv": list(sys.argv if argv is None else argv),
+                       "started": time.strftime("%Y-%m-%d %H:%M:%S"), "timing": "cuda events" if cuda else "perf_counter",
+                       "env": {k: v for k, v in os.environ.items() if k.startswith("DRIFTIN_")}},
+              "args": vars(args), "presets": {}, "rows": [], "profiles": {}, "targets": {}}
+
+    def elapsed():
+        return time.perf_counter() - t_start
+
+    def log(msg):
+        print(f"[{elapsed():6.1f}s] {msg}", flush=True)
+
+    for name in args.presets:
+        torch.manual_seed(0)
+        nets = {"drift": UNet(preset(name, num_classes=10, guidance_input=True, zero_init_out=False)).to(device).eval(),
+                "ddim": UNet(preset(name, num_classes=10, zero_init_out=False)).to(device).eval()}
+        flops = _flops_per_image(nets["drift"], device)
+        result["presets"][name] = {"params": count_params(nets["drift"]), "params_ddim": count_params(nets["ddim"]),
+                                   "gflops_per_image": flops / 1e9 if flops else None}
+        log(f"preset {name}: {count_params(nets['drift']) / 1e6:.1f}M params, "
+            f"{(flops or 0) / 1e9:.2f} GFLOP/img forward")
+
+        cases = [("drift", 1, bs, 2.0) for bs in args.batch_sizes]
+        cases += [("ddim", s, bs, 1.0) for bs in args.ddim_batch for s in args.ddim_steps]
+        if args.cfg_steps:
+            cases.append(("ddim-cfg", args.cfg_steps, 1, 2.0))
+        inputs, refs = {}, {}
+
+        def get_inputs(bs):
+            if bs not in inputs:
+                seeds = list(range(bs))
+                inputs[bs] = (seeds, make_noise(seeds, (3, 32, 32), device), torch.arange(bs, device=device) % 10)
+            return inputs[bs]
+
+        def caller(path, kind, steps, bs, guidance):
+            seeds, noise, y = get_inputs(bs)
+            net, method = nets["drift" if kind == "drift" else "ddim"], "drift" if kind == "drift" else "ddim"
+            opts = PATHS[path]
+            if opts is None:
+                return lambda: fast.eager_generate(net, noise, method, steps, y, guidance, 0.0, seeds)
+            if cuda or path.startswith("fast"):  # on CPU fast_generate picks the eager path itself
+                return lambda: fast.fast_generate(net, noise, method, steps, y, guidance, 0.0, seeds, options=opts)
+            s = fast.get_sampler(net, opts, device)
+            return lambda: s.generate(noise, method, steps, y, guidance, 0.0, seeds)
+
+        def reference(kind, steps, bs, guidance):
+            key = (kind, steps, bs)
+            if key not in refs:
+                with torch.no_grad():
+                    refs[key] = caller("eager-fp32", kind, steps, bs, guidance)().clamp(-1, 1)
+            return refs[key]
+
+        for path in args.paths:
+            for kind, steps, bs, guidance in cases:
+                row = {"preset": name, "path": path, "kind": kind, "bs": bs, "steps": steps if kind != "drift" else None,
+                       "guidance": guidance, "status": "ok"}
+                result["rows"].append(row)
+                if elapsed() > args.budget_s:
+                    row["status"] = "skipped (time budget)"
+                    continue
+                fn = caller(path, kind, steps, bs, guidance)
+                try:
+                    with torch.no_grad():
+                        t0 = time.perf_counter()
+                        out = fn()
+                        timer.sync()
+                        row["first_call_s"] = round(time.perf_counter() - t0, 3)
+                        if path != "eager-fp32":
+                            info = dict(fast.last_info) if cuda or path.startswith("fast") else {"path": "static"}
+                            row["exec_path"] = info.get("path")
+                            row["build"] = {k: round(v, 3) if isinstance(v, float) else v for k, v in info.items()
+                                            if k in ("build_s", "warmup_s", "capture_s", "compile_error", "reason")}
+                            ref = reference(kind, steps, bs, guidance)
+                            d = (out.clamp(-1, 1) - ref).abs()
+                            row["max_abs_diff"], row["mean_abs_diff"] = d.max().item(), d.mean().item()
+                        else:
+                            row["exec_path"] = "eager"
+                        del out
+                        row.update(timer.measure(fn, args.warmup, args.reps, args.max_seconds, min_reps=2 if q else 5))
+                        if kind == "drift":
+                            row["pipelined_ms"] = timer.back_to_back(fn, max(2, min(20, int(200 / max(row["ms"], 1e-3)))))
+                            row["pipelined_img_s"] = bs * 1e3 / row["pipelined_ms"]
+                            if flops:
+                                row["tflops"] = flops * bs / (row["ms"] * 1e-3) / 1e12
+                    row["img_s"] = bs * 1e3 / row["ms"]
+                    if path.startswith("fast") and cuda and row["exec_path"] == "eager":
+                        row["status"] = f"fell back to eager: {fast.last_info.get('reason')}"
+                except Exception as err:  # noqa: BLE001 – record and go on
+                    row["status"] = f"error: {type(err).__name__}: {str(err)[:300]}"
+                    if cuda:
+                        torch.cuda.empty_cache()
+                log(f"{name:5s} {path:12s} {kind:8s} steps={row['steps'] or '-':>3} bs={bs:<4d} "
+                    + (f"{row['ms']:9.3f} ms {row.get('img_s', 0):10,.0f} img/s  first {row['first_call_s']:.1f}s"
+                       if "ms" in row else row["status"]))
+
+        # end to end: generate(fast=True) with its CPU noise, the default env options (== "fast")
+        if not args.no_generate and "fast" in args.paths and cuda:
+            for bs in args.batch_sizes:
+                if elapsed() > args.budget_s:
+                    break
+                row = next(r for r in result["rows"] if (r["preset"], r["path"], r["kind"], r["bs"]) == (name, "fast", "drift", bs))
+                if row["status"] != "ok":
+                    continue
+                y = (torch.arange(bs) % 10).tolist()
+                g = lambda: generate(nets["drift"], seeds=list(range(bs)), method="drift", class_labels=y,  # noqa: E731
+                                     guidance=2.0, fast=True)
+                g()
+                ts = []
+                for _ in range(10):
+                    torch.cuda.synchronize()
+                    t0 = time.perf_counter()
+                    g()
+                    torch.cuda.synchronize()
+                    ts.append((time.perf_counter() - t0) * 1e3)
+                row["generate_ms"] = statistics.median(ts)
+            log(f"{name}: generate() end-to-end timings done")
+
+        if cuda and args.profile != "never" and "fast" in args.paths and elapsed() < args.budget_s + 60:
+            prof = {}
+            for bs in sorted({min(args.batch_sizes), max(args.batch_sizes)}):
+                row = next((r for r in result["rows"] if (r["preset"], r["path"], r["kind"], r["bs"]) == (name, "fast", "drift", bs)), None)
+                if row is None or row["status"] != "ok":
+                    continue
+                fn = caller("fast", "drift", 1, bs, 2.0)
+                try:
+                    with torch.no_grad():
+                        fn()
+                        entry = fast.get_sampler(nets["drift"], PATHS["fast"], device).last_entry
+                        p = profile_call(fn, 20, device, fallback=entry.run_fn)
+                    p["latency_ms"] = row["ms"]
+                    p["gpu_busy_pct"] = round(100 * p["kernel_us_per_call"] / 1e3 / row["ms"], 1)
+                    prof[f"drift_bs{bs}"] = p
+                except Exception as err:  # noqa: BLE001
+                    prof[f"drift_bs{bs}"] = {"error": f"{type(err).__name__}: {err}"[:300]}
+            result["profiles"][name] = prof
+            log(f"{name}: profiles done")
+
+        del nets
+        fast.clear_cache()
+        if cuda:
+            result["presets"][name]["max_memory_allocated_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+
+    def find(kind, bs, steps=None, preset_name="base", path="fast"):
+        return next((r for r in result["rows"] if (r["preset"], r["path"], r["kind"], r["bs"]) == (preset_name, path, kind, bs)
+                     and (steps is None or r["steps"] == steps) and r["status"] == "ok"), None)
+
+    if cuda and "base" in args.presets:
+        for key, goal in TARGETS.items():
+            if key.startswith("drift"):
+                r = find("drift", 1 if "bs1_" in key else 256)
+                value = r and r["img_s"]
+                met = value is not None and value >= goal
+            else:
+                r = find("ddim", 1, 50)
+                value = r and r["ms"]
+                met = value is not None and value <= goal
+            result["targets"][key] = {"goal": goal, "value": value, "met": bool(met)}
+
+    result["meta"]["wall_s"] = round(elapsed(), 1)
+    md = tables(result)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1, default=lambda o: None if isinstance(o, float) and math.isnan(o) else str(o))
+    if args.md:
+        with open(args.md, "w") as f:
+            f.write(md + "\n")
+    print(md)
+    print(f"\nwrote {args.out} ({result['meta'].get('gpu', device)}, torch {torch.__version__}, {result['meta']['wall_s']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main() or 0)

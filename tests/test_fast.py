@@ -1,0 +1,195 @@
+"""The fast sampling path (driftin/fast.py) on CPU: API, path selection, and that the fast path's code
+(static buffers, precomputed DDIM coefficients, unrolled loop, pre-drawn eta noise, per-step callback
+replay) gives the eager images for the same seeds. CUDA graphs / compile are in test_fast_gpu.py."""
+import json
+import warnings
+
+import pytest
+import torch
+
+from driftin import fast
+from driftin.config import preset
+from driftin.generate import generate, make_noise
+from driftin.unet import UNet
+
+STATIC = fast.FastOptions(dtype="fp32", compile=False, graphs=False, channels_last=False)
+
+
+@pytest.fixture(scope="module")
+def nets():
+    torch.manual_seed(0)
+    return {g: UNet(preset("tiny", num_classes=10, guidance_input=g, zero_init_out=False)).eval() for g in (False, True)}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    fast.clear_cache()
+    yield
+    fast.clear_cache()
+
+
+def _inputs(seeds):
+    return make_noise(seeds, (3, 32, 32)), torch.tensor([s % 10 for s in seeds])
+
+
+def test_cpu_generate_fast_is_eager(nets):
+    net = nets[False]
+    for kw in (dict(method="drift"), dict(method="ddim", steps=3, class_labels=[1, 2], guidance=2.0, eta=0.5)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the fallback is silent
+            a = generate(net, seeds=[3, 4], fast=True, **kw)
+        assert fast.last_info["path"] == "eager" and "cpu" in fast.last_info["reason"]
+        torch.testing.assert_close(a, generate(net, seeds=[3, 4], **kw), atol=0, rtol=0)
+
+
+def test_env_disables_fast(nets, monkeypatch):
+    monkeypatch.setenv("DRIFTIN_FAST", "0")
+    noise, _ = _inputs([0])
+    fast.fast_generate(nets[False], noise, "drift", 1, None, 1.0, 0.0, [0], None)
+    assert fast.last_info == {"path": "eager", "reason": "DRIFTIN_FAST=0"}
+
+
+@pytest.mark.parametrize("guidance_input,labels,guidance", [(False, False, 1.0), (False, True, 1.0), (True, True, 2.5)])
+def test_static_drift_matches_eager(nets, guidance_input, labels, guidance):
+    net = nets[guidance_input]
+    seeds = [3, 4, 5]
+    noise, y = _inputs(seeds)
+    y = y if labels else None
+    s = fast.get_sampler(net, STATIC, "cpu")
+    ref = fast.eager_generate(net, noise, "drift", 1, y, guidance, 0.0, seeds)
+    for _ in range(2):  # second call: cached entry, static buffers refilled
+        torch.testing.assert_close(s.generate(noise, "drift", 1, y, guidance, 0.0, seeds), ref, atol=1e-5, rtol=0)
+    assert s.path == "static"
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.7])
+@pytest.mark.parametrize("guidance,labels", [(1.0, False), (1.0, True), (3.0, True)])
+def test_static_ddim_matches_eager(nets, eta, guidance, labels):
+    net = nets[False]
+    seeds = [7, 8]
+    noise, y = _inputs(seeds)
+    y = y if labels else None
+    s = fast.get_sampler(net, STATIC, "cpu")
+    fe, ff = [], []
+    ref = fast.eager_generate(net, noise, "ddim", 4, y, guidance, eta, seeds,
+                              callback=lambda i, x, x0: fe.append((i, x.clone(), x0.clone())))
+    out = s.generate(noise, "ddim", 4, y, guidance, eta, seeds)  # whole loop
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=0)
+    out_cb = s.generate(noise, "ddim", 4, y, guidance, eta, seeds,  # per-step replay, every frame
+                        callback=lambda i, x, x0: ff.append((i, x.clone(), x0.clone())))
+    torch.testing.assert_close(out_cb, ref, atol=1e-4, rtol=0)
+    assert [f[0] for f in ff] == [f[0] for f in fe] == [0, 1, 2, 3]
+    for (_, xa, x0a), (_, xb, x0b) in zip(ff, fe):
+        torch.testing.assert_close(xa, xb, atol=1e-4, rtol=0)
+        torch.testing.assert_close(x0a, x0b, atol=1e-4, rtol=0)
+    # a different guidance value reuses the entry (the scale is a static input), and still matches
+    if y is not None:
+        n_graphs = fast.cache_info()["graphs"]
+        ref2 = fast.eager_generate(net, noise, "ddim", 4, y, guidance + 1.0, eta, seeds)
+        torch.testing.assert_close(s.generate(noise, "ddim", 4, y, guidance + 1.0, eta, seeds), ref2, atol=1e-4, rtol=0)
+        assert fast.cache_info()["graphs"] == n_graphs + (guidance == 1.0)  # 1.0 -> 2.0 switches CFG on
+
+
+def test_ddim_coefficients_match_schedule():
+    from driftin.diffusion import alphas_cumprod, ddim_timesteps
+
+    ts, c, sig = fast.ddim_coefficients(10, 1.0)
+    abar = alphas_cumprod()
+    assert list(ts) == ddim_timesteps(10) and c.shape == (10, 8) and c.dtype == torch.float32
+    torch.testing.assert_close(c[:, 0] ** 2, abar[list(ts)].float(), rtol=1e-5, atol=0)
+    assert c[-1, 2] == 1 and sig[-1] == 0.0 and all(s > 0 for s in sig[:-1])
+    assert fast.ddim_coefficients(10, 0.0)[2] == (0.0,) * 10
+
+
+def test_cache_is_bounded(nets, monkeypatch):
+    monkeypatch.setenv("DRIFTIN_FAST_CACHE", "3")
+    s = fast.get_sampler(nets[False], STATIC, "cpu")
+    for bs in (1, 2, 3, 4, 5):
+        seeds = list(range(bs))
+        s.generate(_inputs(seeds)[0], "drift", 1, None, 1.0, 0.0, seeds)
+    info = fast.cache_info()
+    assert info["graphs"] == 3 and [k[1] for k in info["keys"]] == [3, 4, 5]  # least recently used dropped
+    for i in range(6):  # model copies are bounded too
+        fast.get_sampler(nets[False], fast.FastOptions(dtype="fp32", compile=False, graphs=False, mode="default",
+                                                       channels_last=bool(i % 2), dynamic=i < 3), "cpu")
+    assert fast.cache_info()["samplers"] <= fast.MAX_SAMPLERS
+
+
+def test_weight_change_refreshes_copy():
+    torch.manual_seed(1)
+    net = UNet(preset("tiny", zero_init_out=False)).eval()
+    s = fast.get_sampler(net, STATIC, "cpu")
+    noise, _ = _inputs([0, 1])
+    a = s.generate(noise, "drift", 1, None, 1.0, 0.0, [0, 1])
+    with torch.no_grad():
+        net.out.bias.add_(0.5)  # in-place, like an optimizer step or load_state_dict
+    b = s.generate(noise, "drift", 1, None, 1.0, 0.0, [0, 1])
+    assert fast.get_sampler(net, STATIC, "cpu") is s  # same copy, refreshed in place
+    torch.testing.assert_close(b, fast.eager_generate(net, noise, "drift"), atol=1e-5, rtol=0)
+    torch.testing.assert_close(b - a, torch.full_like(a, 0.5), atol=1e-5, rtol=0)
+
+
+def test_options_from_env(monkeypatch):
+    o = fast.FastOptions.from_env()
+    assert o == fast.FastOptions() and o.compile and o.graphs and o.use_channels_last and o.dtype == "bf16"
+    monkeypatch.setenv("DRIFTIN_COMPILE", "0")
+    monkeypatch.setenv("DRIFTIN_COMPILE_MODE", "max-autotune")
+    monkeypatch.setenv("DRIFTIN_COMPILE_DYNAMIC", "0")
+    o = fast.FastOptions.from_env()
+    assert not o.compile and not o.use_channels_last and o.mode == "max-autotune-no-cudagraphs" and o.dynamic is False
+    monkeypatch.setenv("DRIFTIN_FAST_DTYPE", "fp64")
+    with pytest.raises(ValueError, match="dtype"):
+        fast.FastOptions.from_env()
+
+
+def test_fast_argument_errors(nets):
+    s = fast.get_sampler(nets[False], STATIC, "cpu")
+    noise, y = _inputs([0])
+    with pytest.raises(ValueError, match="no guidance input"):
+        s.generate(noise, "drift", 1, y, 2.0, 0.0, [0])
+    with pytest.raises(ValueError, match="no guidance input"):
+        generate(nets[False], 1, 0, method="drift", guidance=2.0, fast=True)
+    with pytest.raises(ValueError, match="DDIM steps"):
+        s.generate(noise, "ddim", 0, None, 1.0, 0.0, [0])
+
+
+def test_dynamo_traces_step_functions(nets):
+    """torch.compile (dynamo, backend 'eager': no codegen, CPU) traces the step functions without graph
+    breaks, across batch sizes, and gives the eager result."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    opts = fast.FastOptions(dtype="fp32", compile=True, backend="eager", graphs=False, channels_last=False)
+    net = nets[True]
+    s = fast.get_sampler(net, opts, "cpu")
+    for bs in (1, 3):
+        seeds = list(range(bs))
+        noise, y = _inputs(seeds)
+        torch.testing.assert_close(s.generate(noise, "drift", 1, y, 2.0, 0.0, seeds),
+                                   fast.eager_generate(net, noise, "drift", 1, y, 2.0, 0.0, seeds), atol=1e-5, rtol=0)
+    seeds = [0, 1]
+    noise, y = _inputs(seeds)
+    torch.testing.assert_close(s.generate(noise, "ddim", 2, y, 2.0, 0.5, seeds),
+                               fast.eager_generate(net, noise, "ddim", 2, y, 2.0, 0.5, seeds), atol=1e-4, rtol=0)
+    assert s.compiled and s.compile_error is None and s.path == "compile"
+    assert sum(counters["graph_break"].values()) == 0
+
+
+def test_bench_quick(tmp_path):
+    from driftin.bench import infer
+
+    out = tmp_path / "infer.json"
+    rc = infer.main(["--quick", "--device", "cpu", "--batch-sizes", "1", "2", "--ddim-steps", "2", "--cfg-steps", "2",
+                     "--paths", "eager-fp32", "static-fp32", "fast", "--reps", "2", "--max-seconds", "0.05",
+                     "--out", str(out), "--md", str(tmp_path / "t.md")])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert res["meta"]["timing"] == "perf_counter" and res["meta"]["torch"] == torch.__version__
+    rows = res["rows"]
+    assert len(rows) == 3 * 4 and all(r["status"] == "ok" and r["ms"] > 0 and r["img_s"] > 0 for r in rows)
+    assert {r["exec_path"] for r in rows if r["path"] == "fast"} == {"eager"}  # CPU: fast_generate picks eager
+    for r in rows:
+        if r["path"] != "eager-fp32":
+            assert r["max_abs_diff"] < 1e-4, r
+    assert "| batch |" in (tmp_path / "t.md").read_text()
