@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m driftin.bench kernel ...` (drift-field kernels), `... infer ...` (sampling)."""

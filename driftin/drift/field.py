@@ -1,0 +1,319 @@
+"""The drifting field V(x) of Deng et al. (arXiv 2602.04770) and the drift loss built on it.
+
+Shapes: L independent groups (class x feature group), x [L, N, C] generated features, pos [L, P, C]
+real features, neg [L, M, C] negatives (None: x itself, self pair masked), extra_neg [L, U, C]
+unconditional real features that join the negatives with kernel weight `extra_weight` (CFG).
+
+Per temperature tau (tau_eff = tau * sqrt(C)) over the columns Y = [pos, neg, extra_neg]:
+  logits[i, j] = -||x_i - Y_j|| / tau_eff
+  A = sqrt(softmax_j * softmax_i) ("both"), softmax_j ("y") or exp(logits) ("none");
+  extra_neg columns of A *= extra_weight;  sp = rowsum(A_pos), sn = rowsum(A_neg)
+  V_tau = sn * (A_pos @ pos) - sp * (A_neg @ [neg; extra_neg])
+  V = sum_tau V_tau / sqrt(mean_{N,C} V_tau^2 + eps)      (per group)
+
+Implementations (same numbers up to rounding): "reference" (per tau, plain cdist + softmaxes),
+"torch" (distances once, shared by all taus), "lean" (two streaming passes over row blocks, never
+holds the N x (P+M) matrix), "triton" (field_triton.py, the same two passes as fused GPU kernels).
+
+Numerical choices, all exact identities:
+- Inputs are centred on the mean of pos per group: distances are translation invariant and so is
+  V (the total pos weight sp*sn equals the total neg weight), and centring shrinks the
+  |x|^2 + |y|^2 - 2 x.y cancellation of matmul-based distances.
+- "none" is evaluated as exp(logits - max logit of the group): V_tau is quadratic in A and then
+  RMS-normalised, so a per-group constant factor cancels (up to eps), while the unshifted exp
+  underflows fp32 for the small temperatures.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+TEMPERATURES = (0.02, 0.05, 0.2)
+KERNEL_NORMS = ("both", "y", "none")
+IMPLS = ("reference", "torch", "lean", "triton", "auto")
+# Above this many distance entries (L * N * K) "auto" streams instead of materialising the matrix.
+_DENSE_MAX = 1 << 24
+
+
+# ----------------------------------------------------------------------------- preparation
+def _compute_dtype(t: torch.Tensor) -> torch.dtype:
+    # Distances and softmaxes are never done in half precision.
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def _prepare(x, pos, neg, extra_neg, extra_weight):
+    """Cast, centre, and describe the column layout. Returns a dict used by every implementation."""
+    dt = _compute_dtype(x)
+    L, N, C = x.shape
+    x = x.detach().to(dt)
+    pos = pos.detach().to(dt)
+    center = pos.mean(1, keepdim=True)  # [L, 1, C]; translation invariance, see module doc
+    x = (x - center).contiguous()
+    pos = (pos - center).contiguous()
+    self_neg = neg is None
+    negs = x if self_neg else (neg.detach().to(dt) - center).contiguous()  # [L, M, C]
+    if extra_neg is not None and extra_neg.shape[1] > 0:
+        extra = (extra_neg.detach().to(dt) - center).contiguous()  # [L, U, C]
+        w = torch.as_tensor(extra_weight, dtype=dt, device=x.device).reshape(-1).expand(L).contiguous()
+    else:
+        extra, w = None, None
+    for name, t in (("pos", pos), ("neg", negs), ("extra_neg", extra)):
+        if t is not None and (t.shape[0] != L or t.shape[2] != C):
+            raise ValueError(f"{name} has shape {tuple(t.shape)}, expected [L={L}, *, C={C}]")
+    return dict(x=x, pos=pos, negs=negs, extra=extra, w=w, self_neg=self_neg, L=L, N=N, C=C,
+                P=pos.shape[1], M=negs.shape[1], U=0 if extra is None else extra.shape[1])
+
+
+def _columns(p):
+    """Y = [pos, neg, extra] [L, K, C] and the per-column weight applied after normalisation [L, K]."""
+    parts = [p["pos"], p["negs"]] + ([p["extra"]] if p["extra"] is not None else [])
+    Y = torch.cat(parts, 1)
+    colw = torch.ones(p["L"], Y.shape[1], dtype=Y.dtype, device=Y.device)
+    if p["extra"] is not None:
+        colw[:, p["P"] + p["M"]:] = p["w"][:, None]
+    return Y, colw
+
+
+def _self_mask(p, rows: slice, K: int, device) -> torch.Tensor | None:
+    """Boolean [n_rows, K], True at the masked self pair (x_i, x_i) among the negatives."""
+    if not p["self_neg"]:
+        return None
+    i = torch.arange(rows.start, rows.stop, device=device)
+    m = torch.zeros(len(i), K, dtype=torch.bool, device=device)
+    m[torch.arange(len(i), device=device), p["P"] + i] = True
+    return m
+
+
+def _inv_taus(temperatures, C):
+    return [1.0 / (t * math.sqrt(C)) for t in temperatures]
+
+
+def _normalise_sum(Vt: torch.Tensor, eps: float) -> torch.Tensor:
+    """[T, L, N, C] per-temperature fields -> [L, N, C], each scaled to unit per-dim RMS per group."""
+    rms = Vt.pow(2).mean((2, 3), keepdim=True).add(eps).sqrt()  # [T, L, 1, 1]
+    return (Vt / rms).sum(0)
+
+
+def _field_from_A(A, P, pos, Yn):
+    """A [L, n, K] (masked, column weights applied) -> V_tau rows [L, n, C]."""
+    A_pos, A_neg = A[..., :P], A[..., P:]
+    sp = A_pos.sum(-1, keepdim=True)  # [L, n, 1]
+    sn = A_neg.sum(-1, keepdim=True)
+    # W_pos = A_pos * sn, W_neg = A_neg * sp; the row factors come out of the matmuls.
+    return sn * (A_pos @ pos) - sp * (A_neg @ Yn)
+
+
+def _check(kernel_norm, temperatures):
+    if kernel_norm not in KERNEL_NORMS:
+        raise ValueError(f"kernel_norm must be one of {KERNEL_NORMS}, got {kernel_norm!r}")
+    if len(temperatures) == 0:
+        raise ValueError("need at least one temperature")
+
+
+# ----------------------------------------------------------------------------- reference
+def drift_field_reference(x, pos, neg=None, *, extra_neg=None, extra_weight=1.0,
+                          temperatures: Sequence[float] = TEMPERATURES, kernel_norm="both", eps=1e-8):
+    """Straightforward version: for each tau, cdist + two softmaxes over the full matrix."""
+    _check(kernel_norm, temperatures)
+    p = _prepare(x, pos, neg, extra_neg, extra_weight)
+    Y, colw = _columns(p)
+    P, N, K = p["P"], p["N"], Y.shape[1]
+    mask = _self_mask(p, slice(0, N), K, x.device)
+    Yn = Y[:, P:]
+    out = []
+    for tau in temperatures:
+        logits = -torch.cdist(p["x"], Y) / (tau * math.sqrt(p["C"]))  # [L, N, K]
+        if mask is not None:
+            logits = logits.masked_fill(mask, float("-inf"))
+        if kernel_norm == "both":
+            A = (logits.softmax(-1) * logits.softmax(-2)).sqrt()
+        elif kernel_norm == "y":
+            A = logits.softmax(-1)
+        else:
+            A = (logits - logits.amax((1, 2), keepdim=True)).exp()
+        out.append(_field_from_A(A * colw[:, None, :], P, p["pos"], Yn))
+    return _normalise_sum(torch.stack(out), eps)
+
+
+# ----------------------------------------------------------------------------- fast dense torch
+def _A_block(D, invt, r, c, shift, mask, colw, kernel_norm):
+    """Kernel weights for one block of rows. D [L, n, K]; r [L, n]; c [L, K]; shift [L]."""
+    logits = D * (-invt)
+    if kernel_norm == "both":
+        A = (logits - 0.5 * (r[..., None] + c[:, None, :])).exp()
+    elif kernel_norm == "y":
+        A = (logits - r[..., None]).exp()
+    else:
+        A = (logits - shift[:, None, None]).exp()
+    if mask is not None:
+        A = A.masked_fill(mask, 0.0)  # also clears any nan from fully masked columns
+    return A * colw[:, None, :]
+
+
+def drift_field_torch(x, pos, neg=None, *, extra_neg=None, extra_weight=1.0,
+                      temperatures: Sequence[float] = TEMPERATURES, kernel_norm="both", eps=1e-8):
+    """Dense fast path: one distance matrix [L, N, K] shared by all temperatures."""
+    _check(kernel_norm, temperatures)
+    p = _prepare(x, pos, neg, extra_neg, extra_weight)
+    Y, colw = _columns(p)
+    P, N, K = p["P"], p["N"], Y.shape[1]
+    mask = _self_mask(p, slice(0, N), K, x.device)
+    D = torch.cdist(p["x"], Y)  # [L, N, K]
+    if mask is not None:
+        D = D.masked_fill(mask, float("inf"))  # logit -inf for every tau
+    dmin = D.amin((1, 2))  # [L]; only for "none"
+    out = []
+    for invt in _inv_taus(temperatures, p["C"]):
+        logits = D * (-invt)
+        r = logits.logsumexp(-1) if kernel_norm != "none" else None  # [L, N]
+        c = logits.logsumexp(-2) if kernel_norm == "both" else None  # [L, K]
+        A = _A_block(D, invt, r, c, -dmin * invt, mask, colw, kernel_norm)
+        out.append(_field_from_A(A, P, p["pos"], Y[:, P:]))
+    return _normalise_sum(torch.stack(out), eps)
+
+
+# ----------------------------------------------------------------------------- lean torch
+def _auto_block(L, K, budget=1 << 25):
+    # ~budget elements (128 MiB fp32) per [L, block, K] temporary; a few are alive at once.
+    return max(1, budget // max(1, L * K))
+
+
+def drift_field_lean(x, pos, neg=None, *, extra_neg=None, extra_weight=1.0,
+                     temperatures: Sequence[float] = TEMPERATURES, kernel_norm="both", eps=1e-8,
+                     block: int | None = None, precision=None):
+    """Streaming path: two passes over blocks of `block` rows; extra memory O(N*C*T + K*T + block*K).
+    (`precision` belongs to the triton path and is ignored here.)
+
+    Pass 1 gathers row logsumexps (complete within a block) and column logsumexps (merged across
+    blocks) for every tau; pass 2 recomputes each block's distances, forms A and accumulates V rows.
+    """
+    _check(kernel_norm, temperatures)
+    p = _prepare(x, pos, neg, extra_neg, extra_weight)
+    Y, colw = _columns(p)
+    L, N, C, P, K, T = p["L"], p["N"], p["C"], p["P"], Y.shape[1], len(temperatures)
+    invts = _inv_taus(temperatures, C)
+    block = block or _auto_block(L, K)
+    blocks = [slice(i, min(i + block, N)) for i in range(0, N, block)]
+
+    def dist(b):
+        D = torch.cdist(p["x"][:, b], Y)  # [L, n, K]
+        m = _self_mask(p, b, K, x.device)
+        return (D if m is None else D.masked_fill(m, float("inf"))), m
+
+    # pass 1: statistics
+    r = torch.empty(T, L, N, dtype=Y.dtype, device=Y.device)
+    c = torch.full((T, L, K), float("-inf"), dtype=Y.dtype, device=Y.device)
+    dmin = torch.full((L,), float("inf"), dtype=Y.dtype, device=Y.device)
+    for b in blocks:  # every norm needs a pass 1: r for "both"/"y", the group max logit for "none"
+        D, _ = dist(b)
+        dmin = torch.minimum(dmin, D.amin((1, 2)))
+        for t, invt in enumerate(invts):
+            logits = D * (-invt)
+            if kernel_norm != "none":
+                r[t, :, b] = logits.logsumexp(-1)
+            if kernel_norm == "both":
+                c[t] = torch.logaddexp(c[t], logits.logsumexp(-2))
+    # pass 2: accumulate V rows per tau
+    Vt = torch.empty(T, L, N, C, dtype=Y.dtype, device=Y.device)
+    for b in blocks:
+        D, m = dist(b)
+        for t, invt in enumerate(invts):
+            A = _A_block(D, invt, r[t, :, b], c[t], -dmin * invt, m, colw, kernel_norm)
+            Vt[t, :, b] = _field_from_A(A, P, p["pos"], Y[:, P:])
+    return _normalise_sum(Vt, eps)
+
+
+# ----------------------------------------------------------------------------- dispatch
+def _triton_ok(x: torch.Tensor) -> bool:
+    if not x.is_cuda:
+        return False
+    try:
+        from . import field_triton
+    except Exception:  # no triton installed
+        return False
+    return field_triton.available()
+
+
+def resolve_impl(impl: str, x: torch.Tensor, n_entries: int) -> str:
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    if impl != "auto":
+        return impl
+    if x.dtype != torch.float64 and _triton_ok(x):
+        return "triton"
+    return "torch" if n_entries <= _DENSE_MAX else "lean"
+
+
+def drift_field(x, pos, neg=None, *, extra_neg=None, extra_weight=1.0,
+                temperatures: Sequence[float] = TEMPERATURES, kernel_norm="both", eps=1e-8,
+                impl="auto", **kw) -> torch.Tensor:
+    """V [L, N, C] (float32, or float64 for float64 input); no gradient. See module docstring."""
+    if x.dim() != 3:
+        raise ValueError("x must be [L, N, C]")
+    L, N, _ = x.shape
+    K = pos.shape[1] + (N if neg is None else neg.shape[1]) + (0 if extra_neg is None else extra_neg.shape[1])
+    impl = resolve_impl(impl, x, L * N * K)
+    args = dict(extra_neg=extra_neg, extra_weight=extra_weight, temperatures=tuple(temperatures),
+                kernel_norm=kernel_norm, eps=eps)
+    with torch.no_grad():
+        if impl == "reference":
+            return drift_field_reference(x, pos, neg, **args)
+        if impl == "torch":
+            return drift_field_torch(x, pos, neg, **args)
+        if impl == "lean":
+            return drift_field_lean(x, pos, neg, **args, **kw)
+        from .field_triton import drift_field_triton
+        return drift_field_triton(x, pos, neg, **args, **kw)
+
+
+# ----------------------------------------------------------------------------- scale and loss
+@torch.no_grad()
+def feature_scale(x: torch.Tensor, ys, *, block_entries: int = 1 << 25) -> torch.Tensor:
+    """S [L] so that mean_{i,j} ||x_i - y_j|| / S = sqrt(C) over rows of x and of the joined ys.
+
+    ys: a tensor [L, K, C] or a list of them (joined along dim 1). Streams over row blocks.
+    """
+    if isinstance(ys, torch.Tensor):
+        ys = [ys]
+    dt = _compute_dtype(x)
+    Y = torch.cat([y.detach().to(dt) for y in ys if y is not None], 1)  # [L, K, C]
+    xd = x.detach().to(dt)
+    center = Y.mean(1, keepdim=True)  # precision of matmul-based cdist; distances unchanged
+    Y, xd = Y - center, xd - center
+    L, N, C = xd.shape
+    block = max(1, block_entries // max(1, L * Y.shape[1]))
+    total = torch.zeros(L, dtype=dt, device=x.device)
+    for i in range(0, N, block):
+        total += torch.cdist(xd[:, i:i + block], Y).sum((1, 2))
+    mean = total / (N * Y.shape[1])
+    return (mean / math.sqrt(C)).clamp_min(1e-12)
+
+
+def drift_loss(x, pos, neg=None, *, extra_neg=None, extra_weight=1.0,
+               temperatures: Sequence[float] = TEMPERATURES, kernel_norm="both", feature_norm=True,
+               impl="auto", eps=1e-8, **kw):
+    """Drift loss for one feature group batch. x [L, N, C] carries the generator's gradient.
+
+    loss = mean((xs - sg(xs + V))^2), xs = x / S (S stop-grad, feature_scale over all columns),
+    V = drift_field(xs, pos / S, ...). Numerically loss == mean(V^2); d loss / d xs = -2 V / numel.
+    Returns (loss, stats) with stats of detached tensors (no host sync).
+    """
+    if feature_norm:
+        S = feature_scale(x, [pos, x if neg is None else neg, extra_neg])  # [L]
+    else:
+        S = torch.ones(x.shape[0], dtype=_compute_dtype(x), device=x.device)
+    s3 = S[:, None, None]
+
+    def sc(t):
+        return None if t is None else t.detach().to(S.dtype) / s3
+
+    xs = x.to(S.dtype) / s3  # [L, N, C], grad flows through x only
+    V = drift_field(xs.detach(), sc(pos), sc(neg), extra_neg=sc(extra_neg), extra_weight=extra_weight,
+                    temperatures=temperatures, kernel_norm=kernel_norm, eps=eps, impl=impl, **kw)
+    target = (xs + V.to(xs.dtype)).detach()
+    loss = (xs - target).pow(2).mean()
+    stats = {"v_abs": V.abs().mean().detach(), "v_rms": V.pow(2).mean().sqrt().detach(),
+             "scale": S.mean().detach()}
+    return loss, stats

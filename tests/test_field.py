@@ -1,0 +1,241 @@
+"""CPU tests of the drifting field (driftin/drift/field.py): exactness against a literal loop
+implementation, properties of the field, the loss, a 2-D toy generator, and the kernel bench."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from driftin.drift.field import drift_field, drift_loss, feature_scale
+
+CPU_IMPLS = [("reference", {}), ("torch", {}), ("lean", {"block": 2})]  # block 2: several blocks
+TAUS = (0.02, 0.05, 0.2)
+
+
+def literal_field(x, pos, neg, extra, w, taus, norm, eps):
+    """The equations written out with python loops over i, j (float64). Tiny sizes only."""
+    L, N, C = x.shape
+    out = torch.zeros(L, N, C, dtype=torch.float64)
+    for g in range(L):
+        negs = x[g] if neg is None else neg[g]
+        cols = list(pos[g]) + list(negs) + (list(extra[g]) if extra is not None else [])
+        P, Mn, K = pos.shape[1], negs.shape[0], len(cols)
+        for tau in taus:
+            te = tau * math.sqrt(C)
+            lg = [[-math.inf if (neg is None and j == P + i) else -float((x[g, i] - cols[j]).norm()) / te
+                   for j in range(K)] for i in range(N)]
+            rl = [math.log(sum(math.exp(lg[i][j]) for j in range(K))) for i in range(N)]
+            cl = [math.log(sum(math.exp(lg[i][j]) for i in range(N))) for j in range(K)]
+            A = [[0.0] * K for _ in range(N)]
+            for i in range(N):
+                for j in range(K):
+                    if lg[i][j] == -math.inf:
+                        continue
+                    if norm == "both":
+                        A[i][j] = math.sqrt(math.exp(lg[i][j] - rl[i]) * math.exp(lg[i][j] - cl[j]))
+                    elif norm == "y":
+                        A[i][j] = math.exp(lg[i][j] - rl[i])
+                    else:
+                        A[i][j] = math.exp(lg[i][j])
+                    if j >= P + Mn:
+                        A[i][j] *= float(w[g])
+            V = torch.zeros(N, C, dtype=torch.float64)
+            for i in range(N):
+                sp = sum(A[i][:P])
+                sn = sum(A[i][P:])
+                for j in range(K):
+                    V[i] += (A[i][j] * sn if j < P else -A[i][j] * sp) * cols[j]
+            out[g] += V / math.sqrt(float(V.pow(2).mean()) + eps)
+    return out
+
+
+def _data(seed, L=2, N=6, P=5, M=7, U=4, C=3, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda n: torch.randn(L, n, C, generator=g, dtype=torch.float64) * scale
+    return r(N), r(P) + 0.7, r(M) - 0.3, r(U) + 0.2
+
+
+@pytest.mark.parametrize("norm", ["both", "y", "none"])
+@pytest.mark.parametrize("sep_neg", [False, True])
+@pytest.mark.parametrize("cfg", [False, True])
+def test_matches_literal(norm, sep_neg, cfg):
+    x, pos, neg, extra = _data(1 + sep_neg + 2 * cfg, C=3 + cfg)
+    neg = neg if sep_neg else None
+    extra, w = (extra, torch.tensor([0.6, 1.7], dtype=torch.float64)) if cfg else (None, 1.0)
+    # "none" is computed shifted by the group max logit (see field.py); with eps=0 that is exact.
+    eps = 0.0 if norm == "none" else 1e-8
+    want = literal_field(x, pos, neg, extra, w, TAUS, norm, eps)
+    for impl, kw in CPU_IMPLS:
+        got = drift_field(x, pos, neg, extra_neg=extra, extra_weight=w, kernel_norm=norm, eps=eps,
+                          impl=impl, **kw)
+        assert got.dtype == torch.float64 and got.shape == x.shape
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7, msg=f"impl={impl}")
+
+
+def test_float32_and_auto_match_reference():
+    x, pos, neg, extra = (t.float() for t in _data(5, L=3, N=40, P=30, M=20, U=10, C=17))
+    ref = drift_field(x.double(), pos.double(), None, extra_neg=extra.double(), extra_weight=0.5,
+                      impl="reference")
+    for impl in ("torch", "lean", "auto"):
+        got = drift_field(x, pos, None, extra_neg=extra, extra_weight=0.5, impl=impl)
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got.double(), ref, rtol=1e-4, atol=1e-4)
+    # bf16 input is computed in fp32
+    assert drift_field(x.bfloat16(), pos.bfloat16()).dtype == torch.float32
+
+
+@pytest.mark.parametrize("impl", ["reference", "torch", "lean"])
+def test_swap_pos_neg_negates(impl):
+    x, pos, neg, _ = _data(7, N=9, P=8, M=8, C=4)
+    a = drift_field(x, pos, neg, impl=impl)
+    b = drift_field(x, neg, pos, impl=impl)
+    torch.testing.assert_close(a, -b, rtol=1e-9, atol=1e-9)
+
+
+def test_zero_when_neg_equals_pos():
+    x, pos, _, _ = _data(8, N=9, P=8, C=4)
+    for impl, kw in CPU_IMPLS:
+        assert drift_field(x, pos, pos.clone(), impl=impl, **kw).abs().max() < 1e-9
+
+
+def test_point_mass_moves_toward_data():
+    C = 4
+    pos = torch.randn(2, 16, C, dtype=torch.float64) * 0.5 + torch.tensor([3.0, -1.0, 2.0, 0.5])
+    x = torch.zeros(2, 8, C, dtype=torch.float64) + torch.tensor([-1.0, 0.0, 0.0, 0.0])
+    for norm in ("both", "y", "none"):
+        for impl, kw in CPU_IMPLS:
+            V = drift_field(x, pos, None, kernel_norm=norm, impl=impl, **kw)  # self-negatives
+            toward = pos.mean(1, keepdim=True) - x  # [L, N, C]
+            assert ((V * toward).sum(-1) > 0).all(), (norm, impl)
+
+
+def test_feature_scale():
+    x, pos, neg, _ = _data(9, L=3, N=11, P=13, M=5, C=6, scale=4.0)
+    S = feature_scale(x, [pos, neg])
+    assert S.shape == (3,)
+    Y = torch.cat([pos, neg], 1)
+    mean_d = torch.cdist(x / S[:, None, None], Y / S[:, None, None]).mean((1, 2))
+    torch.testing.assert_close(mean_d, torch.full((3,), math.sqrt(6.0), dtype=torch.float64))
+    # streaming over small blocks gives the same
+    torch.testing.assert_close(feature_scale(x, [pos, neg], block_entries=7), S)
+
+
+def test_drift_loss_value_and_grad():
+    x0, pos, _, extra = _data(10, N=8, P=7, U=3, C=5, scale=3.0)
+    x = x0.clone().requires_grad_(True)
+    loss, stats = drift_loss(x, pos, extra_neg=extra, extra_weight=0.4)
+    loss.backward()
+    S = feature_scale(x0, [pos, x0, extra])
+    V = drift_field(x0 / S[:, None, None], pos / S[:, None, None], extra_neg=extra / S[:, None, None],
+                    extra_weight=0.4)
+    torch.testing.assert_close(loss.detach(), V.pow(2).mean())
+    # d/dx mean((x/S - sg(x/S + V))^2) = -2 V / (S * numel)
+    torch.testing.assert_close(x.grad, -2 * V / (S[:, None, None] * V.numel()))
+    assert set(stats) >= {"v_abs", "v_rms", "scale"}
+
+
+N_MODES = 6
+
+
+def _toy_run(sign=1.0, steps=400, seed=0):
+    """Train a tiny 2-D MLP generator with the drift loss on 6 Gaussians; return samples, modes."""
+    torch.manual_seed(seed)
+    modes = torch.stack([torch.tensor([math.cos(a), math.sin(a)]) * 2.0
+                         for a in torch.arange(N_MODES) * (2 * math.pi / N_MODES)])  # [6, 2]
+    net = torch.nn.Sequential(torch.nn.Linear(2, 128), torch.nn.SiLU(), torch.nn.Linear(128, 128),
+                              torch.nn.SiLU(), torch.nn.Linear(128, 128), torch.nn.SiLU(),
+                              torch.nn.Linear(128, 2))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    # the normalised field never shrinks, so a decaying lr is what lets samples settle on the modes
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+    for _ in range(steps):
+        real = modes[torch.randint(0, N_MODES, (128,))] + 0.05 * torch.randn(128, 2)
+        x = net(torch.randn(128, 2))[None]  # [1, 128, 2]: L=1, features = raw points
+        if sign > 0:
+            loss, _ = drift_loss(x, real[None], impl="torch")
+        else:  # the same loss with the field's sign flipped
+            S = feature_scale(x, [real[None], x])[:, None, None]
+            V = drift_field((x / S).detach(), real[None] / S, impl="torch")
+            loss = (x / S - (x / S - V).detach()).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    with torch.no_grad():
+        return net(torch.randn(4000, 2)), modes
+
+
+def _mode_stats(samples, modes):
+    d = torch.cdist(samples, modes)  # [S, modes]
+    near = d.min(1).values < 0.3  # mode std is 0.05, neighbouring modes are 2.0 apart
+    frac = torch.bincount(d.argmin(1)[near], minlength=len(modes)).float() / len(samples)
+    return near.float().mean().item(), frac
+
+
+@pytest.fixture
+def one_thread():
+    # tiny ops: thread hand-offs cost more than they save, badly so on a busy machine
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_toy_2d_covers_all_modes(one_thread):
+    samples, modes = _toy_run()
+    near, frac = _mode_stats(samples, modes)
+    assert near > 0.55, near  # ~0.75 with this seed
+    assert (frac > 0.08).all(), frac  # fair share 1/6; ~0.1 each with this seed
+
+
+def test_toy_2d_fails_with_flipped_field(one_thread):
+    samples, modes = _toy_run(sign=-1.0, steps=100)
+    near, _ = _mode_stats(samples, modes)
+    assert near < 0.2, near
+
+
+def test_triton_interpreter_matches_reference():
+    """Runs the triton kernels through TRITON_INTERPRET=1 on CPU (skipped without triton; on a GPU
+    machine tests/test_field_gpu.py runs them for real)."""
+    pytest.importorskip("triton")
+    if torch.cuda.is_available():
+        pytest.skip("covered by tests/test_field_gpu.py")
+    code = r"""
+import torch
+from driftin.drift.field import drift_field
+g = torch.Generator().manual_seed(0)
+# 2 row tiles, 2 column tiles of pos, C not a power of two spanning 2 chunks of the distance dot
+x, pos, neg, ex = (torch.randn(2, n, 40, generator=g) for n in (70, 40, 18, 9))
+# 5 temperatures: one launch of 4 plus one of 1 ("y" shares the "none" code path)
+for norm, ng, e, taus in (("both", None, ex, (0.02, 0.05, 0.1, 0.2, 0.5)), ("none", neg, ex, (0.02, 0.2))):
+    kw = dict(extra_neg=e, extra_weight=torch.tensor([0.5, 2.0]), kernel_norm=norm, temperatures=taus)
+    ref = drift_field(x.double(), pos.double(), ng if ng is None else ng.double(), impl="reference",
+                      **{**kw, "extra_neg": None if e is None else e.double()})
+    got = drift_field(x, pos, ng, impl="triton", **kw)
+    err = ((got.double() - ref).abs().max() / ref.abs().max()).item()
+    assert err < 1e-5, (norm, err)
+print("ok")
+"""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=root)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-3000:]
+
+
+def test_bench_quick(tmp_path, one_thread):
+    from driftin.bench.kernel import main
+    path = tmp_path / "k.json"
+    main(["--quick", "--out", str(path)])
+    data = json.loads(path.read_text())
+    assert {"device", "torch", "rows"} <= set(data)
+    impls = {r["impl"] for r in data["rows"]}
+    assert {"reference", "torch", "lean"} <= impls
+    for r in data["rows"]:
+        assert {"impl", "L", "N", "M", "C", "T", "status", "ms", "peak_mb", "max_abs_diff"} <= set(r)
+        if r["status"] == "ok":
+            assert r["ms"] > 0
+            if r["max_abs_diff"] is not None:
+                assert r["max_abs_diff"] < 1e-3
