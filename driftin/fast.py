@@ -33,6 +33,8 @@ Environment (read at every call):
   DRIFTIN_CHANNELS_LAST       1 | 0 (default: on when compiling)
   DRIFTIN_FAST_DTYPE          bf16 (default) | fp16 | fp32
   DRIFTIN_FREEZE=1            inductor freezing (weights become constants; weight changes recompile)
+  DRIFTIN_FUSE_EMB=0          keep one small GEMM per residual block for the AdaGN scale/shift (by
+                              default the copy computes all of them with one GEMM after embed())
   DRIFTIN_FAST_CACHE          max captured graphs kept (default 32, least recently used dropped)
   DRIFTIN_FAST_STRICT=1       raise build failures instead of falling back to eager
 
@@ -84,6 +86,7 @@ class FastOptions:
     backend: str = "inductor"
     graphs: bool = True  # CUDA graphs (CUDA only)
     freezing: bool = False
+    fuse_emb: bool = True  # one GEMM for all AdaGN projections (on the private copy; self-checked)
 
     def __post_init__(self):
         if self.dtype not in _DTYPES:
@@ -105,6 +108,7 @@ class FastOptions:
             backend=_env("DRIFTIN_COMPILE_BACKEND", "inductor") or "inductor",
             graphs=_flag("DRIFTIN_CUDA_GRAPHS", True),
             freezing=_flag("DRIFTIN_FREEZE", False),
+            fuse_emb=_flag("DRIFTIN_FUSE_EMB", True),
         )
 
     @property
@@ -263,6 +267,81 @@ def _compile(fn, opts: FastOptions):
 
 
 # ----------------------------------------------------------------------------------------------
+# fused AdaGN projections (applied to the private copy only)
+
+def _embed_fused(self, t, y, alpha, batch: int, device):
+    """embed() followed by every residual block's emb Linear at once: [B, sum(2 * cout)]."""
+    emb = type(self).embed(self, t, y, alpha, batch, device)
+    return torch.nn.functional.linear(torch.nn.functional.silu(emb), self._emb_w, self._emb_b)
+
+
+def _resblock_fused(self, x, emb_all):
+    """ResBlock.forward with its AdaGN scale/shift sliced out of the fused projection."""
+    F = torch.nn.functional
+    h = self.conv1(F.silu(self.norm1(x)))
+    scale, shift = emb_all[:, self._emb_lo:self._emb_hi, None, None].chunk(2, dim=1)
+    h = self.norm2(h) * (1 + scale) + shift
+    h = self.conv2(self.drop(F.silu(h)))
+    return self.skip(x) + h
+
+
+def _emb_blocks(model):
+    from .unet import ResBlock
+
+    return [m for m in model.modules() if type(m) is ResBlock]
+
+
+def _fold_emb(model) -> None:
+    """(Re)compute the fused projection's weights from the blocks' own emb Linears."""
+    blocks = _emb_blocks(model)
+    with torch.no_grad():
+        model._emb_w.copy_(torch.cat([b.emb.weight for b in blocks]))
+        model._emb_b.copy_(torch.cat([b.emb.bias for b in blocks]))
+
+
+def _fuse_emb(model) -> bool:
+    """Route embed() -> one GEMM -> per-block slices, on this (private) copy; False if not applicable."""
+    from .unet import UNet
+
+    blocks = _emb_blocks(model)
+    if type(model) is not UNet or not blocks or any(b.emb.bias is None for b in blocks):
+        return False
+    lo = 0
+    for b in blocks:
+        b._emb_lo, b._emb_hi = lo, lo + b.emb.out_features
+        lo = b._emb_hi
+        b.forward = _resblock_fused.__get__(b)
+    p = blocks[0].emb.weight
+    model.register_buffer("_emb_w", torch.empty(lo, p.shape[1], dtype=p.dtype, device=p.device))
+    model.register_buffer("_emb_b", torch.empty(lo, dtype=p.dtype, device=p.device))
+    _fold_emb(model)
+    model.embed = _embed_fused.__get__(model)
+    return True
+
+
+@torch.no_grad()
+def _fused_copy(net, device):
+    """An eval-mode fp32 copy of net with the fused AdaGN projection, if it reproduces the unfused
+    copy on a probe batch; else the plain copy. Returns (copy, fused)."""
+    plain = copy.deepcopy(net).eval().requires_grad_(False).to(device)
+    fused = copy.deepcopy(plain)
+    if not _fuse_emb(fused):
+        return plain, False
+    cfg, g = net.config, torch.Generator().manual_seed(0)
+    x = torch.randn(2, cfg.in_channels, cfg.image_size, cfg.image_size, generator=g).to(device)
+    t = torch.tensor([3, 700], device=device)
+    y = torch.tensor([0, cfg.num_classes], device=device) if cfg.num_classes else None
+    alpha = torch.tensor([1.0, 2.5], device=device) if cfg.guidance_input else None
+    try:
+        a, b = plain(x, t, y, alpha).float(), fused(x, t, y, alpha).float()
+        ok = bool(torch.isfinite(b).all()) and (a - b).abs().max().item() <= 1e-3 * (1 + a.abs().max().item())
+    except Exception as err:  # noqa: BLE001 – an unexpected model: no fusion
+        log.warning("driftin.fast: fused AdaGN projection not usable (%s); unfused copy", err)
+        ok = False
+    return (fused, True) if ok else (plain, False)
+
+
+# ----------------------------------------------------------------------------------------------
 # capture
 
 def _pool(device: torch.device):
@@ -332,11 +411,17 @@ class FastSampler:
         self.dtype = _DTYPES[options.dtype]
         self.memory_format = torch.channels_last if options.use_channels_last else torch.contiguous_format
         self.graphs = options.graphs and self.device.type == "cuda"
-        self.params = [*net.parameters(), *net.buffers()]
+        names = [n for n, _ in net.named_parameters()] + [n for n, _ in net.named_buffers()]
+        self.params = [*(t for _, t in net.named_parameters()), *(t for _, t in net.named_buffers())]
         self.stamp = _stamp(self.params)
-        model = copy.deepcopy(net).eval().requires_grad_(False).to(device=self.device, dtype=self.dtype)
+        if options.fuse_emb:
+            model, self.fused_emb = _fused_copy(net, self.device)
+        else:
+            model, self.fused_emb = copy.deepcopy(net).eval().requires_grad_(False).to(self.device), False
+        model = model.to(dtype=self.dtype)
         self.model = model.to(memory_format=self.memory_format) if options.use_channels_last else model
-        self.model_tensors = [*self.model.parameters(), *self.model.buffers()]
+        own = {**dict(self.model.named_parameters()), **dict(self.model.named_buffers())}
+        self.model_tensors = [own[n] for n in names]  # the copy's tensors in the original's order
         self.compiled, self.compile_error, self.failed = options.compile, None, {}
         self._fns: dict = {}
         self.last_entry = None
@@ -358,6 +443,8 @@ class FastSampler:
         with torch.no_grad():
             for dst, src in zip(self.model_tensors, self.params):
                 dst.copy_(src)
+            if self.fused_emb:
+                _fold_emb(self.model)
         self.stamp = _stamp(self.params)
 
     def _fn(self, name: str):
@@ -545,6 +632,7 @@ def _info(path, reason=None, sampler=None):
     last_info = {"path": path, "reason": reason}
     if sampler is not None:
         last_info["compile_error"] = sampler.compile_error
+        last_info["fused_emb"] = sampler.fused_emb
         e = sampler.last_entry
         if e is not None:
             last_info.update(build_s=e.build_s, warmup_s=e.warmup_s, capture_s=e.capture_s)

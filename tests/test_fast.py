@@ -121,12 +121,31 @@ def test_weight_change_refreshes_copy():
     s = fast.get_sampler(net, STATIC, "cpu")
     noise, _ = _inputs([0, 1])
     a = s.generate(noise, "drift", 1, None, 1.0, 0.0, [0, 1])
+    assert s.fused_emb
     with torch.no_grad():
         net.out.bias.add_(0.5)  # in-place, like an optimizer step or load_state_dict
     b = s.generate(noise, "drift", 1, None, 1.0, 0.0, [0, 1])
     assert fast.get_sampler(net, STATIC, "cpu") is s  # same copy, refreshed in place
     torch.testing.assert_close(b, fast.eager_generate(net, noise, "drift"), atol=1e-5, rtol=0)
     torch.testing.assert_close(b - a, torch.full_like(a, 0.5), atol=1e-5, rtol=0)
+    with torch.no_grad():  # an AdaGN projection: the fused copy of it is refreshed too
+        net.mid1.emb.weight.mul_(3.0).add_(0.05)
+    c = s.generate(noise, "drift", 1, None, 1.0, 0.0, [0, 1])
+    torch.testing.assert_close(c, fast.eager_generate(net, noise, "drift"), atol=1e-5, rtol=0)
+    assert not torch.allclose(b, c)
+
+
+def test_unfused_copy_matches_fused():
+    torch.manual_seed(2)
+    net = UNet(preset("tiny", num_classes=10, zero_init_out=False)).eval()
+    noise, y = _inputs([4, 5])
+    outs = []
+    for fuse in (True, False):
+        s = fast.get_sampler(net, fast.FastOptions(dtype="fp32", compile=False, graphs=False, fuse_emb=fuse), "cpu")
+        assert s.fused_emb is fuse
+        outs.append(s.generate(noise, "ddim", 3, y, 2.0, 0.0, [4, 5]))
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=0)
+    assert not hasattr(net, "_emb_w") and "forward" not in vars(net.mid1)  # the original is untouched
 
 
 def test_options_from_env(monkeypatch):

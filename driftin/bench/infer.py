@@ -11,6 +11,8 @@ guidance input (alpha), the DDIM model has not (speed does not depend on the wei
   graph-bf16   bf16 copy, CUDA graphs of the eager model (DRIFTIN_COMPILE=0)
   fast         generate(fast=True)'s default: bf16 + channels_last + torch.compile + CUDA graphs
   fast-autotune   the same, compiled with mode=max-autotune-no-cudagraphs, dynamic=False (opt-in)
+  fast-static  fast with dynamic=False (one compile per batch size; opt-in)
+  fast-nocl    fast without channels_last (opt-in)
   static-fp32  the fast path's code without graphs or compile (CPU check of the code path)
 Latency: GPU time between CUDA events around one call (queue empty at the start, so host launch
 overhead counts), median over many calls after warm-up; img/s = batch / latency. pipelined_ms: the
@@ -49,6 +51,8 @@ PATHS = {
     "graph-bf16": fast.FastOptions(dtype="bf16", compile=False, graphs=True, channels_last=False),
     "fast": fast.FastOptions(),  # the default of generate(fast=True) with no DRIFTIN_* variables
     "fast-autotune": fast.FastOptions(mode="max-autotune-no-cudagraphs", dynamic=False),
+    "fast-static": fast.FastOptions(dynamic=False),  # one compile per batch size
+    "fast-nocl": fast.FastOptions(channels_last=False),
     "static-fp32": fast.FastOptions(dtype="fp32", compile=False, graphs=False, channels_last=False),
 }
 
