@@ -245,7 +245,7 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=100, help="max timed calls per point")
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--max-seconds", type=float, default=1.5, help="time cap per point (at least 5 calls)")
-    ap.add_argument("--budget-s", type=float, default=450.0, help="skip remaining points after this many seconds")
+    ap.add_argument("--budget-s", type=float, default=420.0, help="skip remaining points after this many seconds")
     ap.add_argument("--profile", choices=("auto", "always", "never"), default="auto",
                     help="kernel profile of the fast drift path at the smallest and largest batch "
                          "(auto: for every preset on CUDA)")
@@ -283,7 +283,9 @@ def main(argv=None):
     def log(msg):
         print(f"[{elapsed():6.1f}s] {msg}", flush=True)
 
-    for name in args.presets:
+    for i_preset, name in enumerate(args.presets):
+        # each preset gets an equal share of what is left of the budget
+        deadline = elapsed() + max(0.0, args.budget_s - elapsed()) / (len(args.presets) - i_preset)
         torch.manual_seed(0)
         nets = {"drift": UNet(preset(name, num_classes=10, guidance_input=True, zero_init_out=False)).to(device).eval(),
                 "ddim": UNet(preset(name, num_classes=10, zero_init_out=False)).to(device).eval()}
@@ -295,8 +297,7 @@ def main(argv=None):
 
         cases = [("drift", 1, bs, 2.0) for bs in args.batch_sizes]
         cases += [("ddim", s, bs, 1.0) for bs in args.ddim_batch for s in args.ddim_steps]
-        if args.cfg_steps:
-            cases.append(("ddim-cfg", args.cfg_steps, 1, 2.0))
+        extra = [("ddim-cfg", args.cfg_steps, 1, 2.0)] if args.cfg_steps else []  # after all paths' main cases
         inputs, refs = {}, {}
 
         def get_inputs(bs):
@@ -323,53 +324,53 @@ def main(argv=None):
                     refs[key] = caller("eager-fp32", kind, steps, bs, guidance)().clamp(-1, 1)
             return refs[key]
 
-        for path in args.paths:
-            for kind, steps, bs, guidance in cases:
-                row = {"preset": name, "path": path, "kind": kind, "bs": bs, "steps": steps if kind != "drift" else None,
-                       "guidance": guidance, "status": "ok"}
-                result["rows"].append(row)
-                if elapsed() > args.budget_s:
-                    row["status"] = "skipped (time budget)"
-                    continue
-                fn = caller(path, kind, steps, bs, guidance)
-                try:
-                    with torch.no_grad():
-                        t0 = time.perf_counter()
-                        out = fn()
-                        timer.sync()
-                        row["first_call_s"] = round(time.perf_counter() - t0, 3)
-                        if path != "eager-fp32":
-                            info = dict(fast.last_info) if cuda or path.startswith("fast") else {"path": "static"}
-                            row["exec_path"] = info.get("path")
-                            row["build"] = {k: round(v, 3) if isinstance(v, float) else v for k, v in info.items()
-                                            if k in ("build_s", "warmup_s", "capture_s", "compile_error", "reason")}
-                            ref = reference(kind, steps, bs, guidance)
-                            d = (out.clamp(-1, 1) - ref).abs()
-                            row["max_abs_diff"], row["mean_abs_diff"] = d.max().item(), d.mean().item()
-                        else:
-                            row["exec_path"] = "eager"
-                        del out
-                        row.update(timer.measure(fn, args.warmup, args.reps, args.max_seconds, min_reps=2 if q else 5))
-                        if kind == "drift":
-                            row["pipelined_ms"] = timer.back_to_back(fn, max(2, min(20, int(200 / max(row["ms"], 1e-3)))))
-                            row["pipelined_img_s"] = bs * 1e3 / row["pipelined_ms"]
-                            if flops:
-                                row["tflops"] = flops * bs / (row["ms"] * 1e-3) / 1e12
-                    row["img_s"] = bs * 1e3 / row["ms"]
-                    if path.startswith("fast") and cuda and row["exec_path"] == "eager":
-                        row["status"] = f"fell back to eager: {fast.last_info.get('reason')}"
-                except Exception as err:  # noqa: BLE001 – record and go on
-                    row["status"] = f"error: {type(err).__name__}: {str(err)[:300]}"
-                    if cuda:
-                        torch.cuda.empty_cache()
-                log(f"{name:5s} {path:12s} {kind:8s} steps={row['steps'] or '-':>3} bs={bs:<4d} "
-                    + (f"{row['ms']:9.3f} ms {row.get('img_s', 0):10,.0f} img/s  first {row['first_call_s']:.1f}s"
-                       if "ms" in row else row["status"]))
+        for path, (kind, steps, bs, guidance) in [(p, c) for p in args.paths for c in cases] + \
+                [(p, c) for c in extra for p in args.paths]:
+            row = {"preset": name, "path": path, "kind": kind, "bs": bs, "steps": steps if kind != "drift" else None,
+                   "guidance": guidance, "status": "ok"}
+            result["rows"].append(row)
+            if elapsed() > deadline:
+                row["status"] = "skipped (time budget)"
+                continue
+            fn = caller(path, kind, steps, bs, guidance)
+            try:
+                with torch.no_grad():
+                    t0 = time.perf_counter()
+                    out = fn()
+                    timer.sync()
+                    row["first_call_s"] = round(time.perf_counter() - t0, 3)
+                    if path != "eager-fp32":
+                        info = dict(fast.last_info) if cuda or path.startswith("fast") else {"path": "static"}
+                        row["exec_path"] = info.get("path")
+                        row["build"] = {k: round(v, 3) if isinstance(v, float) else v for k, v in info.items()
+                                        if k in ("build_s", "warmup_s", "capture_s", "compile_error", "reason")}
+                        ref = reference(kind, steps, bs, guidance)
+                        d = (out.clamp(-1, 1) - ref).abs()
+                        row["max_abs_diff"], row["mean_abs_diff"] = d.max().item(), d.mean().item()
+                    else:
+                        row["exec_path"] = "eager"
+                    del out
+                    row.update(timer.measure(fn, args.warmup, args.reps, args.max_seconds, min_reps=2 if q else 5))
+                    if kind == "drift":
+                        row["pipelined_ms"] = timer.back_to_back(fn, max(2, min(20, int(200 / max(row["ms"], 1e-3)))))
+                        row["pipelined_img_s"] = bs * 1e3 / row["pipelined_ms"]
+                        if flops:
+                            row["tflops"] = flops * bs / (row["ms"] * 1e-3) / 1e12
+                row["img_s"] = bs * 1e3 / row["ms"]
+                if path.startswith("fast") and cuda and row["exec_path"] == "eager":
+                    row["status"] = f"fell back to eager: {fast.last_info.get('reason')}"
+            except Exception as err:  # noqa: BLE001 – record and go on
+                row["status"] = f"error: {type(err).__name__}: {str(err)[:300]}"
+                if cuda:
+                    torch.cuda.empty_cache()
+            log(f"{name:5s} {path:12s} {kind:8s} steps={row['steps'] or '-':>3} bs={bs:<4d} "
+                + (f"{row['ms']:9.3f} ms {row.get('img_s', 0):10,.0f} img/s  first {row['first_call_s']:.1f}s"
+                   if "ms" in row else row["status"]))
 
         # end to end: generate(fast=True) with its CPU noise, the default env options (== "fast")
         if not args.no_generate and "fast" in args.paths and cuda:
             for bs in args.batch_sizes:
-                if elapsed() > args.budget_s:
+                if elapsed() > deadline:
                     break
                 row = next(r for r in result["rows"] if (r["preset"], r["path"], r["kind"], r["bs"]) == (name, "fast", "drift", bs))
                 if row["status"] != "ok":
@@ -388,7 +389,7 @@ def main(argv=None):
                 row["generate_ms"] = statistics.median(ts)
             log(f"{name}: generate() end-to-end timings done")
 
-        if cuda and args.profile != "never" and "fast" in args.paths and elapsed() < args.budget_s + 60:
+        if cuda and args.profile != "never" and "fast" in args.paths and elapsed() < deadline + 30:
             prof = {}
             for bs in sorted({min(args.batch_sizes), max(args.batch_sizes)}):
                 row = next((r for r in result["rows"] if (r["preset"], r["path"], r["kind"], r["bs"]) == (name, "fast", "drift", bs)), None)
@@ -408,7 +409,7 @@ def main(argv=None):
             result["profiles"][name] = prof
             log(f"{name}: profiles done")
 
-        del nets
+        nets = None  # noqa: F841 – free the models before the next preset
         fast.clear_cache()
         if cuda:
             result["presets"][name]["max_memory_allocated_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
