@@ -90,8 +90,9 @@ class StepRandom:
         return self._slice(torch.randint(high, (n * self.w,), generator=self.gen, device=self.device))
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+def lr_at(step: int, cfg: TrainConfig, start: int = 0) -> float:
+    """Linear warmup from `start` (a run initialised from weights warms its fresh optimizer up again)."""
+    return cfg.lr * min(1.0, (step - start + 1) / max(1, cfg.warmup))
 
 
 @torch.no_grad()
@@ -110,8 +111,12 @@ def make_objective(cfg: TrainConfig, device):
     return DriftLoss(cfg.drift, device, num_classes=cfg.num_classes if cfg.class_cond else 0)
 
 
-def train(cfg: TrainConfig, stop_after: int | None = None, quiet: bool = False) -> dict:
-    """Run (or resume) training; returns the final state. stop_after: halt at that step (for tests)."""
+def train(cfg: TrainConfig, stop_after: int | None = None, quiet: bool = False, init_from: str | None = None) -> dict:
+    """Run (or resume) training; returns the final state. stop_after: halt at that step (for tests).
+
+    init_from: an inference weights folder (or Hub id) to start from when there is no checkpoint:
+    model and EMA take its weights, the step count continues from its meta, the optimizer starts
+    fresh with a new warmup. This is how a run continues on a new machine from shipped weights."""
     device = dist.init()
     world, out = dist.world(), Path(cfg.out)
     if cfg.batch_size % world:
@@ -140,6 +145,15 @@ def train(cfg: TrainConfig, stop_after: int | None = None, quiet: bool = False) 
         torch.set_rng_state(state["rng_cpu"])
         start = state["step"]
         dist.print0(f"resumed from {ckpt} at step {start}")
+    elif init_from:
+        from .hub import load_pretrained
+
+        src = load_pretrained(init_from, config=model.config)
+        model.load_state_dict(src.state_dict())
+        ema.load_state_dict(src.state_dict())
+        start = warm_start = int(src.meta.get("steps", 0))
+        dist.print0(f"initialised from {init_from} (step {start}); optimizer and warmup start fresh")
+    warm_start = locals().get("warm_start", 0)
 
     net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
     step_fn = torch.compile(net) if cfg.compile else net
@@ -166,7 +180,7 @@ def train(cfg: TrainConfig, stop_after: int | None = None, quiet: bool = False) 
         sl = slice(dist.rank() * local_bs, (dist.rank() + 1) * local_bs)
         batch = {"x": to_model_range(x_u8[sl]), "y": y[sl] if cfg.class_cond else None, "rng": rng, "step": step}
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
+            g["lr"] = lr_at(step, cfg, warm_start)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             loss, logs = objective(step_fn, batch)
         if not torch.isfinite(loss).all():
@@ -184,7 +198,7 @@ def train(cfg: TrainConfig, stop_after: int | None = None, quiet: bool = False) 
         if done % cfg.log_every == 0 or done == last:
             elapsed = time.time() - t0
             rec = {"step": done, "loss": dist.all_reduce_mean(loss.item(), device), "grad_norm": float(gnorm),
-                   "lr": lr_at(step, cfg), "img_per_s": seen / max(elapsed, 1e-9),
+                   "lr": lr_at(step, cfg, warm_start), "img_per_s": seen / max(elapsed, 1e-9),
                    "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else 0.0,
                    **{k: float(v) for k, v in logs.items()}}
             if log_file:
@@ -241,6 +255,7 @@ def json_or_str(v: str):
 def parse_args(argv=None) -> TrainConfig:
     p = argparse.ArgumentParser(description="Train a driftin model (DDPM or drift); any world size via torchrun.")
     p.add_argument("--config", help="JSON recipe (e.g. training/ddpm_cifar10.json); flags override it")
+    p.add_argument("--init-from", dest="init_from", help="start from an inference weights folder or Hub repo id")
     for f in dataclasses.fields(TrainConfig):
         if f.name == "drift":
             for g in dataclasses.fields(DriftConfig):
@@ -249,6 +264,7 @@ def parse_args(argv=None) -> TrainConfig:
         else:
             p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=json.loads if f.name in ("betas",) or f.type in ("bool",) else None, default=None)
     a = vars(p.parse_args(argv))
+    init_from = a.pop("init_from")
     base = json.loads(Path(a.pop("config")).read_text()) if a.get("config") else {}
     drift = dict(base.pop("drift", {}))
     for k, v in a.items():
@@ -259,7 +275,7 @@ def parse_args(argv=None) -> TrainConfig:
         else:
             typ = type(getattr(TrainConfig(), k))
             base[k] = v if typ in (bool, tuple) else typ(v)
-    return from_dict(TrainConfig, {**base, "drift": drift})
+    return from_dict(TrainConfig, {**base, "drift": drift}), init_from
 
 
 def main(argv=None):
@@ -271,9 +287,9 @@ def main(argv=None):
         a = p.parse_args(argv[1:])
         print(export(a.run_dir, a.folder))
         return
-    cfg = parse_args(argv)
+    cfg, init_from = parse_args(argv)
     try:
-        train(cfg)
+        train(cfg, init_from=init_from)
     finally:
         dist.cleanup()
 
