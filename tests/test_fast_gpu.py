@@ -122,8 +122,9 @@ def test_graphs_without_compile_match_eager_bf16(nets, monkeypatch):
     for method, steps, g, eta in (("drift", 1, 1.0, 0.0), ("ddim", 6, 2.0, 0.5)):
         out = _run(net, noise, method, steps, y, g, eta, seeds)
         assert fast.last_info["path"] == "cuda-graph"
-        ref = _run(net, noise, method, steps, y, g, eta, seeds, options=EAGER_BF16)  # same kernels, uncaptured
-        torch.testing.assert_close(out, ref, atol=2e-2, rtol=0)
+        ref = _run(net, noise, method, steps, y, g, eta, seeds, options=EAGER_BF16)  # same ops, uncaptured
+        m, q = _dist(out, ref)  # only cuDNN algorithm choices may differ
+        assert m < 5e-3 and q < 5e-2, (method, m, q)
 
 
 def test_weights_change_is_seen(nets):

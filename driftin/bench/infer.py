@@ -406,6 +406,23 @@ def main(argv=None):
                     prof[f"drift_bs{bs}"] = p
                 except Exception as err:  # noqa: BLE001
                     prof[f"drift_bs{bs}"] = {"error": f"{type(err).__name__}: {err}"[:300]}
+            if args.ddim_steps and 1 in args.ddim_batch:  # the longest DDIM at batch 1: per-step kernels
+                steps = max(args.ddim_steps)
+                row = next((r for r in result["rows"] if (r["preset"], r["path"], r["kind"], r["bs"], r["steps"])
+                            == (name, "fast", "ddim", 1, steps)), None)
+                if row is not None and row["status"] == "ok":
+                    fn = caller("fast", "ddim", steps, 1, 1.0)
+                    try:
+                        with torch.no_grad():
+                            fn()
+                            entry = fast.get_sampler(nets["ddim"], PATHS["fast"], device).last_entry
+                            p = profile_call(fn, 3, device, fallback=entry.run_fn)
+                        p["latency_ms"] = row["ms"]
+                        p["gpu_busy_pct"] = round(100 * p["kernel_us_per_call"] / 1e3 / row["ms"], 1)
+                        p["kernel_us_per_step"] = round(p["kernel_us_per_call"] / steps, 1)
+                        prof[f"ddim{steps}_bs1"] = p
+                    except Exception as err:  # noqa: BLE001
+                        prof[f"ddim{steps}_bs1"] = {"error": f"{type(err).__name__}: {err}"[:300]}
             result["profiles"][name] = prof
             log(f"{name}: profiles done")
 
