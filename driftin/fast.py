@@ -440,7 +440,7 @@ class FastSampler:
         if self.compiled and self.opts.freezing:  # weights are compiled-in constants
             self.valid = False
             return
-        with torch.no_grad():
+        with torch.inference_mode(False), torch.no_grad():
             for dst, src in zip(self.model_tensors, self.params):
                 dst.copy_(src)
             if self.fused_emb:
@@ -488,8 +488,12 @@ class FastSampler:
         return e
 
     # -- sampling ------------------------------------------------------------------------------
-    @torch.no_grad()
     def generate(self, noise, method, steps=50, y=None, guidance=1.0, eta=0.0, seeds=None, callback=None):
+        # static buffers / copies must be normal tensors even when called under torch.inference_mode()
+        with torch.inference_mode(False), torch.no_grad():
+            return self._generate(noise, method, steps, y, guidance, eta, seeds, callback)
+
+    def _generate(self, noise, method, steps, y, guidance, eta, seeds, callback):
         if method == "drift" and guidance != 1.0 and not self.config.guidance_input:
             raise ValueError("this drift model has no guidance input; use guidance=1")
         if method not in ("drift", "ddim"):

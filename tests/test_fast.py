@@ -90,6 +90,20 @@ def test_static_ddim_matches_eager(nets, eta, guidance, labels):
         assert fast.cache_info()["graphs"] == n_graphs + (guidance == 1.0)  # 1.0 -> 2.0 switches CFG on
 
 
+def test_inference_mode_callers(nets):
+    """Static buffers made under torch.inference_mode() stay usable outside it, and vice versa."""
+    net = nets[False]
+    s = fast.get_sampler(net, STATIC, "cpu")
+    noise, y = _inputs([1, 2])
+    with torch.inference_mode():
+        a = s.generate(noise, "ddim", 2, y, 2.0, 0.0, [1, 2])
+    b = s.generate(noise, "ddim", 2, y, 2.0, 0.0, [1, 2])
+    with torch.inference_mode():
+        c = s.generate(noise.clone(), "ddim", 2, y, 2.0, 0.0, [1, 2])
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+    torch.testing.assert_close(c, b, atol=0, rtol=0)
+
+
 def test_ddim_coefficients_match_schedule():
     from driftin.diffusion import alphas_cumprod, ddim_timesteps
 
