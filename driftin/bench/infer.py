@@ -7,8 +7,8 @@ python -m driftin.bench infer --quick --out /tmp/infer.json                     
 Models are random-init UNets of each preset, class-conditional (10 classes); the drift generator has the
 guidance input (alpha), the DDIM model has not (speed does not depend on the weights). Paths:
   eager-fp32   generate()'s eager code on the fp32 model (cuDNN TF32 as PyTorch defaults it)
-  eager-bf16   bf16 copy of the model, no compile, no graphs
-  graph-bf16   bf16 copy, CUDA graphs of the eager model (DRIFTIN_COMPILE=0)
+  eager-bf16   bf16 copy of the model as it is (no fused AdaGN projection), no compile, no graphs
+  graph-bf16   bf16 copy (fused AdaGN projection), CUDA graphs of the eager model (DRIFTIN_COMPILE=0)
   fast         generate(fast=True)'s default: bf16 + channels_last + torch.compile + CUDA graphs
   fast-autotune   the same, compiled with mode=max-autotune-no-cudagraphs, dynamic=False (opt-in)
   fast-static  fast with dynamic=False (one compile per batch size; opt-in)
@@ -47,7 +47,7 @@ TARGETS = {  # preset "base", fast path, H100
 
 PATHS = {
     "eager-fp32": None,
-    "eager-bf16": fast.FastOptions(dtype="bf16", compile=False, graphs=False, channels_last=False),
+    "eager-bf16": fast.FastOptions(dtype="bf16", compile=False, graphs=False, channels_last=False, fuse_emb=False),
     "graph-bf16": fast.FastOptions(dtype="bf16", compile=False, graphs=True, channels_last=False),
     "fast": fast.FastOptions(),  # the default of generate(fast=True) with no DRIFTIN_* variables
     "fast-autotune": fast.FastOptions(mode="max-autotune-no-cudagraphs", dynamic=False),
