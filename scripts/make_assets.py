@@ -1,0 +1,77 @@
+"""Figures for the README, made from shipped weights or run outputs.
+
+    python scripts/make_assets.py compare --out assets/drift_vs_ddim50.png     # same noise, same class
+    python scripts/make_assets.py pair A.png "title A" B.png "title B" --out assets/x.png
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from driftin import generate, load_pretrained  # noqa: E402
+from driftin.data import CIFAR10_CLASSES  # noqa: E402
+
+
+def titled(images: list[Image.Image], titles: list[str], gap: int = 12, bar: int = 22) -> Image.Image:
+    w = sum(i.width for i in images) + gap * (len(images) - 1)
+    h = max(i.height for i in images) + bar
+    canvas = Image.new("RGB", (w, h), "white")
+    draw, x = ImageDraw.Draw(canvas), 0
+    for img, title in zip(images, titles):
+        canvas.paste(img, (x, bar))
+        draw.text((x + 4, 5), title, fill="black")
+        x += img.width + gap
+    return canvas
+
+
+def grid(images: torch.Tensor, nrow: int, scale: int) -> Image.Image:
+    from torchvision.utils import make_grid
+
+    g = make_grid(images, nrow=nrow, padding=2, pad_value=1.0).mul(255).round().byte().permute(1, 2, 0).numpy()
+    img = Image.fromarray(g)
+    return img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+
+
+def compare(a):
+    drift, ddpm = load_pretrained(a.drift), load_pretrained(a.ddpm)
+    labels = torch.arange(10).repeat_interleave(a.per_class)  # one row per class
+    seeds = list(range(a.seed, a.seed + len(labels)))
+    x_drift = generate(drift, seeds=seeds, method="drift", class_labels=labels, guidance=a.guidance)
+    x_ddim = generate(ddpm, seeds=seeds, method="ddim", steps=a.steps, class_labels=labels)
+    titles = [f"drift, 1 step (guidance {a.guidance:g})", f"DDPM, DDIM {a.steps} steps"]
+    titled([grid(x_drift, a.per_class, a.scale), grid(x_ddim, a.per_class, a.scale)], titles).save(a.out)
+    print(f"wrote {a.out} (rows: {', '.join(CIFAR10_CLASSES)}; same seeds per cell)")
+
+
+def pair(a):
+    imgs = [Image.open(p).convert("RGB") for p in a.items[0::2]]
+    titled(imgs, a.items[1::2]).save(a.out)
+    print(f"wrote {a.out}")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("compare", help="drift 1 step vs DDIM from the same noise and class labels")
+    c.add_argument("--drift", default="weights/drift-cifar10")
+    c.add_argument("--ddpm", default="weights/ddpm-cifar10")
+    c.add_argument("--steps", type=int, default=50)
+    c.add_argument("--guidance", type=float, default=1.0)
+    c.add_argument("--per-class", type=int, default=8)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--scale", type=int, default=2)
+    c.add_argument("--out", default="assets/drift_vs_ddim50.png")
+    q = sub.add_parser("pair", help="put PNGs side by side with titles")
+    q.add_argument("items", nargs="+", help="PNG TITLE [PNG TITLE ...]")
+    q.add_argument("--out", required=True)
+    a = p.parse_args()
+    {"compare": compare, "pair": pair}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    main()
