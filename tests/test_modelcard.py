@@ -135,4 +135,4 @@ def test_training_command_uses_a_matching_recipe(tmp_path):
     from driftin.train import parse_args
 
     argv = shlex.split(" ".join(flags))
-    assert json.loads(json.dumps(dataclasses.asdict(parse_args(argv)))) == tc
+    assert json.loads(json.dumps(dataclasses.asdict(parse_args(argv)[0]))) == tc
