@@ -133,7 +133,7 @@ def train(cfg: TrainConfig, stop_after: int | None = None, quiet: bool = False, 
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     objective = make_objective(cfg, device)
 
-    start, ckpt = 0, out / "checkpoint.pt"
+    start, warm_start, ckpt = 0, 0, out / "checkpoint.pt"
     if ckpt.exists():
         state = load_checkpoint(ckpt)
         if state["config"] != json.loads(json.dumps(dataclasses.asdict(cfg))):
@@ -153,7 +153,6 @@ def train(cfg: TrainConfig, stop_after: int | None = None, quiet: bool = False, 
         ema.load_state_dict(src.state_dict())
         start = warm_start = int(src.meta.get("steps", 0))
         dist.print0(f"initialised from {init_from} (step {start}); optimizer and warmup start fresh")
-    warm_start = locals().get("warm_start", 0)
 
     net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
     step_fn = torch.compile(net) if cfg.compile else net
