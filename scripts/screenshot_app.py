@@ -2,6 +2,7 @@
 waits until both live panels stream and show their FPS figures, and saves a PNG.
 
     python scripts/screenshot_app.py [--drift weights/drift-cifar10 --ddpm weights/ddpm-cifar10] [--out assets/app_screenshot.png]
+    python scripts/screenshot_app.py --ddpm-min-step 22    # shoot when the DDIM sample is nearly done
     python scripts/screenshot_app.py --tiny    # tiny random weights (pipeline check; the images are noise)
 
 Needs: chromium (Debian: apt-get install -y chromium) and websocket-client (pip install websocket-client).
@@ -12,6 +13,7 @@ import argparse
 import base64
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -110,6 +112,9 @@ def main(argv=None) -> int:
     p.add_argument("--height", type=int, default=1150)
     p.add_argument("--timeout", type=float, default=240.0, help="seconds to wait for the live panels")
     p.add_argument("--settle", type=float, default=4.0, help="seconds of streaming before the shot")
+    p.add_argument("--ddpm-min-step", type=int, default=0,
+                   help="after settling, wait (up to --timeout) until the DDPM panel shows DDIM step >= this one, "
+                        "so its x0 prediction is near-final (0: don't wait)")
     p.add_argument("--chromium", default=shutil.which("chromium") or shutil.which("chromium-browser") or "chromium")
     a = p.parse_args(argv)
 
@@ -143,6 +148,16 @@ def main(argv=None) -> int:
             raise SystemExit(f"the live panels did not show FPS figures in {a.timeout:.0f} s; last state: {state}")
         time.sleep(a.settle)
         state = json.loads(cdp.eval(READY_JS) or "{}")
+        t1 = time.time()
+        while a.ddpm_min_step > 0 and time.time() - t1 < a.timeout:
+            m = re.search(r"step (\d+)/(\d+)", state.get("ddpm", ""))
+            if m and int(m.group(1)) >= min(a.ddpm_min_step, int(m.group(2))):
+                break
+            time.sleep(0.2)
+            state = json.loads(cdp.eval(READY_JS) or "{}")
+        else:
+            if a.ddpm_min_step > 0:
+                raise SystemExit(f"the DDPM panel did not reach step {a.ddpm_min_step} in {a.timeout:.0f} s; last state: {state}")
         png = base64.b64decode(cdp("Page.captureScreenshot", format="png")["data"])
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_bytes(png)

@@ -10,10 +10,14 @@ __all__ = ["frechet_distance", "feature_stats", "fd_from_features", "precision_r
 
 
 def git_commit() -> str:
-    """HEAD of the repository this package lives in, "unknown" outside git."""
+    """HEAD of the repository this package lives in; DRIFTIN_GIT_COMMIT overrides it (copies of the tree
+    without .git, e.g. on the GPU machine); "unknown" otherwise."""
+    import os
     import subprocess
     from pathlib import Path
 
+    if os.environ.get("DRIFTIN_GIT_COMMIT"):
+        return os.environ["DRIFTIN_GIT_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
                               text=True, timeout=10, check=True).stdout.strip() or "unknown"
