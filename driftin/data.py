@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +130,22 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return x.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
 
 
+_pools_cache: dict = {}  # one entry: the labels tensor (held weakly) the class pools were built for
+
+
+def class_pools(labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, ...]:
+    """Sorted indices of each class in labels (on the CPU), built once per labels tensor: the trainer
+    asks every step. Rebuilt when labels is another tensor or was changed in place (its _version)."""
+    key = (None if labels.is_inference() else labels._version, num_classes)  # inference tensors have no _version
+    hit = _pools_cache.get("labels")
+    if hit is not None and hit[0]() is labels and hit[1] == key:
+        return hit[2]
+    cpu = labels.cpu()
+    pools = tuple(torch.nonzero(cpu == c).flatten() for c in range(num_classes))
+    _pools_cache["labels"] = (weakref.ref(labels), key, pools)
+    return pools
+
+
 def global_batch(images: torch.Tensor, labels: torch.Tensor, batch_size: int, generator: torch.Generator,
                  flip: bool = True, num_classes: int = 0):
     """Draw a batch (with replacement) and random horizontal flips from `generator`.
@@ -140,7 +157,7 @@ def global_batch(images: torch.Tensor, labels: torch.Tensor, batch_size: int, ge
         if batch_size % num_classes:
             raise ValueError(f"batch size {batch_size} is not a multiple of {num_classes} classes")
         k = batch_size // num_classes
-        pools = [torch.nonzero(labels.cpu() == c).flatten() for c in range(num_classes)]
+        pools = class_pools(labels, num_classes)
         idx = torch.cat([p[torch.randint(len(p), (k,), generator=generator)] for p in pools])
     else:
         idx = torch.randint(len(images), (batch_size,), generator=generator)

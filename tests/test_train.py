@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from driftin.checkpoint import load_checkpoint
+from driftin.data import class_pools, global_batch
 from driftin.train import TrainConfig, parse_args, train
 
 TINY = dict(preset="tiny", batch_size=8, num_classes=2, bf16=False, warmup=1, log_every=1, sample_every=0, lr=1e-3)
@@ -79,3 +80,40 @@ def test_two_process_ddp_equals_one_process(image_folder, tmp_path, objective):
         # all-reduce order changes float rounding, which Adam amplifies for near-zero gradients:
         # allow 2e-5, far below one step's update (lr 1e-3)
         torch.testing.assert_close(two["model"][k], a, atol=2e-5, rtol=1e-5, msg=f"{k} differs between 1 and 2 processes")
+
+
+def uncached_global_batch(images, labels, batch_size, generator, flip=True, num_classes=0):
+    """global_batch as it was before the class pools were cached: rebuilt on every call."""
+    if num_classes:
+        k = batch_size // num_classes
+        pools = [torch.nonzero(labels.cpu() == c).flatten() for c in range(num_classes)]
+        idx = torch.cat([p[torch.randint(len(p), (k,), generator=generator)] for p in pools])
+    else:
+        idx = torch.randint(len(images), (batch_size,), generator=generator)
+    x, y = images[idx], labels[idx]
+    if flip:
+        mask = torch.rand(batch_size, generator=generator) < 0.5
+        x = torch.where(mask[:, None, None, None], x.flip(-1), x)
+    return x, y
+
+
+def test_global_batch_caches_class_pools_without_changing_batches():
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (60, 3, 4, 4), dtype=torch.uint8, generator=gen)
+    labels = torch.randint(0, 5, (60,), generator=gen)
+
+    def check(labels, num_classes):
+        for step in range(3):  # as the trainer calls it: a fresh generator per step
+            got = global_batch(images, labels, 10, torch.Generator().manual_seed(step), num_classes=num_classes)
+            want = uncached_global_batch(images, labels, 10, torch.Generator().manual_seed(step), num_classes=num_classes)
+            assert all(torch.equal(a, b) for a, b in zip(got, want)), (step, num_classes)
+
+    check(labels, 5)
+    check(labels, 0)
+    assert class_pools(labels, 5) is class_pools(labels, 5)  # built once per labels tensor
+    assert torch.equal(torch.cat(class_pools(labels, 5)), labels.argsort(stable=True))
+    labels[:20] = 4  # changed in place: the pools are rebuilt
+    check(labels, 5)
+    check(labels, 2)  # another class count: other pools
+    check(labels.clone(), 2)  # an equal but new tensor
+    check(torch.randint(0, 5, (60,), generator=gen), 2)  # new labels, same version counter and class count

@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 import torch
@@ -19,35 +20,69 @@ DEFAULT_CIFAR_ENCODER = REPO / "weights" / "encoder-cifar10"
 
 
 class TimmEncoder(nn.Module):
+    """A timm backbone (features_only) with pretrained weights: `weights` is a local file (.safetensors or
+    .pth holding the timm model's state dict); without it they come from the Hub (or its local cache)."""
+
     def __init__(self, name: str, weights: str = "", resize: int = 0):
         super().__init__()
         import timm
 
+        if not name.startswith(("hf-hub:", "hf_hub:", "local-dir:")) and not timm.is_model(name):
+            similar = difflib.get_close_matches(name.split(".")[0], timm.list_models(), n=5)
+            raise ValueError(f"unknown timm model {name!r}" + (f"; similar names: {', '.join(similar)}" if similar else ""))
         kwargs = {"features_only": True}
+        if weights and name.startswith(("hf-hub:", "hf_hub:")):
+            raise ValueError(f"timm model {name!r} takes its weights from the Hub, not from {weights}: "
+                             "name the architecture instead (e.g. timm:resnet50) to load a local file")
         if weights:
-            if not Path(weights).exists():
+            if not Path(weights).is_file():
                 raise FileNotFoundError(f"encoder weights file {weights} does not exist")
             kwargs["pretrained_cfg_overlay"] = {"file": str(weights)}
         try:
             self.net = timm.create_model(name, pretrained=True, **kwargs)
-        except Exception as e:  # noqa: BLE001 - offline, unknown name, no features_only: say which and what to do
+        except Exception as e:  # noqa: BLE001 - a bad file, offline, no features_only: say which and what to do
+            if weights:
+                raise RuntimeError(f"could not load encoder weights {weights} into timm model {name!r} "
+                                   f"({type(e).__name__}: {e}); the file must hold that model's state dict") from e
             raise RuntimeError(
                 f"could not build timm encoder {name!r} with pretrained weights ({type(e).__name__}: {e}). "
-                "Offline, pass a local weights file (--drift-encoder-weights PATH, .safetensors or .pth); "
-                "a randomly initialised encoder is never used silently."
+                "Offline, pass a local weights file (.safetensors or .pth): --drift-encoder-weights PATH, or "
+                "DriftConfig(encoder_weights=PATH); a randomly initialised encoder is never used silently."
             ) from e
+        if weights:
+            missing = _missing_keys(self.net, weights)
+            if missing:  # timm loads features_only weights non-strictly: it would leave these randomly initialised
+                raise RuntimeError(
+                    f"encoder weights {weights} do not fit timm model {name!r}: {len(missing)} of its tensors are not "
+                    f"in the file (e.g. {', '.join(missing[:3])}). Save the file from that timm model's state dict, "
+                    f"e.g. safetensors.torch.save_file(timm.create_model({name!r}, pretrained=True).state_dict(), PATH)."
+                )
         cfg = self.net.pretrained_cfg
         self.register_buffer("mean", torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1))
         self.resize = resize or cfg.get("input_size", (3, 224, 224))[-1]
+        # most backbones give [B, C, H, W]; some (Swin) give [B, H, W, C], and the features want the former
+        fmt = getattr(self.net, "output_fmt", "NCHW")
+        self.nhwc = getattr(fmt, "value", fmt) == "NHWC"
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = (x + 1) / 2
         if x.shape[-1] != self.resize:
             x = F.interpolate(x, size=self.resize, mode="bilinear", align_corners=False)
         maps = self.net((x - self.mean) / self.std)
-        # ViTs give [B, H, W, C] or [B, C, H, W] depending on version; the field wants [B, C, H, W]
-        return [m if m.ndim == 4 else m.transpose(1, 2) for m in maps]
+        return [m.permute(0, 3, 1, 2) for m in maps] if self.nhwc else list(maps)
+
+
+def _missing_keys(net: nn.Module, weights: str) -> list[str]:
+    """Tensors of a timm features net that the weights file lacks. The features net renames modules
+    (a "model." prefix, "layers_0" for "layers.0"), so names are compared with both spellings folded."""
+    from timm.models import load_state_dict
+
+    def fold(key: str) -> str:
+        return key.removeprefix("model.").replace("_", ".")
+
+    have = {fold(k) for k in load_state_dict(weights)}  # the checkpoint layouts timm itself accepts
+    return [k for k in net.state_dict() if fold(k) not in have and not k.endswith("num_batches_tracked")]
 
 
 class CifarEncoder(nn.Module):
