@@ -5,8 +5,8 @@ python -m driftin.bench kernel --quick --out /tmp/k.json               # tiny si
 
 Setting per row: L groups, N generated rows, P = N positives, M = N self-negatives (K = 2N columns),
 C channels, three temperatures, kernel_norm "both". Implementations: "reference" (per-tau cdist +
-two softmaxes), "torch" (dense, distances shared), "lean" (two streaming passes in torch), "triton"
-(fused kernels; one row per dot precision). max_abs_diff is against "reference" where it ran, else
+two softmaxes), "torch" (dense, distances shared), "lean" (blocked two-pass path, torch elementwise, fp32 GEMMs),
+"triton" (the same blocked passes, fused Triton elementwise kernels; one row per GEMM precision). max_abs_diff is against "reference" where it ran, else
 against "lean" (diff_vs says which); V has unit per-dimension RMS per temperature, so it is absolute.
 """
 from __future__ import annotations
@@ -115,13 +115,16 @@ def run_case(L, N, C, impls, device, timer, max_reps, budget_ms, seed=0):
 
 
 def table(rows) -> str:
-    head = "| L | N | K | C | impl | ms | peak MB | max abs diff | status |\n|---|---|---|---|---|---|---|---|---|"
+    head = "| L | N | K | C | impl | ms | x reference | peak MB | max abs diff | status |\n|---|---|---|---|---|---|---|---|---|---|"
     lines = [head]
+    ref = {(r["L"], r["N"], r["C"]): r["ms"] for r in rows if r["impl"] == "reference" and r["ms"]}
     for r in rows:
+        base = ref.get((r["L"], r["N"], r["C"]))
+        x = f"{base / r['ms']:.1f}" if base and r["ms"] else ""
         d = "" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.1e} ({r['diff_vs']})"
         ms = "" if r["ms"] is None else f"{r['ms']:.2f}"
         pk = "" if r["peak_mb"] is None else f"{r['peak_mb']:.0f}"
-        lines.append(f"| {r['L']} | {r['N']} | {r['P'] + r['M']} | {r['C']} | {r['impl']} | {ms} | {pk} | {d} | {r['status']} |")
+        lines.append(f"| {r['L']} | {r['N']} | {r['P'] + r['M']} | {r['C']} | {r['impl']} | {ms} | {x} | {pk} | {d} | {r['status']} |")
     return "\n".join(lines)
 
 
@@ -132,7 +135,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="tiny sizes (CPU smoke test)")
     ap.add_argument("--max-reps", type=int, default=10)
     ap.add_argument("--budget-ms", type=float, default=3000.0, help="timed runs per row stop near this")
-    ap.add_argument("--precisions", default="tf32x3,tf32", help="triton tl.dot input precisions")
+    ap.add_argument("--precisions", default="ieee,tf32x3,tf32", help="GEMM precisions of the triton path")
     ap.add_argument("--impls", default="reference,torch,lean,triton")
     args = ap.parse_args(argv)
 
@@ -144,7 +147,7 @@ def main(argv=None):
         args.max_reps = 1
     torch.backends.cuda.matmul.allow_tf32 = False  # torch paths in true fp32
     wanted = args.impls.split(",")
-    impls = [(i, i, {}) for i in ("reference", "torch", "lean") if i in wanted]
+    impls = [(i, i, {"precision": "ieee"} if i == "lean" else {}) for i in ("reference", "torch", "lean") if i in wanted]
     if "triton" in wanted and device == "cuda":
         from driftin.drift import field_triton
         if field_triton.available():

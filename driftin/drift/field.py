@@ -25,6 +25,7 @@ Numerical choices, all exact identities:
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Sequence
 
@@ -174,55 +175,157 @@ def drift_field_torch(x, pos, neg=None, *, extra_neg=None, extra_weight=1.0,
     return _normalise_sum(torch.stack(out), eps)
 
 
-# ----------------------------------------------------------------------------- lean torch
-def _auto_block(L, K, budget=1 << 25):
-    # ~budget elements (128 MiB fp32) per [L, block, K] temporary; a few are alive at once.
-    return max(1, budget // max(1, L * K))
+# ----------------------------------------------------------------------------- blocked (lean / triton)
+PRECISIONS = ("ieee", "tf32x3", "tf32")  # GEMM precision on CUDA; CPU GEMMs are always exact
 
 
-def drift_field_lean(x, pos, neg=None, *, extra_neg=None, extra_weight=1.0,
-                     temperatures: Sequence[float] = TEMPERATURES, kernel_norm="both", eps=1e-8,
-                     block: int | None = None, precision=None):
-    """Streaming path: two passes over blocks of `block` rows; extra memory O(N*C*T + K*T + block*K).
-    (`precision` belongs to the triton path and is ignored here.)
+@contextlib.contextmanager
+def _tf32(enabled: bool):
+    m = torch.backends.cuda.matmul
+    old = m.allow_tf32
+    m.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        m.allow_tf32 = old
 
-    Pass 1 gathers row logsumexps (complete within a block) and column logsumexps (merged across
-    blocks) for every tau; pass 2 recomputes each block's distances, forms A and accumulates V rows.
+
+def _split_tf32(t: torch.Tensor):
+    """t = hi + lo with hi exactly representable in TF32 (10 mantissa bits): the 3xTF32 trick."""
+    hi = (t.view(torch.int32) & -8192).view(torch.float32)
+    return hi, t - hi
+
+
+def _mm(a: torch.Tensor, b: torch.Tensor, precision: str) -> torch.Tensor:
+    """Batched a @ b. "ieee": plain fp32 GEMM; "tf32": one TF32 GEMM (~1e-3 relative per product);
+    "tf32x3": hi*hi + hi*lo + lo*hi in TF32, ~fp32 accuracy at 3 tensor-core GEMMs."""
+    if not a.is_cuda or a.dtype != torch.float32 or precision == "ieee":
+        with _tf32(False):
+            return a @ b
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    with _tf32(True):
+        if precision == "tf32":
+            return a @ b
+        (ah, al), (bh, bl) = _split_tf32(a), _split_tf32(b)
+        return torch.baddbmm(torch.baddbmm(ah @ bl, al, bh), ah, bh)
+
+
+def _dist_torch(G, xn, row0, P, self_neg):
+    D = (G + xn[..., None]).clamp_min_(0).sqrt_()
+    if self_neg:  # column P + (row0 + i) of row i is x_i itself
+        i = torch.arange(D.shape[1], device=D.device)
+        D[:, i, P + row0 + i] = float("inf")  # logit -inf for every tau
+    return D
+
+
+def _stats_torch(G, xn, invt, row0, P, self_neg):
+    """Pass 1 on one row block, same contract as field_triton.stats (partials over one "program")."""
+    D = _dist_torch(G, xn, row0, P, self_neg)
+    logits = torch.stack([D * (-it) for it in invt.tolist()], 1)  # [L, T, n, K]
+    cmax = logits.amax(2, keepdim=True).clamp_min(-1e30)
+    csum = (logits - cmax).exp().sum(2, keepdim=True)  # [L, T, 1, K]
+    return logits.logsumexp(-1).transpose(0, 1), cmax.transpose(1, 2), csum.transpose(1, 2), D.amin((1, 2))
+
+
+def _weights_torch(G, xn, invt, r, c, colw, row0, P, self_neg, out_pos, out_neg):
+    D = _dist_torch(G, xn, row0, P, self_neg)
+    for t, it in enumerate(invt.tolist()):
+        expo = D * (-it) - r[t][..., None]
+        if c is not None:
+            expo -= 0.5 * c[t][:, None, :]
+        A = expo.exp_().mul_(colw[:, None, :])  # self pair: exp(-inf) = 0
+        out_pos[:, t] = A[..., :P]
+        out_neg[:, t] = A[..., P:]
+
+
+def _auto_block(L, K, T, budget=1 << 28):
+    # G [L, n, K] and A [L, T, n, K] together ~budget elements (1 GiB fp32).
+    return max(1, budget // max(1, (T + 1) * L * K))
+
+
+def _blocked_field(p, Y, colw, invt, kernel_norm, block, precision, ew):
+    """Unnormalised V_tau [L, T, N, C] for T <= ew's temperature chunk; see drift_field_blocked."""
+    L, N, C, P, K, T = p["L"], p["N"], p["C"], p["P"], Y.shape[1], invt.numel()
+    x, dev, dt = p["x"], Y.device, Y.dtype
+    xn, yn = x.pow(2).sum(-1), Y.pow(2).sum(-1)  # [L, N], [L, K]
+    Yt = Y.transpose(1, 2)
+    # [y, 1, 0...]: the ones column makes the GEMM return the row sums sp / sn too; width padded to 8
+    Cp = (C + 1 + 7) // 8 * 8
+    Yaug = torch.zeros(L, K, Cp, dtype=dt, device=dev)
+    Yaug[..., :C], Yaug[..., C] = Y, 1.0
+    Yp, Yn = Yaug[:, :P].contiguous(), Yaug[:, P:].contiguous()
+    blocks = [(i, min(i + block, N)) for i in range(0, N, block)]
+
+    def gram(i0, i1):  # |y|^2 - 2 x.y for rows i0:i1, [L, n, K]
+        return _mm(x[:, i0:i1], Yt, precision).mul_(-2.0).add_(yn[:, None, :])
+
+    # pass 1: row logsumexps (complete per block), column logsumexps (merged over blocks), min distance
+    r = torch.empty(T, L, N, dtype=dt, device=dev)
+    c = torch.full((T, L, K), float("-inf"), dtype=dt, device=dev)
+    dmin = torch.full((L,), float("inf"), dtype=dt, device=dev)
+    G = None
+    for i0, i1 in blocks:
+        G = gram(i0, i1)
+        rl, cmax, csum, dm = ew.stats(G, xn[:, i0:i1].contiguous(), invt, i0, P, p["self_neg"])
+        r[:, :, i0:i1] = rl
+        top = cmax.amax(1, keepdim=True)  # [L, 1, T, K]
+        lse = (top + (csum * (cmax - top).exp()).sum(1, keepdim=True).log())[:, 0].transpose(0, 1)
+        c = torch.logaddexp(c, lse) if len(blocks) > 1 else lse
+        dmin = torch.minimum(dmin, dm)
+    if kernel_norm == "none":  # exp(logit - max logit of the group); see module doc
+        r = (-dmin[None, :, None] * invt[:, None, None]).expand(T, L, N).contiguous()
+    elif kernel_norm == "both":  # A = exp(logit - r/2 - c/2)
+        r = r.mul_(0.5)
+    cc = c.contiguous() if kernel_norm == "both" else None
+
+    # pass 2: A per block (all temperatures), then one GEMM per side: [L, T*n, K_side] @ [L, K_side, Cp]
+    Vt = torch.empty(L, T, N, C, dtype=dt, device=dev)
+    for i0, i1 in blocks:
+        n = i1 - i0
+        if len(blocks) > 1:
+            G = gram(i0, i1)
+        Ap = torch.empty(L, T, n, P, dtype=dt, device=dev)
+        An = torch.empty(L, T, n, K - P, dtype=dt, device=dev)
+        ew.weights(G, xn[:, i0:i1].contiguous(), invt, r[:, :, i0:i1].contiguous(), cc, colw, i0, P,
+                   p["self_neg"], Ap, An)
+        Op = _mm(Ap.view(L, T * n, P), Yp, precision).view(L, T, n, Cp)
+        On = _mm(An.view(L, T * n, K - P), Yn, precision).view(L, T, n, Cp)
+        del Ap, An
+        # V_tau = sn * (A_pos @ pos) - sp * (A_neg @ neg), W = A times the other side's row sum
+        Vt[:, :, i0:i1] = On[..., C:C + 1] * Op[..., :C] - Op[..., C:C + 1] * On[..., :C]
+    return Vt
+
+
+class _TorchElementwise:
+    chunk = 1 << 30
+    stats = staticmethod(_stats_torch)
+    weights = staticmethod(_weights_torch)
+
+
+def drift_field_blocked(x, pos, neg=None, *, extra_neg=None, extra_weight=1.0,
+                        temperatures: Sequence[float] = TEMPERATURES, kernel_norm="both", eps=1e-8,
+                        block: int | None = None, precision: str = "tf32x3", backend: str = "torch"):
+    """Streaming path over blocks of `block` rows; extra memory O((N + K) * C * T + block * K * (T + 1)).
+
+    Per block: G = |y|^2 - 2 x.y by GEMM, pass 1 takes row logsumexps and column partials for every tau
+    at once, pass 2 forms A for every tau and multiplies by [Y, 1] (sums from the ones column). With one
+    block (the default when it fits the budget) G is computed once. backend: "torch" (any device) or
+    "triton" (CUDA, fused elementwise kernels). precision: GEMM precision on CUDA, see _mm.
     """
     _check(kernel_norm, temperatures)
-    p = _prepare(x, pos, neg, extra_neg, extra_weight)
+    if backend == "triton":
+        from . import field_triton as ew
+        p = _prepare(x.float(), pos, neg, extra_neg, extra_weight)  # the kernels are fp32
+    else:
+        ew = _TorchElementwise
+        p = _prepare(x, pos, neg, extra_neg, extra_weight)
     Y, colw = _columns(p)
-    L, N, C, P, K, T = p["L"], p["N"], p["C"], p["P"], Y.shape[1], len(temperatures)
-    invts = _inv_taus(temperatures, C)
-    block = block or _auto_block(L, K)
-    blocks = [slice(i, min(i + block, N)) for i in range(0, N, block)]
-
-    def dist(b):
-        D = torch.cdist(p["x"][:, b], Y)  # [L, n, K]
-        m = _self_mask(p, b, K, x.device)
-        return (D if m is None else D.masked_fill(m, float("inf"))), m
-
-    # pass 1: statistics
-    r = torch.empty(T, L, N, dtype=Y.dtype, device=Y.device)
-    c = torch.full((T, L, K), float("-inf"), dtype=Y.dtype, device=Y.device)
-    dmin = torch.full((L,), float("inf"), dtype=Y.dtype, device=Y.device)
-    for b in blocks:  # every norm needs a pass 1: r for "both"/"y", the group max logit for "none"
-        D, _ = dist(b)
-        dmin = torch.minimum(dmin, D.amin((1, 2)))
-        for t, invt in enumerate(invts):
-            logits = D * (-invt)
-            if kernel_norm != "none":
-                r[t, :, b] = logits.logsumexp(-1)
-            if kernel_norm == "both":
-                c[t] = torch.logaddexp(c[t], logits.logsumexp(-2))
-    # pass 2: accumulate V rows per tau
-    Vt = torch.empty(T, L, N, C, dtype=Y.dtype, device=Y.device)
-    for b in blocks:
-        D, m = dist(b)
-        for t, invt in enumerate(invts):
-            A = _A_block(D, invt, r[t, :, b], c[t], -dmin * invt, m, colw, kernel_norm)
-            Vt[t, :, b] = _field_from_A(A, P, p["pos"], Y[:, P:])
-    return _normalise_sum(Vt, eps)
+    invt = torch.tensor(_inv_taus(temperatures, p["C"]), dtype=Y.dtype, device=Y.device)
+    block = block or _auto_block(p["L"], Y.shape[1], len(temperatures))
+    Vt = torch.cat([_blocked_field(p, Y, colw, invt[i:i + ew.chunk], kernel_norm, block, precision, ew)
+                    for i in range(0, len(invt), ew.chunk)], 1)
+    return _normalise_sum(Vt.transpose(0, 1), eps)
 
 
 # ----------------------------------------------------------------------------- dispatch
@@ -263,9 +366,8 @@ def drift_field(x, pos, neg=None, *, extra_neg=None, extra_weight=1.0,
         if impl == "torch":
             return drift_field_torch(x, pos, neg, **args)
         if impl == "lean":
-            return drift_field_lean(x, pos, neg, **args, **kw)
-        from .field_triton import drift_field_triton
-        return drift_field_triton(x, pos, neg, **args, **kw)
+            return drift_field_blocked(x, pos, neg, **args, backend="torch", **kw)
+        return drift_field_blocked(x, pos, neg, **args, backend="triton", **kw)
 
 
 # ----------------------------------------------------------------------------- scale and loss
