@@ -196,19 +196,29 @@ def _split_tf32(t: torch.Tensor):
     return hi, t - hi
 
 
-def _mm(a: torch.Tensor, b: torch.Tensor, precision: str) -> torch.Tensor:
-    """Batched a @ b. "ieee": plain fp32 GEMM; "tf32": one TF32 GEMM (~1e-3 relative per product);
-    "tf32x3": hi*hi + hi*lo + lo*hi in TF32, ~fp32 accuracy at 3 tensor-core GEMMs."""
-    if not a.is_cuda or a.dtype != torch.float32 or precision == "ieee":
-        with _tf32(False):
-            return a @ b
+def _mm(a: torch.Tensor, b: torch.Tensor, precision: str, bias=None, alpha: float = 1.0) -> torch.Tensor:
+    """Batched bias + alpha * (a @ b) (or a @ b). "ieee": plain fp32 GEMM;
+    "tf32": one TF32 GEMM (~1e-3 relative per product); "tf32x3": hi*lo + lo*hi + hi*hi in TF32,
+    ~fp32 accuracy at 3 tensor-core GEMMs. CPU and float64 GEMMs are always exact."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+
+    if bias is None and alpha != 1.0:
+        raise ValueError("alpha needs a bias")
+
+    def first(x, y):
+        return x @ y if bias is None else torch.baddbmm(bias, x, y, alpha=alpha)
+
+    if not a.is_cuda or a.dtype != torch.float32 or precision == "ieee":
+        with _tf32(False):
+            return first(a, b)
     with _tf32(True):
         if precision == "tf32":
-            return a @ b
+            return first(a, b)
         (ah, al), (bh, bl) = _split_tf32(a), _split_tf32(b)
-        return torch.baddbmm(torch.baddbmm(ah @ bl, al, bh), ah, bh)
+        out = first(ah, bl)  # small terms first, then accumulate in place
+        out.baddbmm_(al, bh, alpha=alpha)
+        return out.baddbmm_(ah, bh, alpha=alpha)
 
 
 def _dist_torch(G, xn, row0, P, self_neg):
@@ -258,7 +268,7 @@ def _blocked_field(p, Y, colw, invt, kernel_norm, block, precision, ew):
     blocks = [(i, min(i + block, N)) for i in range(0, N, block)]
 
     def gram(i0, i1):  # |y|^2 - 2 x.y for rows i0:i1, [L, n, K]
-        return _mm(x[:, i0:i1], Yt, precision).mul_(-2.0).add_(yn[:, None, :])
+        return _mm(x[:, i0:i1], Yt, precision, bias=yn[:, None, :], alpha=-2.0)
 
     # pass 1: row logsumexps (complete per block), column logsumexps (merged over blocks), min distance
     r = torch.empty(T, L, N, dtype=dt, device=dev)

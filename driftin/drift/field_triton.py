@@ -4,9 +4,9 @@ The two GEMMs (Gram matrix x.y and A @ [Y, 1]) run in cuBLAS; these kernels fuse
 them. Each reads a row block's Gram tile G = |y|^2 - 2 x.y [L, n, K] once and handles up to TP = 4
 temperatures at once (the temperature is a tensor axis), so a pass costs one read of G:
 
-  _stats_kernel    d = sqrt(max(G + |x|^2, 0)), self pair masked; per row the logsumexp of -d / tau_eff
-                   (complete: a program sweeps all K columns), per column the max and sum-exp over the
-                   program's BM rows (partials merged in torch), and the program's minimum distance.
+  _stats_kernel    d = sqrt(max(G + |x|^2, 0)), self pair masked; a program owns BM rows x CK columns and
+                   emits the running (max, sum-exp) of -d / tau_eff per row over its columns and per
+                   column over its rows (partials merged in torch), and its minimum distance.
   _weights_kernel  A = exp(-d / tau_eff - r - c / 2) (c = 0 unless kernel_norm == "both"), self pair 0,
                    times the column weight, written as separate [L, T, n, P] (positives) and
                    [L, T, n, K - P] (negatives) buffers so both GEMMs read contiguous matrices.
@@ -31,7 +31,6 @@ chunk = TP  # (field._blocked_field reads the chunk size of its elementwise back
 # Tile sizes: [TP, BM, BN] fp32 temporaries live in registers, so BM * BN stays at 2^12 per 4 warps.
 STATS_CFG = dict(BM=32, BN=128, num_warps=8)
 WEIGHTS_CFG = dict(BM=32, BN=128, num_warps=8)
-_NEG_BIG = -1e30  # finite stand-in for -inf in running maxima (avoids inf - inf = nan)
 
 
 def available() -> bool:
@@ -39,6 +38,7 @@ def available() -> bool:
 
 
 if _HAVE_TRITON:
+    _NEG_BIG = tl.constexpr(-1e30)  # finite stand-in for -inf in running maxima (avoids inf - inf = nan)
 
     @triton.jit
     def _tile(g_ptr, xn_ptr, l, rows, cols, n, K, row0, P, SELF: tl.constexpr):
@@ -54,18 +54,22 @@ if _HAVE_TRITON:
         return d, valid
 
     @triton.jit
-    def _stats_kernel(g_ptr, xn_ptr, it_ptr, rlse_ptr, cmax_ptr, csum_ptr, dmin_ptr, n, K, T, row0, P,
-                      SELF: tl.constexpr, TP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
+    def _stats_kernel(g_ptr, xn_ptr, it_ptr, rmax_ptr, rsum_ptr, cmax_ptr, csum_ptr, dmin_ptr, n, K, T, row0, P,
+                      CK, SELF: tl.constexpr, TP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
+        """Program (i, j, l): rows i*BM.., columns j*CK..(j+1)*CK. Row (max, sum-exp) partials over its
+        columns -> [L, nJ, TP, n]; column partials over its rows -> [L, nI, TP, K]; min distance."""
         pid = tl.program_id(0)
-        l = tl.program_id(1).to(tl.int64)  # int64: offsets exceed 2^31 for big L * n * K
-        nprog = tl.num_programs(0)
+        pj = tl.program_id(1)
+        l = tl.program_id(2).to(tl.int64)  # int64: offsets exceed 2^31 for big L * n * K
+        nI = tl.num_programs(0)
+        nJ = tl.num_programs(1)
         rows = pid * BM + tl.arange(0, BM)
         ts = tl.arange(0, TP)
         it = tl.load(it_ptr + ts, mask=ts < T, other=0.0)  # [TP] 1 / tau_eff
         m = tl.full((TP, BM), _NEG_BIG, dtype=tl.float32)
         s = tl.zeros((TP, BM), dtype=tl.float32)
         dmin = tl.full((BM,), float("inf"), dtype=tl.float32)
-        for k0 in range(0, K, BN):
+        for k0 in range(pj * CK, tl.minimum(pj * CK + CK, K), BN):
             cols = k0 + tl.arange(0, BN)
             d, valid = _tile(g_ptr, xn_ptr, l, rows, cols, n, K, row0, P, SELF)
             dmin = tl.minimum(dmin, tl.min(tl.where(valid, d, float("inf")), axis=1))
@@ -75,14 +79,15 @@ if _HAVE_TRITON:
             m = m_new
             cm = tl.maximum(tl.max(logit, axis=1), _NEG_BIG)  # [TP, BN] partial over this program's rows
             cs = tl.sum(tl.exp(logit - cm[:, None, :]), axis=1)
-            off = ((l * nprog + pid) * TP + ts[:, None]) * K + cols[None, :]
+            off = ((l * nI + pid) * TP + ts[:, None]) * K + cols[None, :]
             ok = (cols < K)[None, :] & (ts < TP)[:, None]
             tl.store(cmax_ptr + off, cm, mask=ok)
             tl.store(csum_ptr + off, cs, mask=ok)
-        r = m + tl.log(s)  # -inf for a row without any valid column
-        tl.store(rlse_ptr + (ts[:, None] * tl.num_programs(1) + l) * n + rows[None, :], r,
-                 mask=(ts < T)[:, None] & (rows < n)[None, :])
-        tl.store(dmin_ptr + l * nprog + pid, tl.min(dmin, axis=0))
+        roff = ((l * nJ + pj) * TP + ts[:, None]) * n + rows[None, :]
+        rok = (rows < n)[None, :] & (ts < TP)[:, None]
+        tl.store(rmax_ptr + roff, m, mask=rok)
+        tl.store(rsum_ptr + roff, s, mask=rok)
+        tl.store(dmin_ptr + (l * nJ + pj) * nI + pid, tl.min(dmin, axis=0))
 
     @triton.jit
     def _weights_kernel(g_ptr, xn_ptr, it_ptr, r_ptr, c_ptr, colw_ptr, ap_ptr, an_ptr, n, K, T, row0, P,
@@ -114,20 +119,30 @@ if _HAVE_TRITON:
         tl.store(an_ptr + lt * (K - P) + (cols - P)[None, None, :], a, mask=inb & (cols >= P)[None, None, :])
 
 
+def _merge(mx, sm):
+    """logsumexp from (max, sum-exp) partials along dim 1."""
+    top = mx.amax(1, keepdim=True)
+    return (top + (sm * (mx - top).exp()).sum(1, keepdim=True).log())[:, 0]
+
+
 def stats(G, xn, invt, row0, P, self_neg):
     """Pass 1 on one row block. G [L, n, K] (|y|^2 - 2 x.y), xn [L, n], invt [T] (T <= TP).
-    Returns row logsumexp [T, L, n], column (max, sum-exp) partials [L, R, TP, K], min distance [L]."""
+    Returns row logsumexp [T, L, n], column (max, sum-exp) partials [L, R, T, K], min distance [L]."""
     L, n, K = G.shape
     T = invt.numel()
     cfg = STATS_CFG
     R = triton.cdiv(n, cfg["BM"])
+    # split the columns so that there are enough programs to fill the GPU, but keep chunks long
+    CK = max(cfg["BN"], triton.cdiv(triton.cdiv(K, max(1, 1024 // (R * L))), cfg["BN"]) * cfg["BN"])
+    J = triton.cdiv(K, CK)
     f32 = dict(device=G.device, dtype=torch.float32)
-    rlse = torch.empty(T, L, n, **f32)
+    rmax, rsum = torch.empty(L, J, TP, n, **f32), torch.empty(L, J, TP, n, **f32)
     cmax, csum = torch.empty(L, R, TP, K, **f32), torch.empty(L, R, TP, K, **f32)
-    dmin = torch.empty(L, R, **f32)
-    _stats_kernel[(R, L)](G, xn, invt, rlse, cmax, csum, dmin, n, K, T, row0, P, SELF=self_neg, TP=TP,
-                          BM=cfg["BM"], BN=cfg["BN"], num_warps=cfg["num_warps"])
-    return rlse, cmax[:, :, :T], csum[:, :, :T], dmin.amin(1)
+    dmin = torch.empty(L, J * R, **f32)
+    _stats_kernel[(R, J, L)](G, xn, invt, rmax, rsum, cmax, csum, dmin, n, K, T, row0, P, CK, SELF=self_neg,
+                             TP=TP, BM=cfg["BM"], BN=cfg["BN"], num_warps=cfg["num_warps"])
+    r = _merge(rmax[:, :, :T], rsum[:, :, :T]).transpose(0, 1)  # [T, L, n]; -inf for a row without columns
+    return r, cmax[:, :, :T], csum[:, :, :T], dmin.amin(1)
 
 
 def weights(G, xn, invt, r, c, colw, row0, P, self_neg, out_pos, out_neg):
