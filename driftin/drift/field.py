@@ -93,8 +93,9 @@ def _inv_taus(temperatures, C):
 
 def _normalise_sum(Vt: torch.Tensor, eps: float) -> torch.Tensor:
     """[T, L, N, C] per-temperature fields -> [L, N, C], each scaled to unit per-dim RMS per group."""
-    rms = Vt.pow(2).mean((2, 3), keepdim=True).add(eps).sqrt()  # [T, L, 1, 1]
-    return (Vt / rms).sum(0)
+    T, L, N, C = Vt.shape
+    rms = (torch.linalg.vector_norm(Vt, dim=(2, 3)).square() / (N * C)).add(eps).sqrt()  # [T, L]
+    return torch.einsum("tlnc,tl->lnc", Vt, rms.reciprocal())
 
 
 def _field_from_A(A, P, pos, Yn):
@@ -303,7 +304,7 @@ def _blocked_field(p, Y, colw, invt, kernel_norm, block, precision, ew):
         On = _mm(An.view(L, T * n, K - P), Yn, precision).view(L, T, n, Cp)
         del Ap, An
         # V_tau = sn * (A_pos @ pos) - sp * (A_neg @ neg), W = A times the other side's row sum
-        Vt[:, :, i0:i1] = On[..., C:C + 1] * Op[..., :C] - Op[..., C:C + 1] * On[..., :C]
+        Vt[:, :, i0:i1] = torch.addcmul(On[..., C:C + 1] * Op[..., :C], Op[..., C:C + 1], On[..., :C], value=-1)
     return Vt
 
 
