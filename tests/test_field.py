@@ -239,3 +239,34 @@ def test_bench_quick(tmp_path, one_thread):
             assert r["ms"] > 0
             if r["max_abs_diff"] is not None:
                 assert r["max_abs_diff"] < 1e-3
+
+
+def test_tf32_split_is_exact_and_precision_is_checked():
+    from driftin.drift.field import _mm, _split_tf32
+    t = torch.randn(1000, generator=torch.Generator().manual_seed(0)) * 100
+    hi, lo = _split_tf32(t)
+    assert torch.equal(hi + lo, t)  # exact: hi keeps the top 10 mantissa bits, lo the rest
+    assert (hi.view(torch.int32) & 8191).eq(0).all()  # hi is representable in TF32
+    assert (lo.abs() <= hi.abs() * 2.0 ** -10).all()
+    a, b = torch.randn(2, 3, 4), torch.randn(2, 4, 5)
+    bias = torch.randn(2, 1, 5)
+    torch.testing.assert_close(_mm(a, b, "tf32x3", bias=bias, alpha=-2.0), bias - 2 * a @ b)
+    with pytest.raises(ValueError, match="precision"):
+        _mm(a, b, "fp8")
+    with pytest.raises(ValueError, match="alpha"):
+        _mm(a, b, "ieee", alpha=2.0)
+
+
+def test_blocked_path_many_temperatures_blocks_and_budget():
+    """Block sizes that do not divide N, more temperatures than one Triton launch holds, and the automatic
+    block from the memory budget all give the reference."""
+    from driftin.drift.field import _auto_block
+    g = torch.Generator().manual_seed(3)
+    x, pos = torch.randn(2, 23, 6, generator=g, dtype=torch.float64), torch.randn(2, 17, 6, generator=g, dtype=torch.float64)
+    taus = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
+    ref = drift_field(x, pos, temperatures=taus, impl="reference")
+    for block in (1, 5, 23, None):
+        torch.testing.assert_close(drift_field(x, pos, temperatures=taus, impl="lean", block=block), ref,
+                                   rtol=1e-9, atol=1e-9)
+    assert _auto_block(1, 8192, 3) == 8192  # N=4096 self-negatives: one block, G computed once
+    assert _auto_block(8, 8192, 3) == 1024 and _auto_block(1, 1 << 40, 3) == 1

@@ -46,7 +46,8 @@ def test_card_parses_and_carries_the_data(weights):
     from PIL import Image
 
     folder, run, model = weights
-    (folder / "infer_h100.json").write_text(json.dumps({"entries": [
+    # (not named infer_h100.json: the card refreshes that name from the repo's benchmarks/)
+    (folder / "infer_test.json").write_text(json.dumps({"entries": [
         {"model": "weights/drift-tiny", "method": "drift", "steps": 1, "batch": 256, "img_per_s": 123456.0, "latency_ms": 2.07},
         {"model": "weights/ddpm-tiny", "method": "ddim", "steps": 50, "batch": 256, "img_per_s": 999.0}]}))
     path = write_model_card(folder, run_dir=run, repo_id="me/driftin-drift-tiny")
@@ -136,3 +137,18 @@ def test_training_command_uses_a_matching_recipe(tmp_path):
 
     argv = shlex.split(" ".join(flags))
     assert json.loads(json.dumps(dataclasses.asdict(parse_args(argv)[0]))) == tc
+
+
+def test_bench_infer_rows_pick_this_preset_and_sampler():
+    from driftin.modelcard import _speed_rows
+    rows = [dict(preset=p, path=path, kind=k, bs=bs, steps=st, ms=ms, status=s, guidance=g)
+            for p, path, k, bs, st, ms, s, g in [
+                ("small", "fast", "drift", 1, None, 0.8, "ok", 2.0), ("small", "eager-fp32", "drift", 1, None, 12.0, "ok", 2.0),
+                ("small", "fast", "drift", 256, None, 5.0, "skipped (time budget)", 2.0),
+                ("base", "fast", "drift", 1, None, 1.1, "ok", 2.0), ("small", "fast", "ddim", 1, 50, 38.8, "ok", None),
+                ("small", "graph-bf16", "drift", 1, None, 0.9, "ok", 2.0)]]
+    cols, cells = _speed_rows(rows, "drift-cifar10", "small", drift=True)
+    assert cols == ["path", "sampler", "batch", "ms per call", "images/s"]
+    assert cells == [["fast", "1 step", 1, "0.800", "1,250"], ["eager-fp32", "1 step", 1, "12.000", "83"]]
+    cols, cells = _speed_rows(rows, "ddpm-cifar10", "small", drift=False)
+    assert cells == [["fast", "DDIM-50", 1, "38.800", "26"]]
