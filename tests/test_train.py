@@ -76,6 +76,9 @@ def test_two_process_ddp_equals_one_process(image_folder, tmp_path, objective):
     # Adam is scale-invariant, so also compare the gradient norms: a wrong gradient scale under DDP shows there
     norms = [[json.loads(line)["grad_norm"] for line in open(tmp_path / run / "log.jsonl")] for run in ("one", "two")]
     assert norms[1] == pytest.approx(norms[0], rel=1e-4)
+    # the logged loss is the global-batch loss on any world size (not the world-scaled backward loss)
+    losses = [[json.loads(line)["loss"] for line in open(tmp_path / run / "log.jsonl")] for run in ("one", "two")]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-4)
     for k, a in one["model"].items():
         # all-reduce order changes float rounding, which Adam amplifies for near-zero gradients:
         # allow 2e-5, far below one step's update (lr 1e-3)

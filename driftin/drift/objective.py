@@ -98,7 +98,7 @@ class DriftLoss:
                                           feature_norm=cfg.feature_norm, impl=cfg.impl, **kw)
             total = total + loss
             logs[f"loss_g{j}"] = loss.detach()
-        logs["drift_loss"] = total.detach()
+        logs["drift_loss"] = logs["loss"] = total.detach()  # the logged loss: not world-scaled
         # each rank's loss covers the global batch but only its rows carry gradient; DDP averages
         # gradients over ranks, so scale by the world size to get the global-batch gradient
         return total * dist.world() if dist.world() > 1 else total, logs
