@@ -391,38 +391,32 @@ def main(argv=None):
 
         if cuda and args.profile != "never" and "fast" in args.paths and elapsed() < deadline + 30:
             prof = {}
-            for bs in sorted({min(args.batch_sizes), max(args.batch_sizes)}):
-                row = next((r for r in result["rows"] if (r["preset"], r["path"], r["kind"], r["bs"]) == (name, "fast", "drift", bs)), None)
+
+            def profile_row(kind, steps, bs, guidance, reps, key):
+                match = (name, "fast", kind, bs) + ((steps,) if kind == "ddim" else ())
+                row = next((r for r in result["rows"]
+                            if (r["preset"], r["path"], r["kind"], r["bs"]) + ((r["steps"],) if kind == "ddim" else ()) == match), None)
                 if row is None or row["status"] != "ok":
-                    continue
-                fn = caller("fast", "drift", 1, bs, 2.0)
+                    return
+                fn = caller("fast", kind, steps, bs, guidance)
                 try:
                     with torch.no_grad():
                         fn()
-                        entry = fast.get_sampler(nets["drift"], PATHS["fast"], device).last_entry
-                        p = profile_call(fn, 20, device, fallback=entry.run_fn)
+                        entry = fast.get_sampler(nets[kind], PATHS["fast"], device).last_entry
+                        p = profile_call(fn, reps, device, fallback=entry.run_fn)
                     p["latency_ms"] = row["ms"]
                     p["gpu_busy_pct"] = round(100 * p["kernel_us_per_call"] / 1e3 / row["ms"], 1)
-                    prof[f"drift_bs{bs}"] = p
+                    if kind == "ddim":
+                        p["kernel_us_per_step"] = round(p["kernel_us_per_call"] / steps, 1)
+                    prof[key] = p
                 except Exception as err:  # noqa: BLE001
-                    prof[f"drift_bs{bs}"] = {"error": f"{type(err).__name__}: {err}"[:300]}
+                    prof[key] = {"error": f"{type(err).__name__}: {err}"[:300]}
+
+            for bs in sorted({min(args.batch_sizes), max(args.batch_sizes)}):
+                profile_row("drift", 1, bs, 2.0, 20, f"drift_bs{bs}")
             if args.ddim_steps and 1 in args.ddim_batch:  # the longest DDIM at batch 1: per-step kernels
                 steps = max(args.ddim_steps)
-                row = next((r for r in result["rows"] if (r["preset"], r["path"], r["kind"], r["bs"], r["steps"])
-                            == (name, "fast", "ddim", 1, steps)), None)
-                if row is not None and row["status"] == "ok":
-                    fn = caller("fast", "ddim", steps, 1, 1.0)
-                    try:
-                        with torch.no_grad():
-                            fn()
-                            entry = fast.get_sampler(nets["ddim"], PATHS["fast"], device).last_entry
-                            p = profile_call(fn, 3, device, fallback=entry.run_fn)
-                        p["latency_ms"] = row["ms"]
-                        p["gpu_busy_pct"] = round(100 * p["kernel_us_per_call"] / 1e3 / row["ms"], 1)
-                        p["kernel_us_per_step"] = round(p["kernel_us_per_call"] / steps, 1)
-                        prof[f"ddim{steps}_bs1"] = p
-                    except Exception as err:  # noqa: BLE001
-                        prof[f"ddim{steps}_bs1"] = {"error": f"{type(err).__name__}: {err}"[:300]}
+                profile_row("ddim", steps, 1, 1.0, 3, f"ddim{steps}_bs1")
             result["profiles"][name] = prof
             log(f"{name}: profiles done")
 

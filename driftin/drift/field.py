@@ -115,14 +115,19 @@ def _check(kernel_norm, temperatures):
 
 
 # ----------------------------------------------------------------------------- reference
-def drift_field_reference(x, pos, neg=None, *, extra_neg=None, extra_weight=1.0,
-                          temperatures: Sequence[float] = TEMPERATURES, kernel_norm="both", eps=1e-8):
-    """Straightforward version: for each tau, cdist + two softmaxes over the full matrix."""
+def _dense_setup(x, pos, neg, extra_neg, extra_weight, kernel_norm, temperatures):
+    """Checked, centred inputs, columns Y with their weights, and the full self-pair mask (or None)."""
     _check(kernel_norm, temperatures)
     p = _prepare(x, pos, neg, extra_neg, extra_weight)
     Y, colw = _columns(p)
-    P, N, K = p["P"], p["N"], Y.shape[1]
-    mask = _self_mask(p, slice(0, N), K, x.device)
+    return p, Y, colw, _self_mask(p, slice(0, p["N"]), Y.shape[1], x.device)
+
+
+def drift_field_reference(x, pos, neg=None, *, extra_neg=None, extra_weight=1.0,
+                          temperatures: Sequence[float] = TEMPERATURES, kernel_norm="both", eps=1e-8):
+    """Straightforward version: for each tau, cdist + two softmaxes over the full matrix."""
+    p, Y, colw, mask = _dense_setup(x, pos, neg, extra_neg, extra_weight, kernel_norm, temperatures)
+    P = p["P"]
     Yn = Y[:, P:]
     out = []
     for tau in temperatures:
@@ -157,11 +162,8 @@ def _A_block(D, invt, r, c, shift, mask, colw, kernel_norm):
 def drift_field_torch(x, pos, neg=None, *, extra_neg=None, extra_weight=1.0,
                       temperatures: Sequence[float] = TEMPERATURES, kernel_norm="both", eps=1e-8):
     """Dense fast path: one distance matrix [L, N, K] shared by all temperatures."""
-    _check(kernel_norm, temperatures)
-    p = _prepare(x, pos, neg, extra_neg, extra_weight)
-    Y, colw = _columns(p)
-    P, N, K = p["P"], p["N"], Y.shape[1]
-    mask = _self_mask(p, slice(0, N), K, x.device)
+    p, Y, colw, mask = _dense_setup(x, pos, neg, extra_neg, extra_weight, kernel_norm, temperatures)
+    P = p["P"]
     D = torch.cdist(p["x"], Y)  # [L, N, K]
     if mask is not None:
         D = D.masked_fill(mask, float("inf"))  # logit -inf for every tau
