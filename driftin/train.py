@@ -14,7 +14,6 @@ import argparse
 import copy
 import dataclasses
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from . import distributed as dist
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import from_dict, preset
 from .data import global_batch, load_dataset, to_model_range
-from .diffusion import DDPMLoss, unwrap
+from .diffusion import DDPMLoss
 from .drift.objective import DriftConfig
 from .unet import UNet, count_params
 

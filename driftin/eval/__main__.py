@@ -46,7 +46,7 @@ def parse_args(argv=None):
     ap.add_argument("--evalnet", default=DEFAULT_EVALNET, help="evaluation net folder (default weights/evalnet-cifar10)")
     ap.add_argument("--reference", choices=["train", "test"], default="train", help="CIFAR-10 split for reference statistics")
     ap.add_argument("--pr-n", type=int, default=10_000, help="samples per side for precision/recall")
-    ap.add_argument("--inception-weights", help=f"pytorch-fid Inception weights file, or 'download' (torchvision's; network)")
+    ap.add_argument("--inception-weights", help="pytorch-fid Inception weights file, or 'download' (torchvision's; network)")
     ap.add_argument("--out", help="JSON file (default: <weights>/eval.json, or benchmarks/eval_<name>.json)")
     ap.add_argument("--fast", action="store_true", help="generate()'s compiled/CUDA-graph path (same images up to bf16)")
     ap.add_argument("--device")

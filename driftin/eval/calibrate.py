@@ -15,7 +15,6 @@ import math
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torchvision.transforms.functional import gaussian_blur
 
