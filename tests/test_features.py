@@ -282,3 +282,22 @@ def test_timm_weights_that_do_not_fit_are_rejected(tmp_path):
     save_file({**sd, "conv1.weight": torch.zeros(64, 3, 3, 3)}, str(tmp_path / "bad_shape.safetensors"))
     with pytest.raises(RuntimeError, match=r"(?s)could not load encoder weights .*bad_shape.safetensors into .*'resnet18'.*size mismatch"):
         build_encoder("timm:resnet18", str(tmp_path / "bad_shape.safetensors"))
+
+
+def test_timm_encoder_takes_a_moco_style_checkpoint(tmp_path):
+    """MoCo v2 layout: {"state_dict": {"module.encoder_q.<backbone>", "module.encoder_q.fc.*" (MLP head),
+    "module.encoder_k.*" (momentum encoder), "module.queue"}}: the query backbone is what gets loaded."""
+    src_path = tmp_path / "plain.safetensors"
+    src = random_timm_weights("resnet18", src_path)
+    sd = src.state_dict()
+    ckpt = {f"module.encoder_q.{k}": v for k, v in sd.items()}
+    ckpt |= {f"module.encoder_k.{k}": torch.zeros_like(v) for k, v in sd.items()}
+    ckpt |= {"module.encoder_q.fc.0.weight": torch.randn(2048, 512), "module.queue": torch.randn(128, 64)}
+    path = tmp_path / "moco_v2.pth.tar"
+    torch.save({"epoch": 200, "arch": "resnet18", "state_dict": ckpt}, path)
+    enc = build_encoder("timm:resnet18", str(path), resize=32)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(8)) * 2 - 1
+    with torch.no_grad():
+        for m, r in zip(enc(x), resnet_stages(src, x)):  # encoder_q's weights, not encoder_k's zeros
+            torch.testing.assert_close(m, r, atol=1e-5, rtol=1e-4)
+    assert (tmp_path / "moco_v2.pth.backbone.safetensors").is_file()

@@ -37,6 +37,7 @@ class TimmEncoder(nn.Module):
         if weights:
             if not Path(weights).is_file():
                 raise FileNotFoundError(f"encoder weights file {weights} does not exist")
+            weights = _self_supervised_backbone(weights)
             kwargs["pretrained_cfg_overlay"] = {"file": str(weights)}
         try:
             self.net = timm.create_model(name, pretrained=True, **kwargs)
@@ -71,6 +72,36 @@ class TimmEncoder(nn.Module):
             x = F.interpolate(x, size=self.resize, mode="bilinear", align_corners=False)
         maps = self.net((x - self.mean) / self.std)
         return [m.permute(0, 3, 1, 2) for m in maps] if self.nhwc else list(maps)
+
+
+# Self-supervised checkpoints keep the backbone under a prefix next to other networks (MoCo v2: the
+# momentum encoder "encoder_k.", the queue; MoCo v3: "momentum_encoder.", "predictor.").
+_BACKBONE_PREFIXES = ("encoder_q.", "base_encoder.", "backbone.")
+
+
+def _self_supervised_backbone(weights: str) -> str:
+    """A MoCo-style checkpoint as a plain state dict: the file itself when it already is one, else the
+    backbone's tensors (prefix stripped, the MLP head dropped) written once next to it as *.backbone.safetensors."""
+    from safetensors.torch import save_file
+    from timm.models import load_state_dict
+
+    sd = load_state_dict(weights)  # unwraps "state_dict"/"model" and strips "module."
+    prefix = next((p for p in _BACKBONE_PREFIXES if any(k.startswith(p) for k in sd)), None)
+    if prefix is None:
+        return weights
+    backbone = {k[len(prefix):]: v.contiguous() for k, v in sd.items()
+                if k.startswith(prefix) and not k[len(prefix):].startswith(("fc.", "head."))}
+    out = Path(weights).with_suffix(".backbone.safetensors")
+    if out.exists() and out.stat().st_mtime >= Path(weights).stat().st_mtime:
+        return str(out)
+    try:
+        save_file(backbone, str(out))
+    except OSError:  # a read-only folder: a private temporary copy instead
+        import tempfile
+
+        out = Path(tempfile.mkdtemp(prefix="driftin-encoder-")) / out.name
+        save_file(backbone, str(out))
+    return str(out)
 
 
 def _missing_keys(net: nn.Module, weights: str) -> list[str]:
