@@ -301,3 +301,24 @@ def test_timm_encoder_takes_a_moco_style_checkpoint(tmp_path):
         for m, r in zip(enc(x), resnet_stages(src, x)):  # encoder_q's weights, not encoder_k's zeros
             torch.testing.assert_close(m, r, atol=1e-5, rtol=1e-4)
     assert (tmp_path / "moco_v2.pth.backbone.safetensors").is_file()
+
+
+@pytest.mark.parametrize("name,size,kw", [("convnextv2_atto", 64, {}), ("vit_small_patch14_dinov2", 56, {"img_size": 56})])
+def test_timm_convnextv2_and_dinov2_backbones(tmp_path, monkeypatch, name, size, kw):
+    """The issue's other backbone families build with features_only from a local file and feed the features."""
+    path = tmp_path / f"{name}.safetensors"
+    src = random_timm_weights(name, path, **kw)
+    if kw:  # a small ViT input keeps this fast; the encoder builds it through timm.create_model as usual
+        monkeypatch.setattr(timm, "create_model", functools.partial(timm.create_model, **kw))
+    enc = build_encoder(f"timm:{name}", str(path), resize=size)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(9)) * 2 - 1
+    maps = enc(x)
+    assert all(m.dim() == 4 and m.shape[0] == 2 for m in maps) and len(maps) >= 3
+    groups = feature_groups(maps, None)
+    assert len(groups) == len(maps) and all(torch.isfinite(g).all() for g in groups)
+    # loaded from the file: every tensor of the features net equals the source's (the features net renames
+    # modules: a "model." prefix, "stages_0" for "stages.0")
+    fold = lambda k: k.removeprefix("model.").replace("_", ".")  # noqa: E731
+    sd = {fold(k): v for k, v in src.state_dict().items()}
+    mine = enc.net.state_dict()
+    assert all(torch.equal(v, sd[fold(k)]) for k, v in mine.items() if not k.endswith("num_batches_tracked"))
