@@ -12,8 +12,10 @@ Per temperature tau (tau_eff = tau * sqrt(C)) over the columns Y = [pos, neg, ex
   V = sum_tau V_tau / sqrt(mean_{N,C} V_tau^2 + eps)      (per group)
 
 Implementations (same numbers up to rounding): "reference" (per tau, plain cdist + softmaxes),
-"torch" (distances once, shared by all taus), "lean" (two streaming passes over row blocks, never
-holds the N x (P+M) matrix), "triton" (field_triton.py, the same two passes as fused GPU kernels).
+"torch" (dense, distances once, shared by all taus), and the blocked two-pass algorithm
+(drift_field_blocked: GEMMs for distances and A @ [Y, 1], all taus at once in between, streaming over
+row blocks) with torch elementwise ops ("lean", any device) or fused Triton kernels ("triton",
+field_triton.py). GEMM precision on CUDA for the blocked paths: "ieee", "tf32x3" (default), "tf32".
 
 Numerical choices, all exact identities:
 - Inputs are centred on the mean of pos per group: distances are translation invariant and so is
