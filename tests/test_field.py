@@ -270,3 +270,27 @@ def test_blocked_path_many_temperatures_blocks_and_budget():
                                    rtol=1e-9, atol=1e-9)
     assert _auto_block(1, 8192, 3) == 8192  # N=4096 self-negatives: one block, G computed once
     assert _auto_block(8, 8192, 3) == 1024 and _auto_block(1, 1 << 40, 3) == 1
+
+
+def test_drift_config_checks_its_options_and_the_objective_passes_them():
+    from driftin.config import preset
+    from driftin.drift.objective import DriftConfig, DriftLoss
+    from driftin.train import StepRandom
+    from driftin.unet import UNet
+    with pytest.raises(ValueError, match="precision"):
+        DriftConfig(precision="fp8")
+    with pytest.raises(ValueError, match="kernel_norm"):
+        DriftConfig(kernel_norm="rows")
+    obj = DriftLoss(DriftConfig(encoder="pixels", impl="lean", precision="tf32", kernel_norm="y"), "cpu")
+    seen = []
+
+    def spy(*a, **kw):
+        seen.append(kw)
+        return drift_loss(*a, **kw)
+    obj.field_loss = spy
+    torch.manual_seed(0)
+    net = UNet(preset("tiny"))
+    real = torch.rand(4, 3, 32, 32) * 2 - 1
+    loss, logs = obj(net, {"x": real, "y": None, "rng": StepRandom(0, 0, "cpu"), "step": 0})
+    assert seen and all(kw["impl"] == "lean" and kw["precision"] == "tf32" and kw["kernel_norm"] == "y" for kw in seen)
+    assert torch.isfinite(loss) and logs["loss"].item() == pytest.approx(loss.detach().item())

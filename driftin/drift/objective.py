@@ -30,12 +30,15 @@ class DriftConfig:
     feature_norm: bool = True  # stop-grad scale so the mean pairwise distance is sqrt(C)
     uncond_per_group: int = 16  # unconditional real samples per class group (CFG negatives)
     cfg_max: float = 1.0  # alpha ~ U[1, cfg_max] in training; 1 disables guidance
-    impl: str = "auto"  # drift field implementation
+    impl: str = "auto"  # drift field implementation ("auto" | "reference" | "torch" | "lean" | "triton")
+    precision: str = "tf32x3"  # GEMM precision of the blocked lean/triton field on CUDA ("ieee" | "tf32x3" | "tf32")
 
     def __post_init__(self):
         object.__setattr__(self, "temperatures", tuple(self.temperatures))
         if self.kernel_norm not in ("both", "y", "none"):
             raise ValueError(f"kernel_norm must be 'both', 'y' or 'none', got {self.kernel_norm!r}")
+        if self.precision not in ("ieee", "tf32x3", "tf32"):
+            raise ValueError(f"precision must be 'ieee', 'tf32x3' or 'tf32', got {self.precision!r}")
         if self.encoder == "pixels" and not self.pixel_features:
             raise ValueError("encoder 'pixels' needs pixel_features=True (there would be no features)")
 
@@ -95,7 +98,7 @@ class DriftLoss:
                 w = (alpha_group - 1) * (n_neg - 1) / cfg.uncond_per_group  # [G]
                 kw["extra_weight"] = w.repeat(L)
             loss, stats = self.field_loss(x, pos, temperatures=cfg.temperatures, kernel_norm=cfg.kernel_norm,
-                                          feature_norm=cfg.feature_norm, impl=cfg.impl, **kw)
+                                          feature_norm=cfg.feature_norm, impl=cfg.impl, precision=cfg.precision, **kw)
             total = total + loss
             logs[f"loss_g{j}"] = loss.detach()
         logs["drift_loss"] = logs["loss"] = total.detach()  # the logged loss: not world-scaled
