@@ -239,6 +239,9 @@ def test_bench_quick(tmp_path, one_thread):
             assert r["ms"] > 0
             if r["max_abs_diff"] is not None:
                 assert r["max_abs_diff"] < 1e-3
+    main(["--quick", "--cases", "2x8x4", "--impls", "reference,lean", "--out", str(path)])
+    rows = json.loads(path.read_text())["rows"]
+    assert [(r["impl"], r["L"], r["N"], r["C"]) for r in rows] == [("reference", 2, 8, 4), ("lean", 2, 8, 4)]
 
 
 def test_tf32_split_is_exact_and_precision_is_checked():

@@ -137,6 +137,7 @@ def main(argv=None):
     ap.add_argument("--budget-ms", type=float, default=3000.0, help="timed runs per row stop near this")
     ap.add_argument("--precisions", default="ieee,tf32x3,tf32", help="GEMM precisions of the triton path")
     ap.add_argument("--impls", default="reference,torch,lean,triton")
+    ap.add_argument("--cases", default="", help="only these LxNxC cases, comma-separated (e.g. 1x4096x768)")
     args = ap.parse_args(argv)
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -155,7 +156,8 @@ def main(argv=None):
     timer = _Timer(device)
     rows = []
     t0 = time.time()
-    for L, N, C in _cases(args.quick, device):
+    cases = [tuple(int(v) for v in c.split("x")) for c in args.cases.split(",") if c] or _cases(args.quick, device)
+    for L, N, C in cases:
         new = run_case(L, N, C, impls, device, timer, args.max_reps, args.budget_ms)
         rows += new
         if not args.quick:
