@@ -422,8 +422,10 @@ def build_card_text(folder: str | Path, repo_id: str | None = None, train_record
     for fname, rows in speed:
         cols, cells = _speed_rows(rows, name, tc.get("preset"), drift)
         if cells:
-            b += ["", f"Sampling speed (`{fname}`, `python -m driftin.bench infer`; GPU time per call, this architecture "
-                  "with random weights):", "", _table(cols, cells)]
+            meta = (_read_json(folder / fname) or {}).get("meta") or {}
+            on = f" on {meta['gpu']}" if isinstance(meta, dict) and meta.get("gpu") else ""
+            b += ["", f"Sampling speed{on} (`{fname}`, `python -m driftin.bench infer`; GPU time per call, this "
+                  "architecture with random weights):", "", _table(cols, cells)]
 
     b += ["", "## Model", "", _table(["", "value"], _arch_rows(model, tc.get("preset"))
                                      + [["parameters", f"{nparams:,}" if nparams else "–"]])]
