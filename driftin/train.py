@@ -196,7 +196,7 @@ def train(cfg: TrainConfig, stop_after: int | None = None, quiet: bool = False, 
         if done % cfg.log_every == 0 or done == last:
             elapsed = time.time() - t0
             # an objective may log its loss unscaled (drift multiplies the backward loss by the world size)
-            shown = logs.pop("loss", loss)
+            shown = logs.pop("loss", loss).detach()
             rec = {"step": done, "loss": dist.all_reduce_mean(float(shown), device), "grad_norm": float(gnorm),
                    "lr": lr_at(step, cfg, warm_start), "img_per_s": seen / max(elapsed, 1e-9),
                    "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else 0.0,
