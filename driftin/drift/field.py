@@ -254,6 +254,12 @@ def _weights_torch(G, xn, invt, r, c, colw, row0, P, self_neg, out_pos, out_neg)
         out_neg[:, t] = A[..., P:]
 
 
+def lse_merge(mx: torch.Tensor, sm: torch.Tensor) -> torch.Tensor:
+    """logsumexp along dim 1 from (max, sum-exp) partials: partial i holds mx_i and sm_i = sum exp(v - mx_i)."""
+    top = mx.amax(1, keepdim=True)
+    return (top + (sm * (mx - top).exp()).sum(1, keepdim=True).log())[:, 0]
+
+
 def _auto_block(L, K, T, budget=1 << 28):
     # G [L, n, K] and A [L, T, n, K] together ~budget elements (1 GiB fp32).
     return max(1, budget // max(1, (T + 1) * L * K))
@@ -284,8 +290,7 @@ def _blocked_field(p, Y, colw, invt, kernel_norm, block, precision, ew):
         G = gram(i0, i1)
         rl, cmax, csum, dm = ew.stats(G, xn[:, i0:i1].contiguous(), invt, i0, P, p["self_neg"])
         r[:, :, i0:i1] = rl
-        top = cmax.amax(1, keepdim=True)  # [L, 1, T, K]
-        lse = (top + (csum * (cmax - top).exp()).sum(1, keepdim=True).log())[:, 0].transpose(0, 1)
+        lse = lse_merge(cmax, csum).transpose(0, 1)  # [T, L, K] over this block's rows
         c = torch.logaddexp(c, lse) if len(blocks) > 1 else lse
         dmin = torch.minimum(dmin, dm)
     if kernel_norm == "none":  # exp(logit - max logit of the group); see module doc

@@ -19,6 +19,8 @@ import os
 
 import torch
 
+from .field import lse_merge
+
 try:
     import triton
     import triton.language as tl
@@ -120,12 +122,6 @@ if _HAVE_TRITON:
         tl.store(an_ptr + lt * (K - P) + (cols - P)[None, None, :], a, mask=inb & (cols >= P)[None, None, :])
 
 
-def _merge(mx, sm):
-    """logsumexp from (max, sum-exp) partials along dim 1."""
-    top = mx.amax(1, keepdim=True)
-    return (top + (sm * (mx - top).exp()).sum(1, keepdim=True).log())[:, 0]
-
-
 def stats(G, xn, invt, row0, P, self_neg):
     """Pass 1 on one row block. G [L, n, K] (|y|^2 - 2 x.y), xn [L, n], invt [T] (T <= TP).
     Returns row logsumexp [T, L, n], column (max, sum-exp) partials [L, R, T, K], min distance [L]."""
@@ -143,7 +139,7 @@ def stats(G, xn, invt, row0, P, self_neg):
     dmin = torch.empty(L, J * R, **f32)
     _stats_kernel[(R, J, L)](G, xn, invt, rmax, rsum, cmax, csum, dmin, n, K, T, row0, P, CK, SELF=self_neg,
                              TP=TP, BM=cfg["BM"], BN=cfg["BN"], num_warps=cfg["num_warps"])
-    r = _merge(rmax[:, :, :T], rsum[:, :, :T]).transpose(0, 1)  # [T, L, n]; -inf for a row without columns
+    r = lse_merge(rmax[:, :, :T], rsum[:, :, :T]).transpose(0, 1)  # [T, L, n]; -inf for a row without columns
     return r, cmax[:, :, :T], csum[:, :, :T], dmin.amin(1)
 
 
