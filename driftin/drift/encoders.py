@@ -37,7 +37,7 @@ class TimmEncoder(nn.Module):
         if weights:
             if not Path(weights).is_file():
                 raise FileNotFoundError(f"encoder weights file {weights} does not exist")
-            weights = _self_supervised_backbone(weights)
+            weights, file_keys = _self_supervised_backbone(weights)
             kwargs["pretrained_cfg_overlay"] = {"file": str(weights)}
         try:
             self.net = timm.create_model(name, pretrained=True, **kwargs)
@@ -51,7 +51,7 @@ class TimmEncoder(nn.Module):
                 "DriftConfig(encoder_weights=PATH); a randomly initialised encoder is never used silently."
             ) from e
         if weights:
-            missing = _missing_keys(self.net, weights)
+            missing = _missing_keys(self.net, file_keys)
             if missing:  # timm loads features_only weights non-strictly: it would leave these randomly initialised
                 raise RuntimeError(
                     f"encoder weights {weights} do not fit timm model {name!r}: {len(missing)} of its tensors are not "
@@ -79,21 +79,22 @@ class TimmEncoder(nn.Module):
 _BACKBONE_PREFIXES = ("encoder_q.", "base_encoder.", "backbone.")
 
 
-def _self_supervised_backbone(weights: str) -> str:
+def _self_supervised_backbone(weights: str) -> tuple[str, list[str]]:
     """A MoCo-style checkpoint as a plain state dict: the file itself when it already is one, else the
-    backbone's tensors (prefix stripped, the MLP head dropped) written once next to it as *.backbone.safetensors."""
+    backbone's tensors (prefix stripped, the MLP head dropped) written once next to it as *.backbone.safetensors.
+    Returns that file and its tensor names (the file is read once here, not again for the key check)."""
     from safetensors.torch import save_file
     from timm.models import load_state_dict
 
     sd = load_state_dict(weights)  # unwraps "state_dict"/"model" and strips "module."
     prefix = next((p for p in _BACKBONE_PREFIXES if any(k.startswith(p) for k in sd)), None)
     if prefix is None:
-        return weights
+        return weights, list(sd)
     backbone = {k[len(prefix):]: v.contiguous() for k, v in sd.items()
                 if k.startswith(prefix) and not k[len(prefix):].startswith(("fc.", "head."))}
     out = Path(weights).with_suffix(".backbone.safetensors")
     if out.exists() and out.stat().st_mtime >= Path(weights).stat().st_mtime:
-        return str(out)
+        return str(out), list(backbone)
     try:
         save_file(backbone, str(out))
     except OSError:  # a read-only folder: a private temporary copy instead
@@ -101,18 +102,18 @@ def _self_supervised_backbone(weights: str) -> str:
 
         out = Path(tempfile.mkdtemp(prefix="driftin-encoder-")) / out.name
         save_file(backbone, str(out))
-    return str(out)
+    return str(out), list(backbone)
 
 
-def _missing_keys(net: nn.Module, weights: str) -> list[str]:
-    """Tensors of a timm features net that the weights file lacks. The features net renames modules
-    (a "model." prefix, "layers_0" for "layers.0"), so names are compared with both spellings folded."""
-    from timm.models import load_state_dict
+def _missing_keys(net: nn.Module, file_keys: list[str]) -> list[str]:
+    """Tensors of a timm features net that the weights file (its tensor names, as timm's load_state_dict
+    reads them) lacks. The features net renames modules (a "model." prefix, "layers_0" for "layers.0"),
+    so names are compared with both spellings folded."""
 
     def fold(key: str) -> str:
         return key.removeprefix("model.").replace("_", ".")
 
-    have = {fold(k) for k in load_state_dict(weights)}  # the checkpoint layouts timm itself accepts
+    have = {fold(k) for k in file_keys}
     return [k for k in net.state_dict() if fold(k) not in have and not k.endswith("num_batches_tracked")]
 
 
