@@ -107,27 +107,28 @@ def test_record_gif_is_multiframe(served):
         assert im.n_frames > 1
 
 
-def test_latent_walk_stream(served):
-    client, _ = served
-    job = client.submit(0, False, 4, "unconditional", 1.0, 8, api_name="/latent_walk")
+def take(job, n: int) -> list:
+    """The first n outputs of a streaming job, then cancel it."""
     outs = []
     for out in job:
         outs.append(out)
-        if len(outs) >= 3:
+        if len(outs) >= n:
             break
     job.cancel()
+    return outs
+
+
+def test_latent_walk_stream(served):
+    client, _ = served
+    job = client.submit(0, False, 4, "unconditional", 1.0, 8, api_name="/latent_walk")
+    outs = take(job, 3)
     assert "Latent walk" in outs[-1][1] and "frames/s" in outs[-1][1]
 
 
 def test_live_stream_reports_model_and_ui_fps(served):
     client, _ = served
     job = client.submit(0, True, 1, 3, "unconditional", 1.0, "x0", api_name="/live")
-    outs = []
-    for out in job:
-        outs.append(out)
-        if len(outs) >= 6:
-            break
-    job.cancel()
+    outs = take(job, 6)
     drift_stats, ddpm_stats = outs[-1][1], outs[-1][3]
     assert "model" in drift_stats and "frames/s" in drift_stats and "UI" in drift_stats
     assert "steps/s" in ddpm_stats or "waiting" in ddpm_stats
