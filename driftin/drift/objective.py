@@ -16,6 +16,7 @@ from .. import distributed as dist
 from ..diffusion import unwrap
 from .encoders import build_encoder
 from .features import feature_groups
+from .field import KERNEL_NORMS, PRECISIONS, drift_loss
 
 
 @dataclass(frozen=True)
@@ -35,10 +36,10 @@ class DriftConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "temperatures", tuple(self.temperatures))
-        if self.kernel_norm not in ("both", "y", "none"):
-            raise ValueError(f"kernel_norm must be 'both', 'y' or 'none', got {self.kernel_norm!r}")
-        if self.precision not in ("ieee", "tf32x3", "tf32"):
-            raise ValueError(f"precision must be 'ieee', 'tf32x3' or 'tf32', got {self.precision!r}")
+        if self.kernel_norm not in KERNEL_NORMS:
+            raise ValueError(f"kernel_norm must be one of {KERNEL_NORMS}, got {self.kernel_norm!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.encoder == "pixels" and not self.pixel_features:
             raise ValueError("encoder 'pixels' needs pixel_features=True (there would be no features)")
 
@@ -54,8 +55,6 @@ def with_local_grad(local: torch.Tensor) -> torch.Tensor:
 
 class DriftLoss:
     def __init__(self, cfg: DriftConfig, device, num_classes: int = 0):
-        from .field import drift_loss
-
         self.cfg, self.field_loss, self.num_classes = cfg, drift_loss, num_classes
         enc = build_encoder(cfg.encoder, cfg.encoder_weights, cfg.encoder_resize)
         self.encoder = enc.to(device) if enc is not None else None
