@@ -31,7 +31,7 @@ from driftin.data import REPO, load_cifar10_tar, to_model_range
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
-MAX_FILE_BYTES = 15 * 2**20  # keep shipped weights small: above this, store fp16
+MAX_FILE_BYTES = 15 * 2**20  # one file per classifier: it must travel as one <=16 MiB piece (no sharding here)
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
 
 
@@ -72,7 +72,7 @@ class BasicBlock(nn.Module):
 class Encoder(nn.Module):
     """GroupNorm ResNet; stage i has widths[i] channels at 32 / 2**i resolution."""
 
-    def __init__(self, widths=(64, 128, 256, 512), blocks=(1, 1, 1, 1), num_classes: int = 10):
+    def __init__(self, widths=(32, 64, 128, 256), blocks=(1, 1, 1, 1), num_classes: int = 10):
         super().__init__()
         self.config = {"arch": "encoder", "widths": list(widths), "blocks": list(blocks), "num_classes": num_classes}
         self.norm = Normalize()
@@ -104,7 +104,7 @@ def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
 class EvalNet(nn.Module):
     """VGG-style BatchNorm net: stem, then per stage two 3x3 convs and a 2x2 max-pool (32 -> 16 -> 8 -> 4)."""
 
-    def __init__(self, widths=(96, 192, 384), num_classes: int = 10):
+    def __init__(self, widths=(64, 128, 256), num_classes: int = 10):
         super().__init__()
         self.config = {"arch": "evalnet", "widths": list(widths), "num_classes": num_classes}
         self.norm = Normalize()
@@ -283,14 +283,18 @@ def _write_card(out, info):
 
 
 def save_classifier(model: nn.Module, out: str | Path, info: dict | None = None) -> Path:
-    """Write model.safetensors (fp32, or fp16 if fp32 would exceed 15 MB) + config.json + README.md."""
+    """Write model.safetensors (fp16, like the shipped generators: half the bytes in the tracked tree, and
+    train_classifier measures test accuracy on this round trip) + config.json + README.md."""
     from safetensors.torch import save_file
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    fp32_bytes = sum(v.numel() * 4 for v in sd.values() if v.is_floating_point())
-    dtype = torch.float16 if fp32_bytes > MAX_FILE_BYTES else torch.float32
+    fp16_bytes = sum(v.numel() * 2 for v in sd.values() if v.is_floating_point())
+    if fp16_bytes > MAX_FILE_BYTES:
+        raise ValueError(f"{model.config}: {fp16_bytes / 2**20:.1f} MiB in fp16, over the {MAX_FILE_BYTES / 2**20:.0f} MiB "
+                         "one-file limit for classifiers; use smaller widths")
+    dtype = torch.float16
     sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
     save_file(sd, str(out / WEIGHTS_FILE))
     info = {**(info or {}), **model.config, "dtype": str(dtype).replace("torch.", ""),

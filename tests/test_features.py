@@ -155,7 +155,7 @@ def test_cifar_encoder_is_frozen_and_passes_gradient(tmp_path):
     torch.manual_seed(0)
     src = Encoder(widths=(8, 16, 16, 32)).eval()
     for p in src.parameters():  # zero-initialised norms would make the blocks identities
-        p.data.add_(0.1 * torch.randn_like(p))
+        p.data.add_(0.1 * torch.randn_like(p)).copy_(p.data.half().float())  # fp16-exact: the file stores fp16
     save_classifier(src, tmp_path / "enc")
     enc = build_encoder("cifar", str(tmp_path / "enc"))
     assert not enc.training and not any(p.requires_grad for p in enc.parameters())
