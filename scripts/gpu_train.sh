@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # GPU launcher for the shipped CIFAR-10 weights. Each target runs detached (setsid nohup) so a device call
-# can return while it trains; poll runs/ship/*.log and runs/ship/*.done. Outputs go straight into weights/
-# (the folders are moved aside before the run so the working tree fits the device's 64 MiB).
+# can return while it trains; poll runs/ship/*.log and runs/ship/*.done. Weights go straight into weights/
+# (the folders are moved aside and listed in .git/info/exclude for the run, so the working tree fits the
+# device's 64 MiB and the device keeps them between calls); evaluations go to runs/ship/eval_<model>.json,
+# to be copied to weights/<model>/eval.json.
 #   DRIFTIN_GIT_COMMIT=$(git rev-parse HEAD) bash scripts/gpu_train.sh encoder evalnet drift eval-drift calibrate
 #   DRIFTIN_GIT_COMMIT=$(git rev-parse HEAD) bash scripts/gpu_train.sh eval-ddpm
 #   bash scripts/gpu_train.sh ddpm      # the DDPM generator itself (60k steps, several leases: it resumes)
 # Dependencies are waited for through .done files: drift needs the encoder, every eval needs the evalnet.
+# Set DRIFTIN_GIT_COMMIT to this checkout's HEAD as a literal: the device's .git can be older than the
+# tree it receives. Folders deleted locally but tracked are deleted on the device at every call, so keep
+# outputs in ignored paths (runs/, or weights/<model> listed in .git/info/exclude and absent from git).
 set -u
 export PYTHONUNBUFFERED=1 DRIFTIN_DATA=${DRIFTIN_DATA:-data/cifar10}
 R=runs/ship; mkdir -p $R
@@ -32,8 +37,9 @@ for t in "$@"; do
     ddpm) step ddpm "" "python3 -m driftin.train --config training/ddpm_cifar10.json \
              && python3 -m driftin.train export runs/ddpm-cifar10 weights/ddpm-cifar10" ;;
     calibrate) step calibrate evalnet python3 -m driftin.eval.calibrate --out $R/fd_calibration.json --device cuda ;;
-    eval-drift) step eval-drift "evalnet drift" "$EVAL --weights weights/drift-cifar10 && $EVAL --weights weights/drift-cifar10 --guidance 1.5" ;;
-    eval-ddpm) step eval-ddpm evalnet "for s in 10 25 50; do $EVAL --weights weights/ddpm-cifar10 --method ddim --steps \$s || exit 1; done" ;;
+    eval-drift) step eval-drift "evalnet drift" "$EVAL --weights weights/drift-cifar10 --out $R/eval_drift.json \
+                  && $EVAL --weights weights/drift-cifar10 --guidance 1.5 --out $R/eval_drift.json" ;;
+    eval-ddpm) step eval-ddpm evalnet "for s in 10 25 50; do $EVAL --weights weights/ddpm-cifar10 --method ddim --steps \$s --out $R/eval_ddpm.json || exit 1; done" ;;
     *) echo "unknown target $t" >&2; exit 2 ;;
   esac
 done

@@ -1,0 +1,74 @@
+"""The shipped weights in weights/: they load through the public API on CPU, generate, and the numbers
+in their eval.json were measured with the shipped evaluation network (so a retrained evalnet without
+re-running the evaluations fails here). Also guards the tracked-tree size the GPU runs depend on."""
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from driftin import generate, load_pretrained
+from driftin.classifier import load_classifier
+from driftin.eval.features import load_evalnet, state_hash
+
+WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+GENERATORS = {"ddpm-cifar10": ("ddim", ["ddim_steps10_g1", "ddim_steps25_g1", "ddim_steps50_g1"]),
+              "drift-cifar10": ("drift", ["drift_steps1_g1", "drift_steps1_g1.5"])}
+
+
+@pytest.mark.parametrize("name", sorted(GENERATORS))
+def test_generator_loads_and_generates_a_grid(name, tmp_path):
+    from torchvision.utils import save_image
+
+    method, _ = GENERATORS[name]
+    model = load_pretrained(WEIGHTS / name)  # public API, CPU, safetensors shards + index
+    assert model.meta["objective"] == ("drift" if method == "drift" else "ddpm")
+    labels = torch.arange(10)
+    x = generate(model, seeds=list(range(10)), method=method, steps=4, class_labels=labels)
+    assert x.shape == (10, 3, 32, 32) and 0 <= x.min() and x.max() <= 1
+    assert x.std(0).mean() > 0.05  # different seeds and classes give different images, not one constant output
+    again = generate(model, seeds=[3], method=method, steps=4, class_labels=labels[3:4])
+    torch.testing.assert_close(again[0], x[3], atol=1e-5, rtol=0)  # seeded: the same cell again
+    save_image(x, tmp_path / "grid.png", nrow=5)
+    assert (tmp_path / "grid.png").stat().st_size > 1000
+
+
+def test_both_generators_share_the_architecture():
+    d, p = (json.loads((WEIGHTS / n / "config.json").read_text())["model"] for n in ("drift-cifar10", "ddpm-cifar10"))
+    # the drift net also takes the guidance scale as an input, and only DDPM zero-initialises its output layer
+    # (a zero output would make every drift sample identical at init); the rest must match for a fair side-by-side
+    diff = {k for k in d.keys() | p.keys() if k not in ("guidance_input", "zero_init_out") and d.get(k) != p.get(k)}
+    assert not diff, f"drift and ddpm differ in {sorted(diff)}"
+
+
+@pytest.mark.parametrize("name", sorted(GENERATORS))
+def test_eval_json_measured_with_the_shipped_evalnet(name):
+    evalnet_hash = state_hash(load_evalnet(WEIGHTS / "evalnet-cifar10"))
+    results = json.loads((WEIGHTS / name / "eval.json").read_text())
+    for key in GENERATORS[name][1]:
+        entry = results[key]
+        assert entry["n"] == 50_000 and entry["evalnet"]["hash"] == evalnet_hash, key
+        assert f"{entry['fd']:.2f}" in (WEIGHTS / name / "README.md").read_text(), f"{key} FD missing from the card"
+
+
+def test_drift_was_trained_with_the_shipped_encoder():
+    from driftin.drift.encoders import DEFAULT_CIFAR_ENCODER
+
+    cfg = json.loads((WEIGHTS / "drift-cifar10" / "config.json").read_text())["train_config"]["drift"]
+    assert cfg["encoder"] == "cifar" and cfg["encoder_weights"] in ("", "weights/encoder-cifar10")
+    assert DEFAULT_CIFAR_ENCODER == WEIGHTS / "encoder-cifar10"
+    enc = load_classifier(DEFAULT_CIFAR_ENCODER)
+    maps = enc.features(torch.zeros(1, 3, 32, 32))
+    assert [m.shape[1] for m in maps] == json.loads((DEFAULT_CIFAR_ENCODER / "config.json").read_text())["widths"]
+
+
+def test_tracked_tree_fits_the_gpu_working_tree_budget():
+    """The device takes a 64 MiB working tree; ~19 MiB of carried data leaves 45 MiB for tracked files."""
+    root = WEIGHTS.parent
+    try:
+        files = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    total = sum((root / f).stat().st_size for f in files.decode().split("\0") if f and (root / f).is_file())
+    assert total <= 45 * 2**20, f"tracked files take {total / 2**20:.1f} MiB (> 45 MiB)"
