@@ -1,6 +1,7 @@
 """Figures for the README, made from shipped weights or run outputs.
 
     python scripts/make_assets.py compare --out assets/drift_vs_ddim50.png     # same noise, same class
+    python scripts/make_assets.py gif --out assets/drift_vs_ddim.gif           # drift done at once, DDIM step by step
     python scripts/make_assets.py pair A.png "title A" B.png "title B" --out assets/x.png
 """
 from __future__ import annotations
@@ -48,6 +49,24 @@ def compare(a):
     print(f"wrote {a.out} (rows: {', '.join(CIFAR10_CLASSES)}; same seeds per cell)")
 
 
+def gif(a):
+    """Same noise and classes: drift's one step is finished in the first frame; DDIM's x0 prediction
+    sharpens over its steps. Uses the app's own grid/panel/GIF helpers, so it looks like a recording."""
+    from driftin.live import make_grid, side_by_side, to_uint8, write_gif
+
+    drift, ddpm = load_pretrained(a.drift), load_pretrained(a.ddpm)
+    labels = torch.tensor(a.classes)
+    seeds = list(range(a.seed, a.seed + len(labels)))
+    left = make_grid(generate(drift, seeds=seeds, method="drift", class_labels=labels, output="uint8"), scale=a.scale)
+    x0s = []
+    generate(ddpm, seeds=seeds, method="ddim", steps=a.steps, class_labels=labels,
+             callback=lambda i, x, x0: x0s.append(to_uint8(x0)))
+    frames = [side_by_side(left, make_grid(x0, scale=a.scale), ("drift: 1 step (done)", f"DDIM: step {i + 1}/{a.steps}"))
+              for i, x0 in enumerate(x0s) if i % a.every == 0 or i == len(x0s) - 1]
+    write_gif(frames, a.out, [0.1 * a.every] * (len(frames) - 1) + [2.0])
+    print(f"wrote {a.out} ({len(frames)} frames, {Path(a.out).stat().st_size // 1024} kB)")
+
+
 def pair(a):
     imgs = [Image.open(p).convert("RGB") for p in a.items[0::2]]
     titled(imgs, a.items[1::2]).save(a.out)
@@ -66,11 +85,20 @@ def main():
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--scale", type=int, default=2)
     c.add_argument("--out", default="assets/drift_vs_ddim50.png")
+    g = sub.add_parser("gif", help="animated: drift 1 step vs DDIM's steps from the same noise")
+    g.add_argument("--drift", default="weights/drift-cifar10")
+    g.add_argument("--ddpm", default="weights/ddpm-cifar10")
+    g.add_argument("--steps", type=int, default=25)
+    g.add_argument("--classes", type=int, nargs="+", default=[1, 3, 7, 8], help="one image per label (car, cat, horse, ship)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--every", type=int, default=2, help="keep every k-th DDIM step as a frame (and the last)")
+    g.add_argument("--scale", type=int, default=2, help="nearest-neighbour upscale per image (GIF size grows ~scale^2)")
+    g.add_argument("--out", default="assets/drift_vs_ddim.gif")
     q = sub.add_parser("pair", help="put PNGs side by side with titles")
     q.add_argument("items", nargs="+", help="PNG TITLE [PNG TITLE ...]")
     q.add_argument("--out", required=True)
     a = p.parse_args()
-    {"compare": compare, "pair": pair}[a.cmd](a)
+    {"compare": compare, "gif": gif, "pair": pair}[a.cmd](a)
 
 
 if __name__ == "__main__":
