@@ -258,6 +258,29 @@ def _write_config(out, info):
     (Path(out) / CONFIG_FILE).write_text(json.dumps(info, indent=2) + "\n")
 
 
+def _card_metadata(name: str, info: dict) -> str:
+    """YAML front matter (Hub model-card metadata): library, license, dataset, tags, test accuracy."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    results = None
+    if "test_acc" in info:
+        results = [EvalResult(task_type="image-classification", task_name="Image Classification", dataset_type="cifar10",
+                              dataset_name="CIFAR-10", dataset_split="test", metric_type="accuracy",
+                              metric_value=round(info["test_acc"], 4), metric_name="CIFAR-10 test accuracy")]
+    tags = ["driftin", "cifar10", "drift-encoder" if info["arch"] == "encoder" else "evaluation-network"]
+    data = ModelCardData(model_name=name, library_name="driftin", license="mit", datasets=["cifar10"], tags=tags,
+                         pipeline_tag="image-classification", eval_results=results)
+    return f"---\n{data.to_yaml()}\n---\n\n"
+
+
+def write_card(folder: str | Path) -> Path:
+    """(Re)write a saved classifier's README.md from its config.json."""
+    folder = Path(folder)
+    info = json.loads((folder / CONFIG_FILE).read_text())
+    _write_card(folder, info)
+    return folder / "README.md"
+
+
 def _write_card(out, info):
     role = {"encoder": "Feature encoder for the drift loss (`features(x)` -> 4 stage maps at 32/16/8/4). GroupNorm: "
                        "features do not depend on batch composition.",
@@ -268,7 +291,7 @@ def _write_card(out, info):
              f"label smoothing {info['label_smoothing']}, seed {info['seed']}, crop+flip augmentation; "
              f"{info['train_seconds']} s on {info['device']}") if "epochs" in info else "(untrained save)"
     blocks = f", blocks {info['blocks']}" if "blocks" in info else ""
-    text = f"""# {Path(out).name}
+    text = _card_metadata(Path(out).name, info) + f"""# {Path(out).name}
 
 {role}
 
@@ -376,7 +399,12 @@ def main(argv=None):
     t.add_argument("--device")
     t.add_argument("--widths", type=lambda s: [int(v) for v in s.split(",")], help="override, e.g. 32,64,128")
     t.add_argument("--compile", action="store_true", help="torch.compile the model (faster epochs, ~1 min compile)")
+    c = sub.add_parser("card", help="rewrite a saved classifier's README.md (model card) from its config.json")
+    c.add_argument("folder")
     a = ap.parse_args(argv)
+    if a.cmd == "card":
+        print(write_card(a.folder))
+        return
     command = "python -m driftin.classifier " + " ".join(shlex.quote(v) for v in (argv if argv is not None else sys.argv[1:]))
     train_classifier(a.arch, a.out, epochs=a.epochs, batch=a.batch, lr=a.lr, seed=a.seed, device=a.device,
                      arch_kwargs={"widths": a.widths} if a.widths else None, compile=a.compile, command=command)

@@ -117,3 +117,18 @@ def test_smoke_train_and_cli(tmp_path, monkeypatch):
     cfg = json.loads((tmp_path / "enc" / C.CONFIG_FILE).read_text())
     assert cfg["arch"] == "encoder" and cfg["seed"] == 0 and "--arch encoder" in cfg["train_command"]
     assert len(C.load_classifier(Path(tmp_path / "enc")).features(_x(1))) == 4
+
+
+def test_card_has_hub_metadata_and_regenerates(tmp_path):
+    from huggingface_hub import ModelCard
+
+    net = C.build_classifier("evalnet", **TINY_EVAL).eval()
+    C.save_classifier(net, tmp_path / "ev", {"test_acc": 0.51234})
+    card = ModelCard.load(tmp_path / "ev" / "README.md")
+    assert card.data.library_name == "driftin" and card.data.license == "mit" and card.data.datasets == ["cifar10"]
+    acc = card.data.eval_results[0]
+    assert (acc.metric_type, acc.metric_value, acc.dataset_split) == ("accuracy", 0.5123, "test")
+    before = (tmp_path / "ev" / "README.md").read_text()
+    (tmp_path / "ev" / "README.md").unlink()
+    C.main(["card", str(tmp_path / "ev")])  # rebuilt from config.json alone
+    assert (tmp_path / "ev" / "README.md").read_text() == before

@@ -63,6 +63,15 @@ def test_drift_was_trained_with_the_shipped_encoder():
     assert [m.shape[1] for m in maps] == json.loads((DEFAULT_CIFAR_ENCODER / "config.json").read_text())["widths"]
 
 
+@pytest.mark.parametrize("name", ["encoder-cifar10", "evalnet-cifar10"])
+def test_classifier_card_metadata_matches_config(name):
+    from huggingface_hub import ModelCard
+
+    cfg = json.loads((WEIGHTS / name / "config.json").read_text())
+    card = ModelCard.load(WEIGHTS / name / "README.md")
+    assert card.data.library_name == "driftin" and card.data.eval_results[0].metric_value == round(cfg["test_acc"], 4)
+
+
 def test_tracked_tree_fits_the_gpu_working_tree_budget():
     """The device takes a 64 MiB working tree; ~19 MiB of carried data leaves 45 MiB for tracked files."""
     root = WEIGHTS.parent
