@@ -9,8 +9,10 @@
 #   bash scripts/gpu_train.sh ddpm      # the DDPM generator itself (60k steps, several leases: it resumes)
 # Dependencies are waited for through .done files: drift needs the encoder, every eval needs the evalnet.
 # Set DRIFTIN_GIT_COMMIT to this checkout's HEAD as a literal: the device's .git can be older than the
-# tree it receives. Folders deleted locally but tracked are deleted on the device at every call, so keep
-# outputs in ignored paths (runs/, or weights/<model> listed in .git/info/exclude and absent from git).
+# tree it receives. On the lent GPU machine every call re-syncs git-tracked paths from the local tree, so
+# files written under weights/ there (even in folders moved aside locally and listed in .git/info/exclude)
+# are gone at the next call: fetch a target's weights/ output through $OUT in the call where it finishes,
+# or re-export it into runs/ (kept between calls) from runs/<run>/checkpoint.pt, as the 2026-11-25 ship did.
 set -u
 export PYTHONUNBUFFERED=1 DRIFTIN_DATA=${DRIFTIN_DATA:-data/cifar10}
 R=runs/ship; mkdir -p $R

@@ -42,9 +42,13 @@ def test_both_generators_share_the_architecture():
     assert not diff, f"drift and ddpm differ in {sorted(diff)}"
 
 
+@pytest.fixture(scope="module")
+def evalnet_hash():
+    return state_hash(load_evalnet(WEIGHTS / "evalnet-cifar10"))
+
+
 @pytest.mark.parametrize("name", sorted(GENERATORS))
-def test_eval_json_measured_with_the_shipped_evalnet(name):
-    evalnet_hash = state_hash(load_evalnet(WEIGHTS / "evalnet-cifar10"))
+def test_eval_json_measured_with_the_shipped_evalnet(name, evalnet_hash):
     results = json.loads((WEIGHTS / name / "eval.json").read_text())
     for key in GENERATORS[name][1]:
         entry = results[key]
