@@ -65,12 +65,9 @@ def test_matches_literal(norm, sep_neg, cfg):
     x, pos, neg, extra = _data(1 + sep_neg + 2 * cfg, C=3 + cfg)
     neg = neg if sep_neg else None
     extra, w = (extra, torch.tensor([0.6, 1.7], dtype=torch.float64)) if cfg else (None, 1.0)
-    # "none" is computed shifted by the group max logit (see field.py); with eps=0 that is exact.
-    eps = 0.0 if norm == "none" else 1e-8
-    want = literal_field(x, pos, neg, extra, w, TAUS, norm, eps)
+    want = literal_field(x, pos, neg, extra, w, TAUS, norm, 0.0)
     for impl, kw in CPU_IMPLS:
-        got = drift_field(x, pos, neg, extra_neg=extra, extra_weight=w, kernel_norm=norm, eps=eps,
-                          impl=impl, **kw)
+        got = drift_field(x, pos, neg, extra_neg=extra, extra_weight=w, kernel_norm=norm, impl=impl, **kw)
         assert got.dtype == torch.float64 and got.shape == x.shape
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7, msg=f"impl={impl}")
 
@@ -98,7 +95,10 @@ def test_swap_pos_neg_negates(impl):
 def test_zero_when_neg_equals_pos():
     x, pos, _, _ = _data(8, N=9, P=8, C=4)
     for impl, kw in CPU_IMPLS:
-        assert drift_field(x, pos, pos.clone(), impl=impl, **kw).abs().max() < 1e-9
+        # the raw field (a huge eps turns the RMS normalisation into a fixed factor 1e-150) is rounding noise;
+        # normalised, noise would get unit RMS like any nonzero field (issue #19: no magnitude threshold)
+        raw = drift_field(x, pos, pos.clone(), impl=impl, eps=1e300, **kw) * 1e150
+        assert raw.abs().max() < 1e-12
 
 
 def test_point_mass_moves_toward_data():
@@ -112,8 +112,25 @@ def test_point_mass_moves_toward_data():
             assert ((V * toward).sum(-1) > 0).all(), (norm, impl)
 
 
+def literal_scale(x, cols, self_neg, wcols, shared=False):
+    """S by loops: weighted mean of ||x_i - y_j|| over real pairs (not i == j among self-negatives) / sqrt(C).
+    cols [L, K, C]; self_neg: (start, stop) of the columns that are x itself; wcols [L, K] pair weights."""
+    L, N, C = x.shape
+    tot, cnt = [0.0] * L, [0.0] * L
+    for g in range(L):
+        for i in range(N):
+            for j in range(cols.shape[1]):
+                if self_neg is not None and j - self_neg[0] == i:
+                    continue
+                tot[g] += float(wcols[g, j]) * float((x[g, i] - cols[g, j]).norm())
+                cnt[g] += float(wcols[g, j])
+    if shared:
+        tot, cnt = [sum(tot)] * L, [sum(cnt)] * L
+    return torch.tensor([t / c / math.sqrt(C) for t, c in zip(tot, cnt)], dtype=torch.float64)
+
+
 def test_feature_scale():
-    x, pos, neg, _ = _data(9, L=3, N=11, P=13, M=5, C=6, scale=4.0)
+    x, pos, neg, extra = _data(9, L=3, N=11, P=13, M=5, U=4, C=6, scale=4.0)
     S = feature_scale(x, [pos, neg])
     assert S.shape == (3,)
     Y = torch.cat([pos, neg], 1)
@@ -121,6 +138,82 @@ def test_feature_scale():
     torch.testing.assert_close(mean_d, torch.full((3,), math.sqrt(6.0), dtype=torch.float64))
     # streaming over small blocks gives the same
     torch.testing.assert_close(feature_scale(x, [pos, neg], block_entries=7), S)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_feature_scale_excludes_self_pairs_and_weights_extra(shared):
+    x, pos, _, extra = _data(11, L=3, N=9, P=7, U=4, C=5, scale=3.0)
+    w = torch.tensor([0.0, 0.5, 2.5], dtype=torch.float64)
+    cols = torch.cat([pos, x, extra], 1)
+    ones = torch.ones(3, cols.shape[1], dtype=torch.float64)
+    wcols = ones.clone()
+    wcols[:, 16:] = w[:, None]
+    for weights, wc in ((None, ones), ([None, None, w], wcols)):
+        want = literal_scale(x, cols, (7, 16), wc, shared)
+        got = feature_scale(x, [pos, x, extra], weights=weights, shared=shared, block_entries=20)
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=0)
+    # the old count (N self pairs of distance 0 among N*K) gives a smaller S
+    old = feature_scale(x, [pos, x, extra], count_self_pairs=True)
+    torch.testing.assert_close(old, literal_scale(x, cols, (7, 16), ones) * (9 * 19) / (9 * 20), rtol=1e-10, atol=0)
+    # a copy of x is not x: its zero-distance pairs count like any others
+    torch.testing.assert_close(feature_scale(x, [pos, x.clone(), extra]), old, rtol=1e-10, atol=0)
+
+
+def test_tiny_field_is_still_unit_rms():
+    """Issue #19: a temperature whose raw field is tiny (negatives almost equal to the positives) gets unit
+    RMS like any other, in float64 against the literal loops and in float32."""
+    x, pos, _, _ = _data(12, L=2, N=7, P=6, C=4)
+    g = torch.Generator().manual_seed(0)
+    neg = pos + 1e-7 * torch.randn(pos.shape, generator=g, dtype=torch.float64)
+    raw = literal_field(x, pos, neg, None, 1.0, (0.05,), "both", 1e300)  # eps huge: the raw field * 1e-150
+    assert 0 < raw.pow(2).mean().sqrt() * 1e150 < 1e-5  # the raw field's RMS is tiny
+    want = literal_field(x, pos, neg, None, 1.0, TAUS, "both", 0.0)
+    for impl, kw in CPU_IMPLS:
+        got = drift_field(x, pos, neg, impl=impl, **kw)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5, msg=impl)
+        for tau in TAUS:
+            one = drift_field(x.float(), pos.float(), neg.float(), temperatures=(tau,), impl=impl, **kw)
+            rms = one.double().pow(2).mean((1, 2)).sqrt()  # per group
+            torch.testing.assert_close(rms, torch.ones(2, dtype=torch.float64), rtol=1e-5, atol=0)
+    # the old eps 1e-8 damps it to almost nothing
+    assert drift_field(x, pos, neg, temperatures=(0.05,), eps=1e-8).pow(2).mean() < 1e-2
+    # an exactly zero field stays zero (no 0/0)
+    assert drift_field(x, pos, pos.clone(), impl="torch").abs().max() == 0
+
+
+def test_shared_norm_matches_literal():
+    x, pos, neg, _ = _data(13, L=3, N=6, P=5, M=4, C=3)
+    per_tau = [literal_field(x, pos, neg, None, 1.0, (t,), "y", 1e300) * 1e150 for t in TAUS]  # raw fields
+    want = sum(v / v.pow(2).mean().sqrt() for v in per_tau)  # one RMS over all groups per tau
+    for impl, kw in CPU_IMPLS:
+        got = drift_field(x, pos, neg, kernel_norm="y", shared_norm=True, impl=impl, **kw)
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7, msg=impl)
+    with pytest.raises(ValueError, match="none"):
+        drift_field(x, pos, neg, kernel_norm="none", shared_norm=True)
+
+
+def test_field_and_loss_ignore_autocast():
+    """Issue #19: under the trainer's bf16 autocast the field's GEMMs must still be fp32."""
+    x, pos, _, extra = (t.float() for t in _data(14, L=2, N=40, P=30, U=10, C=24))
+    ref = drift_field(x.double(), pos.double(), None, extra_neg=extra.double(), extra_weight=0.7, impl="reference")
+    for impl, kw in CPU_IMPLS:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = drift_field(x, pos, None, extra_neg=extra, extra_weight=0.7, impl=impl, **kw)
+            old = drift_field(x, pos, None, extra_neg=extra, extra_weight=0.7, impl=impl, allow_autocast=True, **kw)
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got.double(), ref, rtol=1e-4, atol=1e-4, msg=impl)
+        if impl != "reference":  # the matmul paths really do drop to bf16 when autocast is left on
+            assert (old.double() - ref).abs().max() > 1e-3, impl
+    xg = x.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _ = drift_loss(xg, pos, extra_neg=extra, extra_weight=0.7, impl="lean")
+    loss.backward()
+    xd = x.double()
+    S = feature_scale(xd, [pos.double(), xd, extra.double()])
+    V = drift_field(xd / S[:, None, None], pos.double() / S[:, None, None],
+                    extra_neg=extra.double() / S[:, None, None], extra_weight=0.7, impl="reference")
+    torch.testing.assert_close(loss.double(), V.pow(2).mean(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(xg.grad.double(), -2 * V / (S[:, None, None] * V.numel()), rtol=1e-4, atol=1e-9)
 
 
 def test_drift_loss_value_and_grad():

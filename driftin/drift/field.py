@@ -9,7 +9,7 @@ Per temperature tau (tau_eff = tau * sqrt(C)) over the columns Y = [pos, neg, ex
   A = sqrt(softmax_j * softmax_i) ("both"), softmax_j ("y") or exp(logits) ("none");
   extra_neg columns of A *= extra_weight;  sp = rowsum(A_pos), sn = rowsum(A_neg)
   V_tau = sn * (A_pos @ pos) - sp * (A_neg @ [neg; extra_neg])
-  V = sum_tau V_tau / sqrt(mean_{N,C} V_tau^2 + eps)      (per group)
+  V = sum_tau V_tau / sqrt(mean_{N,C} V_tau^2)      (per group; shared_norm: mean over L, N, C)
 
 Implementations (same numbers up to rounding): "reference" (per tau, plain cdist + softmaxes),
 "torch" (dense, distances once, shared by all taus), and the blocked two-pass algorithm
@@ -22,8 +22,10 @@ Numerical choices, all exact identities:
   V (the total pos weight sp*sn equals the total neg weight), and centring shrinks the
   |x|^2 + |y|^2 - 2 x.y cancellation of matmul-based distances.
 - "none" is evaluated as exp(logits - max logit of the group): V_tau is quadratic in A and then
-  RMS-normalised, so a per-group constant factor cancels (up to eps), while the unshifted exp
-  underflows fp32 for the small temperatures.
+  RMS-normalised, so a per-group constant factor cancels, while the unshifted exp underflows fp32
+  for the small temperatures (hence "none" cannot share the RMS over groups).
+- Everything here runs in fp32 (fp64 for fp64 input) with autocast switched off: under the trainer's
+  bf16 autocast the GEMMs would otherwise silently run in bf16.
 """
 from __future__ import annotations
 
@@ -93,11 +95,24 @@ def _inv_taus(temperatures, C):
     return [1.0 / (t * math.sqrt(C)) for t in temperatures]
 
 
-def _normalise_sum(Vt: torch.Tensor, eps: float) -> torch.Tensor:
-    """[T, L, N, C] per-temperature fields -> [L, N, C], each scaled to unit per-dim RMS per group."""
+def _normalise_sum(Vt: torch.Tensor, eps: float = 0.0, shared: bool = False) -> torch.Tensor:
+    """[T, L, N, C] per-temperature fields -> [L, N, C], each scaled to unit per-dim RMS per group
+    (shared: one RMS over all L groups per temperature).
+
+    Unit RMS whatever the raw magnitude: a tiny field (RMS 1e-6, e.g. near equilibrium or at a small
+    temperature) is as informative a direction as a large one, so it is not damped; an exactly zero
+    field stays zero. The RMS is taken of V / max|V| so fp32 squares of a tiny field cannot underflow.
+    eps > 0 restores the old sqrt(mean V^2 + eps) denominator (kept for ablations only)."""
     T, L, N, C = Vt.shape
-    rms = (torch.linalg.vector_norm(Vt, dim=(2, 3)).square() / (N * C)).add(eps).sqrt()  # [T, L]
-    return torch.einsum("tlnc,tl->lnc", Vt, rms.reciprocal())
+    dims = (1, 2, 3) if shared else (2, 3)
+    if eps > 0:
+        ms = Vt.square().mean(dims, keepdim=True)
+        return ((Vt / (ms + eps).sqrt())).sum(0)
+    top = Vt.abs().amax(dims, keepdim=True)
+    top = torch.where(top > 0, top, torch.ones_like(top))  # exact zero field: leave it zero
+    u = Vt / top
+    rms = u.square().mean(dims, keepdim=True).sqrt()
+    return (u / torch.where(rms > 0, rms, torch.ones_like(rms))).sum(0)
 
 
 def _field_from_A(A, P, pos, Yn):
@@ -126,7 +141,8 @@ def _dense_setup(x, pos, neg, extra_neg, extra_weight, kernel_norm, temperatures
 
 
 def drift_field_reference(x, pos, neg=None, *, extra_neg=None, extra_weight=1.0,
-                          temperatures: Sequence[float] = TEMPERATURES, kernel_norm="both", eps=1e-8):
+                          temperatures: Sequence[float] = TEMPERATURES, kernel_norm="both", eps=0.0,
+                      shared_norm=False):
     """Straightforward version: for each tau, cdist + two softmaxes over the full matrix."""
     p, Y, colw, mask = _dense_setup(x, pos, neg, extra_neg, extra_weight, kernel_norm, temperatures)
     P = p["P"]
@@ -143,7 +159,7 @@ def drift_field_reference(x, pos, neg=None, *, extra_neg=None, extra_weight=1.0,
         else:
             A = (logits - logits.amax((1, 2), keepdim=True)).exp()
         out.append(_field_from_A(A * colw[:, None, :], P, p["pos"], Yn))
-    return _normalise_sum(torch.stack(out), eps)
+    return _normalise_sum(torch.stack(out), eps, shared_norm)
 
 
 # ----------------------------------------------------------------------------- fast dense torch
@@ -162,7 +178,8 @@ def _A_block(D, invt, r, c, shift, mask, colw, kernel_norm):
 
 
 def drift_field_torch(x, pos, neg=None, *, extra_neg=None, extra_weight=1.0,
-                      temperatures: Sequence[float] = TEMPERATURES, kernel_norm="both", eps=1e-8):
+                      temperatures: Sequence[float] = TEMPERATURES, kernel_norm="both", eps=0.0,
+                      shared_norm=False):
     """Dense fast path: one distance matrix [L, N, K] shared by all temperatures."""
     p, Y, colw, mask = _dense_setup(x, pos, neg, extra_neg, extra_weight, kernel_norm, temperatures)
     P = p["P"]
@@ -177,7 +194,7 @@ def drift_field_torch(x, pos, neg=None, *, extra_neg=None, extra_weight=1.0,
         c = logits.logsumexp(-2) if kernel_norm == "both" else None  # [L, K]
         A = _A_block(D, invt, r, c, -dmin * invt, mask, colw, kernel_norm)
         out.append(_field_from_A(A, P, p["pos"], Y[:, P:]))
-    return _normalise_sum(torch.stack(out), eps)
+    return _normalise_sum(torch.stack(out), eps, shared_norm)
 
 
 # ----------------------------------------------------------------------------- blocked (lean / triton)
@@ -324,8 +341,8 @@ class _TorchElementwise:
 
 
 def drift_field_blocked(x, pos, neg=None, *, extra_neg=None, extra_weight=1.0,
-                        temperatures: Sequence[float] = TEMPERATURES, kernel_norm="both", eps=1e-8,
-                        block: int | None = None, precision: str = "tf32x3", backend: str = "torch"):
+                        temperatures: Sequence[float] = TEMPERATURES, kernel_norm="both", eps=0.0,
+                        shared_norm=False, block: int | None = None, precision: str = "tf32x3", backend: str = "torch"):
     """Streaming path over blocks of `block` rows; extra memory O((N + K) * C * T + block * K * (T + 1)).
 
     Per block: G = |y|^2 - 2 x.y by GEMM, pass 1 takes row logsumexps and column partials for every tau
@@ -345,7 +362,7 @@ def drift_field_blocked(x, pos, neg=None, *, extra_neg=None, extra_weight=1.0,
     block = block or _auto_block(p["L"], Y.shape[1], len(temperatures))
     Vt = torch.cat([_blocked_field(p, Y, colw, invt[i:i + ew.chunk], kernel_norm, block, precision, ew)
                     for i in range(0, len(invt), ew.chunk)], 1)
-    return _normalise_sum(Vt.transpose(0, 1), eps)
+    return _normalise_sum(Vt.transpose(0, 1), eps, shared_norm)
 
 
 # ----------------------------------------------------------------------------- dispatch
@@ -370,17 +387,22 @@ def resolve_impl(impl: str, x: torch.Tensor, n_entries: int) -> str:
 
 
 def drift_field(x, pos, neg=None, *, extra_neg=None, extra_weight=1.0,
-                temperatures: Sequence[float] = TEMPERATURES, kernel_norm="both", eps=1e-8,
-                impl="auto", **kw) -> torch.Tensor:
-    """V [L, N, C] (float32, or float64 for float64 input); no gradient. See module docstring."""
+                temperatures: Sequence[float] = TEMPERATURES, kernel_norm="both", eps=0.0, shared_norm=False,
+                impl="auto", allow_autocast=False, **kw) -> torch.Tensor:
+    """V [L, N, C] (float32, or float64 for float64 input); no gradient. See module docstring.
+
+    shared_norm: one RMS per temperature over all L groups instead of one per group.
+    allow_autocast: leave an enclosing autocast on (the old behaviour, for ablations only)."""
     if x.dim() != 3:
         raise ValueError("x must be [L, N, C]")
+    if shared_norm and kernel_norm == "none":
+        raise ValueError("kernel_norm 'none' is shifted per group, so it cannot share the RMS over groups")
     L, N, _ = x.shape
     K = pos.shape[1] + (N if neg is None else neg.shape[1]) + (0 if extra_neg is None else extra_neg.shape[1])
     impl = resolve_impl(impl, x, L * N * K)
     args = dict(extra_neg=extra_neg, extra_weight=extra_weight, temperatures=tuple(temperatures),
-                kernel_norm=kernel_norm, eps=eps)
-    with torch.no_grad():
+                kernel_norm=kernel_norm, eps=eps, shared_norm=shared_norm)
+    with torch.no_grad(), _no_autocast(x, allow_autocast):
         if impl == "reference":
             return drift_field_reference(x, pos, neg, **args)
         if impl == "torch":
@@ -390,40 +412,72 @@ def drift_field(x, pos, neg=None, *, extra_neg=None, extra_weight=1.0,
         return drift_field_blocked(x, pos, neg, **args, backend="triton", **kw)
 
 
+def _no_autocast(x: torch.Tensor, allow: bool = False):
+    return contextlib.nullcontext() if allow else torch.autocast(x.device.type, enabled=False)
+
+
 # ----------------------------------------------------------------------------- scale and loss
 @torch.no_grad()
-def feature_scale(x: torch.Tensor, ys, *, block_entries: int = 1 << 25) -> torch.Tensor:
-    """S [L] so that mean_{i,j} ||x_i - y_j|| / S = sqrt(C) over rows of x and of the joined ys.
+def feature_scale(x: torch.Tensor, ys, *, weights=None, shared: bool = False, count_self_pairs: bool = False,
+                  block_entries: int = 1 << 25) -> torch.Tensor:
+    """S [L] so that the mean distance ||x_i - y_j|| / S over real pairs is sqrt(C).
 
-    ys: a tensor [L, K, C] or a list of them (joined along dim 1). Streams over row blocks.
+    ys: a tensor [L, K, C] or a list of them (None entries skipped). An entry that *is* x (the
+    self-negatives) contributes its N(N-1) pairs i != j: the zero self distances are no pairs, and
+    counting them would shrink S (count_self_pairs=True keeps that old behaviour, for ablations).
+    weights: per entry None, a float or a [L] tensor: that entry's pairs count with this weight
+    (the CFG weight w of the unconditional columns). shared: one S for all L groups. Streams over rows.
     """
     if isinstance(ys, torch.Tensor):
         ys = [ys]
+    weights = [None] * len(ys) if weights is None else list(weights)
     dt = _compute_dtype(x)
-    Y = torch.cat([y.detach().to(dt) for y in ys if y is not None], 1)  # [L, K, C]
-    xd = x.detach().to(dt)
-    center = Y.mean(1, keepdim=True)  # precision of matmul-based cdist; distances unchanged
-    Y, xd = Y - center, xd - center
-    L, N, C = xd.shape
-    block = max(1, block_entries // max(1, L * Y.shape[1]))
-    total = torch.zeros(L, dtype=dt, device=x.device)
-    for i in range(0, N, block):
-        total += torch.cdist(xd[:, i:i + block], Y).sum((1, 2))
-    mean = total / (N * Y.shape[1])
-    return (mean / math.sqrt(C)).clamp_min(1e-12)
+    L, N, C = x.shape
+    with _no_autocast(x):
+        used = [(y, w) for y, w in zip(ys, weights) if y is not None]
+        center = torch.cat([y.detach().to(dt) for y, _ in used], 1).mean(1, keepdim=True)  # cdist precision only
+        xd = x.detach().to(dt) - center
+        total = torch.zeros(L, dtype=dt, device=x.device)
+        count = torch.zeros(L, dtype=dt, device=x.device)
+        for y, w in used:
+            is_self = y is x
+            Y = xd if is_self else y.detach().to(dt) - center
+            K = Y.shape[1]
+            block = max(1, block_entries // max(1, L * K))
+            part = torch.zeros(L, dtype=dt, device=x.device)
+            for i in range(0, N, block):
+                d = torch.cdist(xd[:, i:i + block], Y)
+                if is_self:  # exactly zero on the diagonal (matmul-based cdist leaves rounding there)
+                    r = torch.arange(d.shape[1], device=d.device)
+                    d[:, r, i + r] = 0.0
+                part += d.sum((1, 2))
+            n_pairs = N * K - (N if is_self and not count_self_pairs else 0)
+            w = torch.ones(L, dtype=dt, device=x.device) if w is None else \
+                torch.as_tensor(w, dtype=dt, device=x.device).reshape(-1).expand(L)
+            total += w * part
+            count += w * n_pairs
+        if shared:
+            total, count = total.sum().expand(L), count.sum().expand(L)
+        mean = total / count.clamp_min(1e-30)
+        return (mean / math.sqrt(C)).clamp_min(1e-12)
 
 
 def drift_loss(x, pos, neg=None, *, extra_neg=None, extra_weight=1.0,
                temperatures: Sequence[float] = TEMPERATURES, kernel_norm="both", feature_norm=True,
-               impl="auto", eps=1e-8, **kw):
+               impl="auto", eps=0.0, shared_norm=False, scale_extra_weighted=False, scale_self_pairs=False,
+               allow_autocast=False, **kw):
     """Drift loss for one feature group batch. x [L, N, C] carries the generator's gradient.
 
     loss = mean((xs - sg(xs + V))^2), xs = x / S (S stop-grad, feature_scale over all columns),
     V = drift_field(xs, pos / S, ...). Numerically loss == mean(V^2); d loss / d xs = -2 V / numel.
-    Returns (loss, stats) with stats of detached tensors (no host sync).
+    shared_norm: S and the field's RMS shared by all L groups. scale_extra_weighted: the extra_neg
+    pairs enter S with weight extra_weight (the paper) instead of 1. scale_self_pairs, allow_autocast,
+    eps > 0: the pre-#19 behaviour, for ablations. Returns (loss, stats) with stats of detached tensors.
     """
     if feature_norm:
-        S = feature_scale(x, [pos, x if neg is None else neg, extra_neg])  # [L]
+        S = feature_scale(x, [pos, x if neg is None else neg, extra_neg],
+                          weights=[None, None, extra_weight if scale_extra_weighted else None],
+                          shared=shared_norm, count_self_pairs=scale_self_pairs)  # [L]
     else:
         S = torch.ones(x.shape[0], dtype=_compute_dtype(x), device=x.device)
     s3 = S[:, None, None]
@@ -433,7 +487,8 @@ def drift_loss(x, pos, neg=None, *, extra_neg=None, extra_weight=1.0,
 
     xs = x.to(S.dtype) / s3  # [L, N, C], grad flows through x only
     V = drift_field(xs.detach(), sc(pos), sc(neg), extra_neg=sc(extra_neg), extra_weight=extra_weight,
-                    temperatures=temperatures, kernel_norm=kernel_norm, eps=eps, impl=impl, **kw)
+                    temperatures=temperatures, kernel_norm=kernel_norm, eps=eps, shared_norm=shared_norm,
+                    impl=impl, allow_autocast=allow_autocast, **kw)
     target = (xs + V.to(xs.dtype)).detach()
     loss = (xs - target).pow(2).mean()
     stats = {"v_abs": V.abs().mean().detach(), "v_rms": V.pow(2).mean().sqrt().detach(),

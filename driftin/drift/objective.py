@@ -33,6 +33,10 @@ class DriftConfig:
     cfg_max: float = 1.0  # alpha ~ U[1, cfg_max] in training; 1 disables guidance
     impl: str = "auto"  # drift field implementation ("auto" | "reference" | "torch" | "lean" | "triton")
     precision: str = "tf32x3"  # GEMM precision of the blocked lean/triton field on CUDA ("ieee" | "tf32x3" | "tf32")
+    # The pre-#19 behaviour, only to reproduce old runs in ablations (the defaults are the fixes):
+    rms_eps: float = 0.0  # > 0: per-tau RMS normalisation divides by sqrt(mean V^2 + rms_eps) (old: 1e-8)
+    scale_self_pairs: bool = False  # True: the zero self pairs count in the feature scale S (old)
+    field_autocast: bool = False  # True: the field runs under the trainer's bf16 autocast (old)
 
     def __post_init__(self):
         object.__setattr__(self, "temperatures", tuple(self.temperatures))
@@ -97,7 +101,9 @@ class DriftLoss:
                 w = (alpha_group - 1) * (n_neg - 1) / cfg.uncond_per_group  # [G]
                 kw["extra_weight"] = w.repeat(L)
             loss, stats = self.field_loss(x, pos, temperatures=cfg.temperatures, kernel_norm=cfg.kernel_norm,
-                                          feature_norm=cfg.feature_norm, impl=cfg.impl, precision=cfg.precision, **kw)
+                                          feature_norm=cfg.feature_norm, impl=cfg.impl, precision=cfg.precision,
+                                          eps=cfg.rms_eps, scale_self_pairs=cfg.scale_self_pairs,
+                                          allow_autocast=cfg.field_autocast, **kw)
             total = total + loss
             logs[f"loss_g{j}"] = loss.detach()
         logs["drift_loss"] = logs["loss"] = total.detach()  # the logged loss: not world-scaled
