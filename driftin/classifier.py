@@ -337,7 +337,9 @@ def resolve_weights_dir(path_or_name: str | Path) -> Path:
         if p.suffix == ".safetensors":
             return p.parent
         raise ValueError(f"{p} is a file; pass the folder holding {WEIGHTS_FILE} and {CONFIG_FILE}")
-    for cand in (p, REPO / "weights" / str(path_or_name)):
+    from driftin.paths import weights_candidates  # $DRIFTIN_WEIGHTS, ./weights, the checkout's weights/
+
+    for cand in (p, *weights_candidates(str(path_or_name))):
         if cand.is_dir():
             return cand
     s = str(path_or_name)

@@ -14,24 +14,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import paths
+
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-REPO = Path(__file__).resolve().parent.parent
+REPO = paths.project_root()  # the checkout, or the CWD for an installed package
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 def cache_dir() -> Path:
-    d = Path(os.environ.get("DRIFTIN_CACHE", REPO / ".cache"))
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+    return paths.cache_dir()
 
 
 def default_cifar_root() -> Path | None:
-    """First folder holding the CIFAR-10 tarballs: $DRIFTIN_DATA, ./data/cifar10 (a carried copy), ../shared/data/cifar10."""
-    candidates = [os.environ.get("DRIFTIN_DATA"), REPO / "data" / "cifar10", REPO.parent / "shared" / "data" / "cifar10"]
-    for c in candidates:
-        if c and (Path(c) / "train.tar.gz").exists():
-            return Path(c)
-    return None
+    """First folder holding the CIFAR-10 tarballs: $DRIFTIN_DATA, data/cifar10 (a carried copy) or
+    ../shared/data/cifar10, relative to the CWD and to the checkout (driftin.paths.data_candidates)."""
+    return next((c for c in paths.data_candidates() if (c / "train.tar.gz").exists()), None)
 
 
 def _decode(blobs: list[bytes], size: int | None = None) -> torch.Tensor:
@@ -166,3 +163,49 @@ def global_batch(images: torch.Tensor, labels: torch.Tensor, batch_size: int, ge
         mask = torch.rand(batch_size, generator=generator) < 0.5
         x = torch.where(mask.to(x.device)[:, None, None, None], x.flip(-1), x)
     return x, y
+
+
+class DeviceData:
+    """The uint8 dataset, its labels and its class pools resident on one device; batches are drawn there.
+
+    The trainer's data path: indices and flips come from a generator on the same device, so a step
+    needs no host work and no host-device copy. Draws are made at global-batch size from a generator
+    seeded by (seed, step) and every rank keeps its slice, so the global batch is the same for any
+    world size. (Another device type draws other numbers: the order is a function of (seed, step, device type).)"""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, device, num_classes: int = 0):
+        self.device = torch.device(device)
+        self.images, self.labels = images.to(self.device), labels.to(self.device)
+        self.num_classes = num_classes
+        if num_classes:
+            pools = class_pools(labels, num_classes)
+            sizes = [len(p) for p in pools]
+            if min(sizes) == 0:
+                raise ValueError(f"class {sizes.index(0)} has no images; class-balanced batches need all {num_classes} classes")
+            # one padded [classes, largest pool] table, so a draw is one gather instead of a loop over classes
+            table = torch.zeros(num_classes, max(sizes), dtype=torch.int64)
+            for c, p in enumerate(pools):
+                table[c, :len(p)] = p
+            self.pools, self.pool_sizes = table.to(self.device), torch.tensor(sizes, device=self.device)
+
+    def indices(self, batch_size: int, generator: torch.Generator, flip: bool = True):
+        """Global-batch image indices and flip mask; class-balanced and sorted by class when num_classes > 0."""
+        dev = self.device
+        if self.num_classes:
+            if batch_size % self.num_classes:
+                raise ValueError(f"batch size {batch_size} is not a multiple of {self.num_classes} classes")
+            k = batch_size // self.num_classes
+            u = torch.rand(self.num_classes, k, generator=generator, device=dev, dtype=torch.float64)
+            pos = (u * self.pool_sizes[:, None]).long().clamp_(max=self.pool_sizes[:, None] - 1)
+            idx = self.pools.gather(1, pos).flatten()
+        else:
+            idx = torch.randint(len(self.images), (batch_size,), generator=generator, device=dev)
+        mask = torch.rand(batch_size, generator=generator, device=dev) < 0.5 if flip else None
+        return idx, mask
+
+    def gather(self, idx: torch.Tensor, mask: torch.Tensor | None):
+        """uint8 images (flipped where mask) and labels of the given indices."""
+        x, y = self.images[idx], self.labels[idx]
+        if mask is not None:
+            x = torch.where(mask[:, None, None, None], x.flip(-1), x)
+        return x, y

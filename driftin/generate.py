@@ -55,6 +55,8 @@ def generate(
     callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
     device=None,
     fast: bool = False,
+    noise: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Images [n, 3, H, W]: float in [0, 1] (output="float") or uint8 (output="uint8").
 
@@ -62,6 +64,12 @@ def generate(
     the model's meta["objective"]. guidance: CFG scale (1 = none) – for DDIM it mixes conditional
     and unconditional noise predictions, for drift it is the generator's alpha input.
     fast=True uses the compiled / CUDA-graph path where available (same images up to bf16).
+
+    Where the starting noise comes from (one of):
+    - seeds (default): sample i from its own generator seeded with seeds[i] (batch- and device-independent);
+    - noise: the latents x_T themselves, [n, C, H, W] (latent walks, interpolation, your own sampler);
+    - generator: a torch.Generator the whole batch is drawn from (torch-style reproducibility; n needed).
+    DDIM with eta > 0 draws its per-step noise from the generator when one is given, else from the seeds.
     """
     net = unwrap(model)
     cfg = net.config
@@ -73,9 +81,28 @@ def generate(
         raise ValueError(f"output must be 'float' or 'uint8', got {output!r}")
     if not (0.0 <= guidance <= 20.0):
         raise ValueError(f"guidance must be in [0, 20], got {guidance}")
-    seeds = seed_list(n, seeds)
     device = torch.device(device) if device is not None else next(net.parameters()).device
-    noise = make_noise(seeds, (cfg.in_channels, cfg.image_size, cfg.image_size), device)
+    shape = (cfg.in_channels, cfg.image_size, cfg.image_size)
+    step = None  # DDIM eta > 0 noise: from the seeds unless a generator is given
+    if noise is not None and generator is not None:
+        raise ValueError("give noise or generator, not both")
+    if noise is not None:
+        if noise.ndim != 4 or tuple(noise.shape[1:]) != shape:
+            raise ValueError(f"noise must be [n, {shape[0]}, {shape[1]}, {shape[2]}], got {tuple(noise.shape)}")
+        if n is not None and n != noise.shape[0]:
+            raise ValueError(f"n={n} but noise holds {noise.shape[0]} samples")
+        noise = noise.to(device, torch.float32)
+        seeds = seed_list(noise.shape[0], seeds)
+    elif generator is not None:
+        if n is None:
+            raise ValueError("give n with a generator")
+        noise = torch.randn((n, *shape), generator=generator, device=generator.device).to(device)
+        seeds = seed_list(n, 0)
+        step = lambda i: torch.randn(noise.shape, generator=generator, device=generator.device).to(device)  # noqa: E731
+        fast = fast and eta == 0  # the fast path pre-draws eta noise from seeds; keep the generator's stream
+    else:
+        seeds = seed_list(n, seeds)
+        noise = make_noise(seeds, shape, device)
     y = labels_tensor(class_labels, len(seeds), cfg.num_classes, device)
 
     if fast:
@@ -88,7 +115,7 @@ def generate(
             raise ValueError("this drift model has no guidance input; use guidance=1")
         x = net(noise, None, y, alpha).float()
     else:
-        x = ddim_sample(eps_fn(net, y, guidance), noise, steps, eta, step_noise(seeds, noise), callback)
+        x = ddim_sample(eps_fn(net, y, guidance), noise, steps, eta, step or step_noise(seeds, noise), callback)
     x = x.clamp(-1, 1).add(1).div(2)
     return x.mul(255).round().to(torch.uint8) if output == "uint8" else x
 
@@ -110,3 +137,24 @@ def step_noise(seeds: Sequence[int], like: torch.Tensor):
     """Fresh per-sample noise for DDIM with eta > 0, continuing each sample's own generator."""
     gens = [torch.Generator().manual_seed(s + 1_000_003) for s in seeds]
     return lambda i: torch.stack([torch.randn(like.shape[1:], generator=g) for g in gens]).to(like.device)
+
+
+def resolve_device(name: str | None = "auto") -> torch.device:
+    """'auto' -> CUDA, else Apple MPS, else CPU; an explicit device is checked to exist (ValueError)."""
+    name = name or "auto"
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name}: CUDA is not available here")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"device {name}: Apple MPS is not available here")
+    return dev

@@ -22,6 +22,14 @@ class WeightsError(ValueError):
     """Weights that cannot be loaded, with the reason."""
 
 
+class WeightsMissing(WeightsError):
+    """Nothing to load: no such folder, no weights file in it, or a Hub repo that cannot be fetched."""
+
+
+class WeightsCorrupt(WeightsError):
+    """Files are there but unusable: truncated or not safetensors, bad config.json, wrong architecture."""
+
+
 def save_pretrained(model, folder: str | Path, meta: dict | None = None, dtype=torch.float16) -> Path:
     from huggingface_hub import save_torch_state_dict
 
@@ -37,16 +45,31 @@ def save_pretrained(model, folder: str | Path, meta: dict | None = None, dtype=t
     return folder
 
 
+def looks_local(source: str | Path) -> bool:
+    """A path rather than a Hub repo id ('user/name'): never looked up on the Hub."""
+    s = str(source)
+    return (s.count("/") != 1 or s.startswith((".", "/", "~")) or s.startswith("weights/")
+            or Path(s).is_absolute() or "\\" in s)
+
+
 def resolve(path_or_repo: str | Path, revision: str | None = None) -> Path:
-    """A local folder as is; otherwise a Hub repo id fetched (or found in the cache when HF_HUB_OFFLINE=1)."""
-    p = Path(path_or_repo)
+    """A local folder as is; a bare name (`drift-cifar10`) from $DRIFTIN_WEIGHTS, ./weights or the checkout's
+    weights/ (driftin.paths); otherwise a Hub repo id fetched (or found in the cache when HF_HUB_OFFLINE=1)."""
+    p = Path(path_or_repo).expanduser()
     if p.exists():
         if p.is_file():
             raise WeightsError(f"{p} is a file; give the folder holding config.json and the .safetensors weights")
         return p
     s = str(path_or_repo)
-    if s.count("/") != 1 or s.startswith((".", "/")):
-        raise WeightsError(f"weights folder {s} does not exist (and it is not a Hub repo id like 'user/name')")
+    if "/" not in s and "\\" not in s:
+        from .paths import find_weights, weights_candidates
+
+        found = find_weights(s)
+        if found is not None:
+            return found
+        raise WeightsMissing(f"weights folder {s!r} not found (looked in {', '.join(map(str, weights_candidates(s)))})")
+    if looks_local(s):
+        raise WeightsMissing(f"weights folder {s} does not exist (and it is not a Hub repo id like 'user/name')")
     from huggingface_hub import snapshot_download
 
     try:
@@ -54,7 +77,7 @@ def resolve(path_or_repo: str | Path, revision: str | None = None) -> Path:
     except Exception as e:  # noqa: BLE001 - offline, missing repo, no token: say which repo
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
         hint = " (HF_HUB_OFFLINE is set and the repo is not in the local cache)" if offline else ""
-        raise WeightsError(f"could not get Hub repo {s!r}{hint}: {type(e).__name__}: {e}") from e
+        raise WeightsMissing(f"could not get Hub repo {s!r}{hint}: {type(e).__name__}: {e}") from e
 
 
 def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
@@ -63,27 +86,30 @@ def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
 
     index = folder / "model.safetensors.index.json"
     if index.exists():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        try:
+            files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise WeightsCorrupt(f"weights index {index} is corrupt: {type(e).__name__}: {e}") from e
     elif (folder / "model.safetensors").exists():
         files = ["model.safetensors"]
     else:
         pickles = [f.name for f in folder.iterdir() if f.suffix in PICKLE_SUFFIXES]
         if pickles:
-            raise WeightsError(f"{folder} holds pickle checkpoint(s) {pickles}, not safetensors; driftin loads safetensors only "
+            raise WeightsCorrupt(f"{folder} holds pickle checkpoint(s) {pickles}, not safetensors; driftin loads safetensors only "
                                "(a pickle can run code). Export with driftin.hub.save_pretrained or `python -m driftin.train export`.")
-        raise WeightsError(f"no model.safetensors or model.safetensors.index.json in {folder}")
+        raise WeightsMissing(f"no model.safetensors or model.safetensors.index.json in {folder}")
     sd = {}
     for name in files:
         path = folder / name
         if not path.exists():
-            raise WeightsError(f"weights shard {path} is missing")
+            raise WeightsMissing(f"weights shard {path} is missing")
         try:
             sd.update(load_file(str(path)))
         except (SafetensorError, OSError, ValueError) as e:
             with open(path, "rb") as f:
                 head = f.read(2)
             kind = "a pickle/torch.save file, not safetensors" if head in (b"PK", b"\x80\x02", b"\x80\x04") else "corrupt or truncated"
-            raise WeightsError(f"weights file {path} is {kind}: {e}") from e
+            raise WeightsCorrupt(f"weights file {path} is {kind}: {e}") from e
     return sd
 
 
@@ -93,23 +119,26 @@ def load_pretrained(path_or_repo: str | Path, device=None, config: UNetConfig | 
     folder = resolve(path_or_repo, revision)
     cfg_path = folder / "config.json"
     if not cfg_path.exists():
-        raise WeightsError(f"{folder} has no config.json")
-    meta = json.loads(cfg_path.read_text())
-    if "model" not in meta:
-        raise WeightsError(f"{cfg_path} has no 'model' section (not a driftin weights folder)")
+        raise WeightsMissing(f"{folder} has no config.json")
+    try:
+        meta = json.loads(cfg_path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise WeightsCorrupt(f"{cfg_path} is not valid JSON (corrupt?): {e}") from e
+    if not isinstance(meta, dict) or "model" not in meta:
+        raise WeightsCorrupt(f"{cfg_path} has no 'model' section (not a driftin weights folder)")
     try:
         cfg = from_dict(UNetConfig, meta.pop("model"))
     except (TypeError, ValueError) as e:
-        raise WeightsError(f"{cfg_path}: {e}") from e
+        raise WeightsCorrupt(f"{cfg_path}: {e}") from e
     if config is not None and cfg != config:
-        raise WeightsError(f"{folder} holds a different architecture: keys {diff_keys(cfg, config)} differ")
+        raise WeightsCorrupt(f"{folder} holds a different architecture: keys {diff_keys(cfg, config)} differ")
     model = UNet(cfg)
     sd = clean_state_dict(read_state_dict(folder))
     own = model.state_dict()
     missing, extra = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
     wrong = sorted(k for k in set(own) & set(sd) if own[k].shape != sd[k].shape)
     if missing or extra or wrong:
-        raise WeightsError(f"weights in {folder} do not match config.json (wrong preset?): "
+        raise WeightsCorrupt(f"weights in {folder} do not match config.json (wrong preset?): "
                            f"missing {missing[:5]}{'…' if len(missing) > 5 else ''} ({len(missing)}), "
                            f"unexpected {extra[:5]} ({len(extra)}), shape mismatch {wrong[:5]} ({len(wrong)})")
     model.load_state_dict({k: v.float() for k, v in sd.items()})

@@ -15,8 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-REPO = Path(__file__).resolve().parents[2]
-DEFAULT_CIFAR_ENCODER = REPO / "weights" / "encoder-cifar10"
+from .. import paths
+
+REPO = paths.project_root()
+# $DRIFTIN_WEIGHTS, ./weights or the checkout's weights/ (works from an installed package too)
+DEFAULT_CIFAR_ENCODER = paths.find_weights("encoder-cifar10") or REPO / "weights" / "encoder-cifar10"
 
 
 class TimmEncoder(nn.Module):
