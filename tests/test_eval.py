@@ -1,6 +1,4 @@
 import json
-import urllib.error
-
 import numpy as np
 import pytest
 import torch
@@ -134,7 +132,8 @@ def test_cli_images(tiny_net, u8, tmp_path, monkeypatch, image_folder):
     _patch_reference_data(monkeypatch, tmp_path, u8)
     save_classifier(tiny_net, tmp_path / "ev")
     out = tmp_path / "eval.json"
-    entry = main(["--images", image_folder, "--evalnet", str(tmp_path / "ev"), "--out", str(out), "--pr-n", "50", "--device", "cpu"])
+    entry = main(["--images", image_folder, "--evalnet", str(tmp_path / "ev"), "--out", str(out), "--pr-n", "50", "--device", "cpu",
+                  "--inception", "none"])
     assert entry["n"] == 8 and entry["method"] == "images" and entry["fd"] > 0
     data = json.loads(out.read_text())
     assert list(data) == ["images_n8"] and data["images_n8"]["git_commit"]
@@ -152,48 +151,9 @@ def test_cli_generator(tiny_net, u8, tmp_path, monkeypatch):
     torch.manual_seed(0)
     save_pretrained(UNet(preset("tiny")), tmp_path / "gen", meta={"objective": "ddpm"})
     args = ["--weights", str(tmp_path / "gen"), "--evalnet", str(tmp_path / "ev"), "--n", "6", "--batch", "4",
-            "--steps", "2", "--pr-n", "6", "--device", "cpu"]
+            "--steps", "2", "--pr-n", "6", "--device", "cpu", "--inception", "none"]
     entry = main(args)
     assert entry["method"] == "ddim" and entry["steps"] == 2 and entry["classes"] == "none" and entry["n"] == 6
     main(args + ["--steps", "1"])  # a second entry is merged, not overwritten
     data = json.loads((tmp_path / "gen" / "eval.json").read_text())
     assert set(data) == {"ddim_steps2_g1_uncond_n6", "ddim_steps1_g1_uncond_n6"}
-
-
-def test_inception_needs_weights(tmp_path, monkeypatch, image_folder):
-    from driftin.eval.__main__ import main
-    from driftin.eval.inception import InceptionFeatures, InceptionWeightsError
-
-    with pytest.raises(InceptionWeightsError, match="--inception-weights PATH"):
-        InceptionFeatures(None)
-    with pytest.raises(InceptionWeightsError, match="not found"):
-        InceptionFeatures(tmp_path / "missing.pth")
-    bad = tmp_path / "bad.pth"
-    torch.save({"fc.weight": torch.zeros(2, 2)}, bad)
-    with pytest.raises(InceptionWeightsError, match="not a pytorch-fid Inception state dict"):
-        InceptionFeatures(bad)
-
-    # "download" offline: a clear error, not a traceback from urllib
-    def offline(*a, **k):
-        raise urllib.error.URLError("[Errno -2] Name or service not known")
-
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no cached copy to fall back on
-    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
-    with pytest.raises(InceptionWeightsError, match="could not download"):
-        InceptionFeatures("download")
-    torch.manual_seed(0)
-    save_classifier(EvalNet(widths=(8, 16, 32)), tmp_path / "ev")
-    with pytest.raises(SystemExit, match="error: could not download"):
-        main(["--images", image_folder, "--inception-weights", "download", "--evalnet", str(tmp_path / "ev"), "--device", "cpu"])
-
-
-def test_inception_features_with_local_weights(tmp_path):
-    """pytorch-fid-layout weights (random here) load strictly and give 2048-d pool features."""
-    from driftin.eval.inception import InceptionFeatures, _fid_inception
-
-    torch.manual_seed(0)
-    torch.save(_fid_inception().state_dict(), tmp_path / "pt_inception.pth")
-    inc = InceptionFeatures(tmp_path / "pt_inception.pth", device="cpu")
-    out = inc(torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8))
-    assert out.shape == (1, 2048) and np.isfinite(out).all()
-    assert inc.name.startswith("pytorch-fid-inception-")

