@@ -322,3 +322,56 @@ def test_timm_convnextv2_and_dinov2_backbones(tmp_path, monkeypatch, name, size,
     sd = {fold(k): v for k, v in src.state_dict().items()}
     mine = enc.net.state_dict()
     assert all(torch.equal(v, sd[fold(k)]) for k, v in mine.items() if not k.endswith("num_batches_tracked"))
+
+
+# ---- issue #19 options: paper-style patch statistics, unpooled locations, input-energy pixel features ----
+
+def reference_patch_groups(fmap: torch.Tensor, sizes=(2, 4)) -> dict[str, torch.Tensor]:
+    """The paper's patch statistics by loops (float64): one mean/std vector per k x k patch (stride k,
+    row-major; a remainder row/column that does not fill a patch is left out), every location unpooled."""
+    fmap = fmap.double()
+    b, c, h, w = fmap.shape
+
+    def std(p):
+        return (p.var(2, unbiased=False) + 1e-6).sqrt()
+
+    out = {"loc": torch.stack([fmap[:, :, i, j] for i in range(h) for j in range(w)], 1),
+           "mean": fmap.flatten(2).mean(2)[:, None], "std": std(fmap.flatten(2))[:, None]}
+    for k in sizes:
+        if k < h:
+            ps = [fmap[:, :, i * k:(i + 1) * k, j * k:(j + 1) * k].flatten(2) for i in range(h // k) for j in range(w // k)]
+            out[f"mean{k}"] = torch.stack([p.mean(2) for p in ps], 1)
+            out[f"std{k}"] = torch.stack([std(p) for p in ps], 1)
+    return out
+
+
+@pytest.mark.parametrize("side", [4, 7, 8, 16])
+def test_patch_stats_for_every_patch_match_loop_reference(side):
+    fmap = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(10 + side)) * 1.5 - 0.2
+    got = map_groups(fmap, max_locations=0, patch_stats="patches")
+    ref = reference_patch_groups(fmap)
+    sizes = {k: v.shape[1] for k, v in ref.items()}
+    if side == 16:  # 256 locations + 2 + 64 (2x2 patches) x 2 + 16 (4x4 patches) x 2
+        assert sizes == {"loc": 256, "mean": 1, "std": 1, "mean2": 64, "std2": 64, "mean4": 16, "std4": 16}
+    for name, part in split(got, sizes).items():
+        torch.testing.assert_close(part.double(), ref[name], atol=2e-5, rtol=1e-5, msg=name)
+    with pytest.raises(ValueError, match="patch_stats"):
+        map_groups(fmap, patch_stats="tiles")
+
+
+def test_input_energy_pixel_features():
+    gen = torch.Generator().manual_seed(11)
+    x = torch.rand(2, 3, 32, 32, generator=gen) * 2 - 1
+    maps = [torch.randn(2, 6, 8, 8, generator=gen)]
+    groups = feature_groups(maps, x, pixel_mode="energy")
+    assert [tuple(g.shape) for g in groups] == [(2, 106, 6), (2, 1, 3072), (2, 1, 3)]
+    assert torch.equal(groups[1][:, 0], x.flatten(1))
+    for b in range(2):
+        for c in range(3):  # mean over the 32 x 32 locations of x^2, by a loop
+            e = sum(float(x[b, c, i, j]) ** 2 for i in range(32) for j in range(32)) / 1024
+            assert groups[2][b, 0, c].item() == pytest.approx(e, rel=1e-5)
+    with pytest.raises(ValueError, match="pixel_mode"):
+        feature_groups(maps, x, pixel_mode="rgb")
+    # patch_stats reaches the encoder maps and the pixel patches alike
+    g = feature_groups(maps, x, max_locations=0, patch_stats="patches")
+    assert [tuple(t.shape) for t in g] == [(2, 64 + 2 + 32 + 8, 6), (2, 64 + 2 + 32 + 8, 48)]
