@@ -8,7 +8,7 @@ import torch
 
 from driftin.config import preset
 from driftin.hub import save_pretrained
-from driftin.modelcard import FD_METRIC, MARKER, find_recipe, load_eval, load_speed, read_log, train_command, write_model_card
+from driftin.modelcard import FD_METRIC, FID_METRIC, MARKER, find_recipe, load_eval, load_speed, read_log, train_command, write_model_card
 from driftin.train import TrainConfig
 from driftin.unet import UNet, count_params
 
@@ -34,9 +34,9 @@ def weights(tmp_path):
     (run / "log.jsonl").write_text("\n".join(lines) + '\n{"step": 210, "lo')  # a line cut by a kill
     Image.new("RGB", (40, 40), (200, 30, 30)).save(run / "samples_0000200.png")
     (folder / "eval.json").write_text(json.dumps({
-        "drift_steps1_g1": {"fd": 12.5, "precision": 0.61, "recall": 0.52, "is_analogue": 7.9, "n": 50000, "method": "drift",
+        "drift_steps1_g1": {"fid": 31.75, "kid": 0.0271, "fd": 12.5, "precision": 0.61, "recall": 0.52, "is_analogue": 7.9, "n": 50000, "method": "drift",
                             "steps": 1, "guidance": 1.0, "classes": "uniform", "reference": {"split": "train"}},
-        "drift_steps1_g1_n10000": {"fd": 14.25, "n": 10000, "method": "drift", "steps": 1, "guidance": 1.0},
+        "drift_steps1_g1_n10000": {"fid": 34.5, "fd": 14.25, "n": 10000, "method": "drift", "steps": 1, "guidance": 1.0},
         "broken": {"note": "no metrics"}}))
     return folder, run, model
 
@@ -60,13 +60,15 @@ def test_card_parses_and_carries_the_data(weights):
     assert [r.metric_value for r in fd] == [12.5]  # the quick n=10k run stays out of the metadata (it is in the table)
     assert fd[0].task_type == "unconditional-image-generation" and fd[0].dataset_type == "cifar10"
     assert "not Inception FID" in fd[0].metric_name
+    fid = [r for r in d.eval_results if r.metric_type == FID_METRIC]
+    assert [r.metric_value for r in fid] == [31.75] and "FID-50k (Inception, vs CIFAR-10 train)" in fid[0].metric_name
     assert "model-index" in path.read_text() and ModelCard(path.read_text()).data.eval_results
 
     text = card.text
     assert MARKER in text
     assert "![training curve](training_curve.png)" in text and "![samples](samples.png)" in text
-    assert "| drift, 1 step | 50,000 | 12.50 |" in text and "14.25" in text
-    assert "not* the Inception FID" in text
+    assert "| drift, 1 step | 50,000 | **31.75** | 27.10 | 12.50 |" in text and "| **34.50** |" in text
+    assert "must not be used to compare" in text and "DDPM, 1000 steps (Ho et al. 2020) 3.17" in text
     assert "hf download me/driftin-drift-tiny --local-dir weights/drift-tiny" in text
     assert "python app.py --drift weights/drift-tiny" in text and 'load_pretrained("me/driftin-drift-tiny")' in text
     assert f"{count_params(model):,}" in text

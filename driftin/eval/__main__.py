@@ -119,7 +119,11 @@ class Timed:
     """Wraps the batch iterator and adds up the seconds spent producing batches (device work included)."""
 
     def __init__(self, batches, device):
-        self.batches, self.device, self.seconds = iter(batches), device, 0.0
+        self.batches, self.device, self.times = iter(batches), device, []
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.times)
 
     def __iter__(self):
         return self
@@ -129,7 +133,7 @@ class Timed:
         item = next(self.batches)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        self.seconds += time.perf_counter() - t
+        self.times.append(time.perf_counter() - t)
         return item
 
 
@@ -162,6 +166,7 @@ def main(argv=None):
              "evalnet": {"path": str(args.evalnet), "hash": state_hash(net), "test_acc": net.meta.get("test_acc")},
              "reference": {"split": args.reference, "n": ref["n"], "key": ref["key"], "is_analogue": ref["is_analogue"]},
              "pr_n": args.pr_n, "k": 3, "sample_seconds": round(timed.seconds, 2),
+             "sample_seconds_first_batch": round(timed.times[0], 2) if timed.times else None,  # includes compile/capture
              "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
              "seconds": round(time.time() - t0, 1), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     out = Path(args.out) if args.out else default_out(args)
