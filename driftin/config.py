@@ -22,11 +22,17 @@ class UNetConfig:
     num_classes: int = 0  # 0: unconditional; else labels 0..K-1 and K = "no label" (CFG)
     guidance_input: bool = False  # drift: the CFG scale alpha is an input of the generator
     zero_init_out: bool = True  # DDPM convention; drift must not (all samples identical at init)
+    # drift (paper): style_tokens random indices into a style_codebook-entry learned codebook, summed into
+    # the conditioning; 0 = off. A model with styles needs forward(..., style=...) (see UNet.random_style).
+    style_tokens: int = 0
+    style_codebook: int = 64
 
     def __post_init__(self):
         # JSON gives lists; keep tuples so configs stay hashable and compare equal.
         object.__setattr__(self, "channel_mult", tuple(self.channel_mult))
         object.__setattr__(self, "attn_resolutions", tuple(self.attn_resolutions))
+        if self.style_tokens < 0 or (self.style_tokens and self.style_codebook < 1):
+            raise ValueError(f"style_tokens {self.style_tokens} / style_codebook {self.style_codebook} must be >= 0 / >= 1")
         if self.image_size % (2 ** (len(self.channel_mult) - 1)):
             raise ValueError(f"image_size {self.image_size} is not divisible by 2^(levels-1)")
 
@@ -35,6 +41,8 @@ PRESETS: dict[str, UNetConfig] = {
     "tiny": UNetConfig(base_channels=16, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(16,), num_heads=2),
     "small": UNetConfig(base_channels=64),
     "base": UNetConfig(base_channels=128),
+    # the small preset with the paper's random style embeddings (drift ablation; a plain --preset choice)
+    "small-style": UNetConfig(base_channels=64, style_tokens=32, style_codebook=64),
     "large": UNetConfig(base_channels=256, num_res_blocks=3, attn_resolutions=(16, 8), num_heads=8),
 }
 

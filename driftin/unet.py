@@ -73,6 +73,11 @@ class UNet(nn.Module):
         # label K is the "no label" token used for classifier-free guidance
         self.label_emb = nn.Embedding(c.num_classes + 1, emb_dim) if c.num_classes else None
         self.alpha_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)) if c.guidance_input else None
+        self.style_emb = None
+        if c.style_tokens:
+            self.style_emb = nn.Embedding(c.style_codebook, emb_dim)
+            # a sum of style_tokens entries: std 1/sqrt(tokens) gives the sum the scale of one label embedding
+            nn.init.normal_(self.style_emb.weight, std=c.style_tokens ** -0.5)
         self.stem = nn.Conv2d(c.in_channels, ch, 3, padding=1)
 
         widths = [ch * m for m in c.channel_mult]
@@ -106,7 +111,28 @@ class UNet(nn.Module):
             nn.init.zeros_(self.out.weight)
             nn.init.zeros_(self.out.bias)
 
-    def embed(self, t, y, alpha, batch: int, device) -> torch.Tensor:
+    def random_style(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+        """Style indices [n, style_tokens] uniform in [0, style_codebook) drawn from `generator` (on its device)."""
+        c = self.config
+        if not c.style_tokens:
+            raise ValueError("this model has no style embeddings (style_tokens=0)")
+        device = device if device is not None else (generator.device if generator is not None else self.stem.weight.device)
+        return torch.randint(c.style_codebook, (n, c.style_tokens), generator=generator, device=device)
+
+    def _style(self, style, batch: int, device) -> torch.Tensor:
+        c = self.config
+        if style is None:
+            raise ValueError(f"this model uses random style embeddings (style_tokens={c.style_tokens}): pass "
+                             f"style=model.random_style(n, generator) (a LongTensor [n, {c.style_tokens}] in "
+                             f"[0, {c.style_codebook})) or style=<torch.Generator> to draw them")
+        if isinstance(style, torch.Generator):
+            style = self.random_style(batch, style)
+        style = torch.as_tensor(style, device=device).long()
+        if style.shape != (batch, c.style_tokens):
+            raise ValueError(f"style must be [{batch}, {c.style_tokens}] indices, got {tuple(style.shape)}")
+        return self.style_emb(style).sum(1)
+
+    def embed(self, t, y, alpha, batch: int, device, style=None) -> torch.Tensor:
         c = self.config
         t = torch.zeros(batch, device=device) if t is None else torch.as_tensor(t, device=device).float().expand(batch)
         dtype = self.stem.weight.dtype  # a model cast to bf16/fp16 gets its embeddings in that dtype
@@ -118,12 +144,18 @@ class UNet(nn.Module):
             alpha = torch.ones(batch, device=device) if alpha is None else torch.as_tensor(alpha, device=device).float().expand(batch)
             # alpha in [1, ~4]: spread it over the sinusoid's range like a timestep
             emb = emb + self.alpha_mlp(sinusoidal(alpha * 100.0, c.base_channels).to(dtype))
+        if self.style_emb is not None:
+            emb = emb + self._style(style, batch, device).to(emb.dtype)
+        elif style is not None:
+            raise ValueError("style given, but this model has no style embeddings (style_tokens=0)")
         return emb
 
-    def forward(self, x: torch.Tensor, t=None, y=None, alpha=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t=None, y=None, alpha=None, style=None) -> torch.Tensor:
         """x [B,C,H,W]; t: timesteps [B] or scalar (None = 0, the drift generator);
-        y: labels [B] (None or K = unconditional); alpha: guidance scale [B] (drift models only)."""
-        emb = self.embed(t, y, alpha, x.shape[0], x.device)
+        y: labels [B] (None or K = unconditional); alpha: guidance scale [B] (drift models only);
+        style: models with style_tokens only (required there): indices [B, style_tokens] or a
+        torch.Generator to draw them from (random_style)."""
+        emb = self.embed(t, y, alpha, x.shape[0], x.device, style)
         h = self.stem(x)
         hs = [h]
         for level, down in zip(self.down, self.downsample):

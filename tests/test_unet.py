@@ -44,3 +44,39 @@ def test_config_json_round_trip_and_unknown_keys():
         from_dict(UNetConfig, {**to_dict(cfg), "bogus": 1})
     with pytest.raises(ValueError, match="unknown preset"):
         preset("huge")
+
+
+def test_style_embeddings_are_summed_into_the_conditioning():
+    torch.manual_seed(0)
+    cfg = preset("tiny", num_classes=10, zero_init_out=False, style_tokens=3, style_codebook=5)
+    net = UNet(cfg)
+    x = torch.randn(2, 3, 32, 32)
+    style = torch.tensor([[0, 4, 4], [1, 2, 3]])
+    # embedding = the plain conditioning + the sum of the chosen codebook rows (by a loop)
+    plain = UNet(preset("tiny", num_classes=10, zero_init_out=False))
+    plain.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("style_emb")})
+    want = plain.embed(None, torch.tensor([1, 2]), None, 2, "cpu")
+    for b in range(2):
+        for k in style[b].tolist():
+            want[b] = want[b] + net.style_emb.weight[k]
+    torch.testing.assert_close(net.embed(None, torch.tensor([1, 2]), None, 2, "cpu", style), want)
+    out = net(x, None, torch.tensor([1, 2]), None, style)
+    assert not torch.allclose(out, net(x, None, torch.tensor([1, 2]), None, style.flip(0)))
+    # a generator draws them: the same seed gives the same images, the same as drawing with random_style
+    g = lambda: torch.Generator().manual_seed(7)  # noqa: E731
+    torch.testing.assert_close(net(x, None, 1, None, g()), net(x, None, 1, None, net.random_style(2, g())))
+    assert net.random_style(4, g()).shape == (4, 3) and net.random_style(1000, g()).max() == 4
+
+
+def test_style_models_refuse_missing_styles_and_plain_models_refuse_styles():
+    net = UNet(preset("tiny", style_tokens=4))
+    x = torch.randn(2, 3, 32, 32)
+    with pytest.raises(ValueError, match=r"style_tokens=4.*random_style"):
+        net(x)
+    with pytest.raises(ValueError, match=r"style must be \[2, 4\]"):
+        net(x, style=torch.zeros(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="no style embeddings"):
+        UNet(preset("tiny"))(x, style=torch.zeros(2, 4, dtype=torch.long))
+    assert from_dict(UNetConfig, to_dict(preset("small-style"))).style_tokens == 32
+    # the style preset is the small preset plus the 64 x 256 codebook
+    assert count_params(UNet(PRESETS["small-style"])) == count_params(UNet(PRESETS["small"])) + 64 * 256
