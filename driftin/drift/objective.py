@@ -5,6 +5,18 @@ generated and real images into multi-resolution feature groups; features are gat
 ranks so the field sees the global batch; per group the field V pushes each generated feature
 towards the data and away from the other generated samples; the loss regresses phi(x) onto
 sg(phi(x) + V).
+
+Options follow the paper where the default does not (issue #19; an ablation decides the defaults):
+feature groups (patch_stats, max_locations, pixel_mode), normalisation scope (norm_scope), loss
+reduction (loss_reduce), CFG (cfg_alpha, cfg_scale_weighted, uncond_source), MoCo-style sample queues
+(pos_queue, uncond_queue) and random style embeddings (the UNet's style_tokens, preset "small-style").
+
+Queues live in the DriftLoss (state_dict / load_state_dict). They are filled from the global real
+batch of each step, so every rank holds the same queues. A resumed run whose trainer does not restore
+that state starts with empty queues: the class queues are full again after pos_queue / queue_push
+steps (2 with the paper's sizes), the unconditional queue after ceil(uncond_queue / batch) steps;
+until then fewer positives are drawn (all that the queue holds) and the run departs slightly from
+the uninterrupted trajectory.
 """
 from __future__ import annotations
 
@@ -15,8 +27,13 @@ import torch
 from .. import distributed as dist
 from ..diffusion import unwrap
 from .encoders import build_encoder
-from .features import feature_groups
+from .features import PATCH_STATS, PIXEL_MODES, feature_groups
 from .field import KERNEL_NORMS, PRECISIONS, drift_loss
+
+NORM_SCOPES = ("row", "map")
+LOSS_REDUCE = ("mean", "sum")
+CFG_ALPHA = ("uniform", "power")
+UNCOND_SOURCES = ("batch", "separate")
 
 
 @dataclass(frozen=True)
@@ -25,12 +42,26 @@ class DriftConfig:
     encoder_weights: str = ""  # local weights for the encoder ("" = its default)
     encoder_resize: int = 0  # timm encoders: input size (0 = the model's own)
     pixel_features: bool = True  # add the raw-pixel groups
-    max_locations: int = 8  # per-location groups are pooled to at most this many per side
+    pixel_mode: str = "patches"  # "patches": 48-d 4x4 pixel patches | "energy" (paper): the input + per-channel mean x^2
+    max_locations: int = 8  # per-location groups are pooled to at most this many per side (0 = every location)
+    patch_stats: str = "grid"  # "grid": mean/std over a 2x2 and 4x4 grid of regions | "patches" (paper): every 2x2, 4x4 patch
     temperatures: tuple[float, ...] = (0.02, 0.05, 0.2)
     kernel_norm: str = "both"  # "both" (x and y) | "y" | "none"
     feature_norm: bool = True  # stop-grad scale so the mean pairwise distance is sqrt(C)
+    norm_scope: str = "row"  # S and the field RMS per "row" (feature group x class) | per "map" (paper: shared)
+    loss_reduce: str = "mean"  # "mean": mean over a map's groups, summed over maps | "sum" (paper): summed over groups
     uncond_per_group: int = 16  # unconditional real samples per class group (CFG negatives)
-    cfg_max: float = 1.0  # alpha ~ U[1, cfg_max] in training; 1 disables guidance
+    uncond_source: str = "batch"  # "batch": from the step's real positives, shared by all classes |
+    #   "separate" (paper): a set of its own per class group, from uncond_queue or else fresh from the dataset
+    uncond_data: str = "cifar10"  # dataset for uncond_source "separate" without a queue (the trainer's data)
+    cfg_max: float = 1.0  # alpha in [1, cfg_max] in training; 1 disables guidance
+    cfg_alpha: str = "uniform"  # alpha ~ U[1, cfg_max] | "power" (paper): p(alpha) ~ alpha^-cfg_alpha_power
+    cfg_alpha_power: float = 3.0  # the paper uses 3 or 5 (with cfg_max 4)
+    cfg_scale_weighted: bool = False  # unconditional columns enter S with their CFG weight w (paper) instead of 1
+    pos_queue: int = 0  # per-class queue of real images for the positives (paper 128); 0 = the batch's own
+    queue_push: int = 64  # real images per class pushed into pos_queue each step (paper 64)
+    pos_per_group: int = 0  # positives per class group drawn from pos_queue (0 = the batch's per-class count)
+    uncond_queue: int = 0  # global queue of real images for the unconditional negatives (paper 1000)
     impl: str = "auto"  # drift field implementation ("auto" | "reference" | "torch" | "lean" | "triton")
     precision: str = "tf32x3"  # GEMM precision of the blocked lean/triton field on CUDA ("ieee" | "tf32x3" | "tf32")
     # The pre-#19 behaviour, only to reproduce old runs in ablations (the defaults are the fixes):
@@ -40,12 +71,36 @@ class DriftConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "temperatures", tuple(self.temperatures))
-        if self.kernel_norm not in KERNEL_NORMS:
-            raise ValueError(f"kernel_norm must be one of {KERNEL_NORMS}, got {self.kernel_norm!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        for name, allowed in (("kernel_norm", KERNEL_NORMS), ("precision", PRECISIONS), ("pixel_mode", PIXEL_MODES),
+                              ("patch_stats", PATCH_STATS), ("norm_scope", NORM_SCOPES), ("loss_reduce", LOSS_REDUCE),
+                              ("cfg_alpha", CFG_ALPHA), ("uncond_source", UNCOND_SOURCES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.encoder == "pixels" and not self.pixel_features:
             raise ValueError("encoder 'pixels' needs pixel_features=True (there would be no features)")
+        if self.norm_scope == "map" and self.kernel_norm == "none":
+            raise ValueError("kernel_norm 'none' needs norm_scope 'row' (its shift is per row)")
+        if self.max_locations < 0 or self.pos_queue < 0 or self.uncond_queue < 0 or self.pos_per_group < 0:
+            raise ValueError("max_locations, pos_queue, uncond_queue and pos_per_group must be >= 0")
+        if self.pos_queue and not 0 < self.queue_push <= self.pos_queue:
+            raise ValueError(f"queue_push must be in [1, pos_queue={self.pos_queue}], got {self.queue_push}")
+        if self.pos_per_group and not self.pos_queue:
+            raise ValueError("pos_per_group needs pos_queue > 0 (without a queue the positives are the batch's)")
+        if self.uncond_queue and self.uncond_source != "separate":
+            raise ValueError("uncond_queue feeds uncond_source 'separate'; set it, or uncond_queue 0")
+        if self.cfg_max < 1:
+            raise ValueError(f"cfg_max must be >= 1, got {self.cfg_max}")
+
+
+def sample_alpha(u: torch.Tensor, cfg: DriftConfig) -> torch.Tensor:
+    """Guidance scales in [1, cfg_max] from uniforms u: uniform, or p(alpha) ~ alpha^-k by the inverse CDF."""
+    a = cfg.cfg_max
+    if cfg.cfg_alpha == "uniform" or a == 1.0:
+        return 1 + (a - 1) * u
+    e = 1.0 - cfg.cfg_alpha_power
+    if abs(e) < 1e-12:  # k = 1: p ~ 1/alpha, log-uniform
+        return a ** u
+    return (1 - u * (1 - a ** e)) ** (1 / e)
 
 
 def with_local_grad(local: torch.Tensor) -> torch.Tensor:
@@ -57,53 +112,152 @@ def with_local_grad(local: torch.Tensor) -> torch.Tensor:
     return torch.cat([full[: r * n], local, full[(r + 1) * n:]])
 
 
+def _draw(step: int, stream: int) -> torch.Generator:
+    """A CPU generator for one kind of draw of one step: identical on every rank, independent of the others."""
+    return torch.Generator().manual_seed(1_000_003 * stream + step)
+
+
+def _by_group(t: torch.Tensor, G: int) -> torch.Tensor:
+    """[G * n, L, C] sorted by class -> [L * G, n, C]: one field row per (feature group, class)."""
+    B, L, C = t.shape
+    return t.view(G, B // G, L, C).permute(2, 0, 1, 3).reshape(L * G, B // G, C)
+
+
 class DriftLoss:
     def __init__(self, cfg: DriftConfig, device, num_classes: int = 0):
         self.cfg, self.field_loss, self.num_classes = cfg, drift_loss, num_classes
         enc = build_encoder(cfg.encoder, cfg.encoder_weights, cfg.encoder_resize)
         self.encoder = enc.to(device) if enc is not None else None
+        self.data = None  # (uint8 images, labels) for uncond_source "separate" without a queue
+        self.queues: dict[str, torch.Tensor] = {}  # "pos" [G, Q, ...], "unc" [U, ...] and their fill counts
 
     def batch_kwargs(self) -> dict:
         return {"num_classes": self.num_classes}  # class-balanced, class-sorted batches: one field group per class
 
+    def attach_data(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        """The trainer's dataset, for fresh unconditional samples (else uncond_data is loaded on first use)."""
+        self.data = (images, labels)
+
+    def state_dict(self) -> dict:
+        return {k: v.clone() for k, v in self.queues.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.queues = {k: v.clone() for k, v in state.items()}
+
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         maps = self.encoder(x) if self.encoder is not None else []
-        return feature_groups(maps, x if self.cfg.pixel_features else None, self.cfg.max_locations)
+        return feature_groups(maps, x if self.cfg.pixel_features else None, self.cfg.max_locations,
+                              patch_stats=self.cfg.patch_stats, pixel_mode=self.cfg.pixel_mode)
+
+    def _features_global(self, imgs: torch.Tensor) -> list[torch.Tensor]:
+        """Features of a global set of images that every rank holds: each rank encodes its share, then gather."""
+        w = dist.world()
+        if w == 1 or len(imgs) % w:
+            return self.features(imgs)
+        k = len(imgs) // w
+        return [dist.all_gather_cat(f) for f in self.features(imgs[dist.rank() * k:(dist.rank() + 1) * k])]
+
+    # ---- queues (MoCo-style): ring buffers of real images, identical on every rank
+    def _push(self, name: str, imgs: torch.Tensor, size: int) -> None:
+        """imgs [G, k, ...] into queue `name` [G, size, ...] (oldest entries overwritten)."""
+        q = self.queues.get(name)
+        if q is None or q.shape[2:] != imgs.shape[2:] or q.shape[:2] != (imgs.shape[0], size):
+            q = self.queues[name] = torch.zeros(imgs.shape[0], size, *imgs.shape[2:], dtype=imgs.dtype, device=imgs.device)
+            self.queues[name + "_n"] = torch.zeros((), dtype=torch.long)  # pushed so far
+        n = int(self.queues[name + "_n"])
+        if imgs.shape[1] > size:  # more than the queue holds: only the newest fit (and no slot is written twice)
+            n, imgs = n + imgs.shape[1] - size, imgs[:, -size:]
+        k = imgs.shape[1]
+        slots = (n + torch.arange(k)) % size
+        q[:, slots.to(q.device)] = imgs.to(q.dtype)
+        self.queues[name + "_n"] = torch.tensor(n + k)
+
+    def _sample(self, name: str, count: int, gen: torch.Generator) -> torch.Tensor:
+        """[G, count', ...] drawn per queue row without replacement (count' = min(count, fill))."""
+        q = self.queues[name]
+        fill = min(int(self.queues[name + "_n"]), q.shape[1])
+        idx = torch.rand(q.shape[0], fill, generator=gen).argsort(1)[:, :min(count, fill)]
+        return q[torch.arange(q.shape[0])[:, None], idx.to(q.device)]
+
+    def _positives(self, real: torch.Tensor, G: int, step: int) -> list[torch.Tensor]:
+        """Real features [G * P, L, C] per map, sorted by class: the batch's, or drawn from the class queues."""
+        cfg = self.cfg
+        if not cfg.pos_queue:
+            return [dist.all_gather_cat(g) for g in self.features(real)]
+        allreal = dist.all_gather_cat(real)  # [B, ...] sorted by class
+        per = allreal.view(G, allreal.shape[0] // G, *allreal.shape[1:])
+        self._push("pos", per[:, :cfg.queue_push], cfg.pos_queue)
+        P = cfg.pos_per_group or per.shape[1]
+        pos = self._sample("pos", P, _draw(step, 2))
+        return self._features_global(pos.flatten(0, 1))
+
+    def _unconditional(self, real: torch.Tensor, pos_groups, G: int, U: int, step: int) -> list[torch.Tensor]:
+        """Unconditional real features [L * G, U, C] per map (CFG negatives)."""
+        cfg = self.cfg
+        if cfg.uncond_source == "batch":  # one set from the positives, shared by every class group
+            B = pos_groups[0].shape[0]
+            idx = torch.randperm(B, generator=torch.Generator().manual_seed(step))[:U]
+            out = []
+            for r_all in pos_groups:
+                unc = r_all[idx.to(r_all.device)].permute(1, 0, 2)  # [L, U, C]
+                out.append(unc[:, None].expand(-1, G, -1, -1).reshape(-1, U, unc.shape[-1]))
+            return out
+        gen = _draw(step, 3)
+        if cfg.uncond_queue:
+            allreal = dist.all_gather_cat(real)
+            self._push("unc", allreal[None], cfg.uncond_queue)
+            fill = min(int(self.queues["unc_n"]), cfg.uncond_queue)
+            if fill >= G * U:  # without replacement over all groups: every group gets its own samples
+                idx = torch.rand(fill, generator=gen).argsort()[:G * U]
+            else:
+                idx = torch.randint(fill, (G * U,), generator=gen)
+            imgs = self.queues["unc"][0][idx.to(real.device)]
+        else:
+            from ..data import global_batch, load_dataset, to_model_range
+            if self.data is None:
+                self.data = load_dataset(cfg.uncond_data, "train")
+            images, labels = self.data
+            u8, _ = global_batch(images, labels, G * U, gen)  # with replacement, random flips
+            imgs = to_model_range(u8.to(real.device)).to(real.dtype)
+        return [_by_group(f, G) for f in self._features_global(imgs)]
 
     def __call__(self, model, batch: dict):
-        cfg, rng, real, y = self.cfg, batch["rng"], batch["x"], batch["y"]
+        cfg, rng, real, y, step = self.cfg, batch["rng"], batch["x"], batch["y"], batch["step"]
         n = real.shape[0]
         net = unwrap(model)
         num_classes = net.config.num_classes if y is not None else 0
-        alpha_group = 1 + (cfg.cfg_max - 1) * torch.rand(max(num_classes, 1), generator=rng.gen, device=real.device)
+        G = max(num_classes, 1)
+        alpha_group = sample_alpha(torch.rand(G, generator=rng.gen, device=real.device), cfg)
         alpha = alpha_group[y] if (net.config.guidance_input and y is not None) else None
         noise = rng.randn(n, *real.shape[1:]).contiguous(memory_format=torch.contiguous_format)
-        gen = model(noise, None, y, alpha).float()
+        extra = {}
+        if getattr(net.config, "style_tokens", 0):  # drawn after the noise: the noise stream is unchanged
+            extra["style"] = rng.randint(net.config.style_codebook, n * net.config.style_tokens).view(n, -1)
+        gen = model(noise, None, y, alpha, **extra).float()
 
         gen_groups = self.features(gen)
+        guided = bool(num_classes) and cfg.cfg_max > 1.0
         with torch.no_grad():
-            real_groups = [dist.all_gather_cat(g) for g in self.features(real)]
-        G = max(num_classes, 1)
+            real_groups = self._positives(real, G, step)
+            unc_groups = self._unconditional(real, real_groups, G, cfg.uncond_per_group, step) if guided else None
         total, logs = 0.0, {}
         for j, (g_local, r_all) in enumerate(zip(gen_groups, real_groups)):
             g_all = with_local_grad(g_local)  # [B, L, C] over the global batch
-            B, L, C = g_all.shape
-            # rows are sorted by class (class-balanced batch): group = (location/stat, class)
-            x = g_all.view(G, B // G, L, C).permute(2, 0, 1, 3).reshape(L * G, B // G, C)
-            pos = r_all.view(G, B // G, L, C).permute(2, 0, 1, 3).reshape(L * G, B // G, C)
+            L = g_all.shape[1]
+            x, pos = _by_group(g_all, G), _by_group(r_all, G)  # rows sorted by class: (feature group, class)
             kw = {}
-            if num_classes and cfg.cfg_max > 1.0:
+            if guided:
                 # unconditional negatives: real samples of any class, weighted after the softmax
-                idx = torch.randperm(B, generator=torch.Generator().manual_seed(batch["step"]))[: cfg.uncond_per_group]
-                unc = r_all[idx.to(r_all.device)].permute(1, 0, 2)  # [L, U, C]
-                kw["extra_neg"] = unc[:, None].expand(L, G, -1, C).reshape(L * G, -1, C)
-                n_neg = B // G
-                w = (alpha_group - 1) * (n_neg - 1) / cfg.uncond_per_group  # [G]
+                kw["extra_neg"] = unc_groups[j]
+                w = (alpha_group - 1) * (x.shape[1] - 1) / unc_groups[j].shape[1]  # [G]
                 kw["extra_weight"] = w.repeat(L)
             loss, stats = self.field_loss(x, pos, temperatures=cfg.temperatures, kernel_norm=cfg.kernel_norm,
                                           feature_norm=cfg.feature_norm, impl=cfg.impl, precision=cfg.precision,
                                           eps=cfg.rms_eps, scale_self_pairs=cfg.scale_self_pairs,
-                                          allow_autocast=cfg.field_autocast, **kw)
+                                          allow_autocast=cfg.field_autocast, shared_norm=cfg.norm_scope == "map",
+                                          scale_extra_weighted=cfg.cfg_scale_weighted, **kw)
+            if cfg.loss_reduce == "sum":  # the field loss is a mean over the map's L groups
+                loss = loss * L
             total = total + loss
             logs[f"loss_g{j}"] = loss.detach()
         logs["drift_loss"] = logs["loss"] = total.detach()  # the logged loss: not world-scaled
