@@ -156,3 +156,36 @@ def test_download_offline_is_a_clear_error(tmp_path, monkeypatch, image_folder):
     save_classifier(EvalNet(widths=(8, 16, 32)), tmp_path / "ev")
     with pytest.raises(SystemExit, match="error: could not download"):
         main(["--images", image_folder, "--inception", "download", "--evalnet", str(tmp_path / "ev"), "--device", "cpu"])
+
+
+@needs_fid_helper
+def test_fid_curve_over_snapshots(tmp_path, monkeypatch, image_folder):
+    """Two snapshots of a run -> one curve point each (step, images seen, FID), merged into the JSON, plotted."""
+    import driftin.data
+    from driftin.classifier import EvalNet, save_classifier
+    from driftin.config import preset
+    from driftin.data import load_image_folder
+    from driftin.eval import curve, features
+    from driftin.hub import save_pretrained
+    from driftin.unet import UNet
+
+    imgs = load_image_folder(image_folder)[0]
+    ref = lambda split: (imgs, torch.zeros(len(imgs), dtype=torch.long))  # noqa: E731
+    monkeypatch.setenv("DRIFTIN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(features, "load_cifar10_tar", ref)
+    monkeypatch.setattr(driftin.data, "load_cifar10_tar", ref)
+    torch.manual_seed(0)
+    save_classifier(EvalNet(widths=(8, 16, 32)), tmp_path / "ev")
+    cfg = preset("tiny", zero_init_out=False)
+    for step in (10, 20):
+        save_pretrained(UNet(cfg), tmp_path / "run" / "snapshots" / f"step_{step:07d}",
+                        {"objective": "drift", "steps": step, "train_config": {"batch_size": 64}})
+    out = tmp_path / "curve.json"
+    args = [str(tmp_path / "run" / "snapshots"), "--n", "4", "--batch", "4", "--device", "cpu", "--out", str(out),
+            "--plot", str(tmp_path / "curve.png")]
+    data = curve.main(args + ["--evalnet", str(tmp_path / "ev")])
+    pts = sorted(data["points"], key=lambda p: p["step"])
+    assert [(p["step"], p["images_seen"], p["label"]) for p in pts] == [(10, 640, "run"), (20, 1280, "run")]
+    assert all(p["fid"] > 0 and p["n"] == 4 for p in pts)
+    assert json.loads(out.read_text())["points"] == data["points"]
+    assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# One GPU lease on the lent H200, staged over several device calls: the working tree travels at most
+# 64 MiB a call, while the FID network (87 MB), the data (19 MB) and the generators (2 x 19 MB) together
+# are far more. Everything is staged outside the repository (/root/stage, kept while the machine is held),
+# the code is copied to /root/code when the work starts (so a later call's re-laid tree cannot change it
+# under a running job), and all outputs go to /root/out, packed into $OUT by `collect`.
+#
+#   call 1: bash scripts/gpu_lease.sh stage     (carry .stage_a data)   FID network part 1 + CIFAR-10
+#   call 2: bash scripts/gpu_lease.sh stage     (carry .stage_b)        part 2 (+ encoder, evalnet from the tree)
+#   call 3: bash scripts/gpu_lease.sh stage start bench evals ablation  (drift + ddpm weights from the tree)
+#   later:  bash scripts/gpu_lease.sh status [seconds to wait]; bash scripts/gpu_lease.sh collect
+#
+# Between calls, move aside the weight folders a call does not carry (the tree must stay under 64 MiB).
+# Set DRIFTIN_GIT_COMMIT to this checkout's HEAD as a literal: the device's .git can be older than its tree.
+set -u
+S=/root/stage O=/root/out C=/root/code
+export PYTHONUNBUFFERED=1 DRIFTIN_DATA=$S/cifar10 DRIFTIN_WEIGHTS=$S/weights DRIFTIN_CACHE=/root/cache
+FIDNET=$S/default_1.pt
+FID_SHA1=a16e4d89c0ecbc17a915dd76ea9e41211aa82562
+EVAL="python3 -m driftin.eval --batch 2500 --device cuda --inception $FIDNET --evalnet $S/weights/evalnet-cifar10"
+
+stage() {
+  mkdir -p $S/weights $O
+  for p in .stage_a/* .stage_b/*; do [ -e "$p" ] && cp "$p" $S/; done
+  [ -d data/cifar10 ] && mkdir -p $S/cifar10 && cp data/cifar10/*.tar.gz $S/cifar10/
+  for w in weights/*/; do [ -e "$w/config.json" ] && rm -rf "$S/$w" && cp -r "$w" "$S/$w"; done
+  if [ ! -e $FIDNET ] && [ -e $S/fid.part00 ] && [ -e $S/fid.part01 ]; then cat $S/fid.part00 $S/fid.part01 > $FIDNET; fi
+  [ -e $FIDNET ] && { echo "$FID_SHA1  $FIDNET" | sha1sum -c - || rm -f $FIDNET; }
+  ls -la $S $S/weights; nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv
+}
+
+# run NAME CMD...: one logged step of the job, its outcome marked by $O/NAME.done or $O/NAME.failed
+run() { local name=$1; shift; echo "== $(date +%T) $name"; ( "$@" ) > $O/$name.log 2>&1 && touch $O/$name.done || { touch $O/$name.failed; echo "   $name FAILED"; }; }
+
+bench() {
+  run bench_train python3 -m driftin.bench train --out $O/train_h200.json --md $O/train_h200.md
+}
+
+evals() {
+  python3 -c "from driftin.data import load_cifar10_tar as l; l('train'); l('test')"
+  run calibrate python3 -m driftin.eval.calibrate --out $O/fd_calibration.json --device cuda --inception $FIDNET \
+      --evalnet $S/weights/evalnet-cifar10
+  for g in 1 1.5 2; do run eval_drift_g$g $EVAL --weights $S/weights/drift-cifar10 --guidance $g --out $O/eval_drift.json; done
+  for s in 50 25 10; do run eval_ddim$s $EVAL --weights $S/weights/ddpm-cifar10 --method ddim --steps $s --out $O/eval_ddpm.json; done
+}
+
+# every row of training/ablation at once (the steps are overhead-bound: rows interleave on the GPU), then FID-10k
+ablation() {
+  local pids=() rows=() f row
+  for f in training/ablation/*.json; do
+    row=$(basename $f .json); rows+=($row)
+    ( python3 -m driftin.train --config $f --out $O/ablation/$row --compile true > $O/abl_$row.train.log 2>&1 \
+      && python3 -m driftin.train export $O/ablation/$row $O/ablation/$row/ema ) &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+  for row in "${rows[@]}"; do
+    [ -e $O/ablation/$row/ema/config.json ] && run abl_$row.eval $EVAL --weights $O/ablation/$row/ema --n 10000 --out $O/ablation_eval.json
+  done
+}
+
+case ${1:-} in
+  stage) stage; shift; [ "${1:-}" = start ] || exit 0 ;;&
+  start|stage)
+    [ "${1:-}" = start ] && shift
+    rm -rf $C && mkdir -p $C $O && cp -a driftin training scripts benchmarks pyproject.toml $C/ 2>/dev/null
+    cd $C && setsid nohup bash scripts/gpu_lease.sh job "$@" > $O/job.log 2>&1 < /dev/null &
+    sleep 5; cat $O/job.log ;;
+  job) shift; cd $C; for phase in "$@"; do $phase; done; echo "== $(date +%T) all done"; touch $O/ALL.done ;;
+  status)
+    for ((i = 0; i < ${2:-0}; i += 15)); do [ -e $O/ALL.done ] && break; sleep 15; done
+    cat $O/job.log; tail -n 3 $O/*.log 2>/dev/null | tail -n 60; nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv ;;
+  collect)
+    tar czf $OUT/results.tgz -C $O --exclude='*.safetensors' --exclude='*.pt' . && ls -la $OUT ;;
+  *) echo "usage: $0 stage [start PHASE...] | start PHASE... | status [wait_s] | collect" >&2; exit 2 ;;
+esac
