@@ -28,12 +28,15 @@ GRID_SIZES = (1, 4, 9, 16)
 MAX_STEPS = 100
 GUIDANCE_RANGE = (1.0, 5.0)
 MAX_SEED = 2**31 - 1
+RECORD_MIN_SECONDS = 1.0
 RECORD_MAX_SECONDS = 10.0
+RECORD_HARD_LIMIT = 60.0  # a clip may run this much past its length to show the DDPM sample finish
 RECORD_MAX_FRAMES = 120
 RECORD_MAX_FPS = 12.0
 WALK_FRAMES_RANGE = (4, 240)
 UNCONDITIONAL = "unconditional"
-CLASS_CHOICES = (UNCONDITIONAL, *CIFAR10_CLASSES)
+MIXED = "mixed"  # a CIFAR-10 class per tile (tile with seed s gets class s % 10): the default, as it shows the models best
+CLASS_CHOICES = (MIXED, UNCONDITIONAL, *CIFAR10_CLASSES)
 VIEWS = ("x0", "xt")  # DDIM panel: predicted clean image, or the noisy state x_t
 TILE_SCALE = 4  # API/UI grids: every 32 px image is upscaled 4x (nearest) -> 128 px tiles
 PAD = 2  # px between tiles
@@ -53,7 +56,7 @@ class Settings:
     random_seed: bool = True
     grid: int = 4
     steps: int = 25
-    label: int | None = None  # CIFAR-10 class index, None = unconditional
+    label: int | str | None = None  # CIFAR-10 class index, None = unconditional, MIXED = a class per tile
     guidance: float = 1.0
     view: str = "x0"
 
@@ -74,13 +77,15 @@ def _number(name: str, v, lo: float, hi: float, integer: bool) -> float | int:
     return f
 
 
-def parse_class(name) -> int | None:
-    """'unconditional' / None -> None; a CIFAR-10 class name (or its index 0..9) -> its index."""
+def parse_class(name) -> int | str | None:
+    """'unconditional' / None -> None; 'mixed' -> MIXED; a CIFAR-10 class name (or its index 0..9) -> its index."""
     if name is None:
         return None
     s = str(name).strip().lower()
     if s in ("", UNCONDITIONAL, "none"):
         return None
+    if s in (MIXED, "all"):
+        return MIXED
     if s in CIFAR10_CLASSES:
         return CIFAR10_CLASSES.index(s)
     if s.isdigit() and int(s) < len(CIFAR10_CLASSES):
@@ -97,7 +102,7 @@ def validate(seed=0, random_seed=True, grid=4, steps=25, class_name=UNCONDITIONA
         raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
     return Settings(
         seed=_number("seed", seed, 0, MAX_SEED, integer=True),
-        random_seed=bool(random_seed),
+        random_seed=_flag("random seed", random_seed),
         grid=grid_n,
         steps=_number("DDIM steps", steps, 1, MAX_STEPS, integer=True),
         label=parse_class(class_name),
@@ -106,8 +111,15 @@ def validate(seed=0, random_seed=True, grid=4, steps=25, class_name=UNCONDITIONA
     )
 
 
+def _flag(name: str, v) -> bool:
+    # a checkbox sends true/false; "yes", 1 or None are mistakes, not truthy values
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    raise ValueError(f"{name} must be true or false, got {v!r}")
+
+
 def validate_record(seconds) -> float:
-    return _number("recording length (s)", seconds, 0.5, RECORD_MAX_SECONDS, integer=False)
+    return _number("recording length (s)", seconds, RECORD_MIN_SECONDS, RECORD_MAX_SECONDS, integer=False)
 
 
 def validate_walk(frames_per_segment) -> int:
@@ -263,6 +275,15 @@ def gif_scale(n: int) -> int:
     return {1: 8, 2: 4}.get(math.ceil(math.sqrt(n)), 2)
 
 
+def same_size(frames: list[np.ndarray], bg: int = 255) -> list[np.ndarray]:
+    """Frames on one canvas (the largest height and width), top-left aligned: a clip may span a grid change
+    (4 -> 9 tiles changes the panel size), and GIF/MP4 frames must all have one size."""
+    h = max(f.shape[0] for f in frames)
+    w = max(f.shape[1] for f in frames)
+    return [f if f.shape[:2] == (h, w) else np.pad(f, ((0, h - f.shape[0]), (0, w - f.shape[1]), (0, 0)), constant_values=bg)
+            for f in frames]
+
+
 def write_gif(frames: list[np.ndarray], path: str | Path, durations: list[float] | float) -> Path:
     """Looping GIF; durations in seconds (one per frame, or one for all)."""
     import imageio.v3 as iio
@@ -271,7 +292,7 @@ def write_gif(frames: list[np.ndarray], path: str | Path, durations: list[float]
         raise ValueError("no frames to write")
     d = [durations] * len(frames) if isinstance(durations, (int, float)) else list(durations)
     ms = [max(20, int(round(s * 1000))) for s in d]  # GIF delays have 10 ms resolution; browsers floor at 20
-    iio.imwrite(path, np.stack(frames), extension=".gif", duration=ms, loop=0)
+    iio.imwrite(path, np.stack(same_size(frames)), extension=".gif", duration=ms, loop=0)
     return Path(path)
 
 
@@ -286,6 +307,7 @@ def mp4_available() -> bool:
 def write_mp4(frames: list[np.ndarray], path: str | Path, fps: float) -> Path:
     import imageio.v2 as iio2
 
+    frames = same_size(frames)
     h, w = frames[0].shape[:2]
     H, W = -(-h // 16) * 16, -(-w // 16) * 16  # H.264 wants even sides; 16 avoids imageio's resize
     with iio2.get_writer(str(path), fps=max(1.0, fps), codec="libx264", quality=8, macro_block_size=16,
@@ -357,37 +379,64 @@ class Slot:
     source: str
     model: torch.nn.Module | None = None
     error: str | None = None
+    problem: str | None = None  # "missing" | "corrupt" | "wrong model" when model is None
 
     @property
     def ok(self) -> bool:
         return self.model is not None
 
 
+def _tracked(root: Path, rel: str) -> bool:
+    """`rel` is tracked by the git checkout at root (so `git checkout` can restore it)."""
+    import subprocess
+
+    try:
+        r = subprocess.run(["git", "-C", str(root), "ls-files", "--error-unmatch", rel], capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return r.returncode == 0
+
+
 def how_to_get(kind: str, source: str) -> str:
+    """Ways to get working weights, each command runnable as written (no placeholders)."""
+    from .hub import looks_local
+    from .paths import checkout_root
+
     name = f"{kind}-cifar10"
-    local = source if not Path(source).is_absolute() and source.startswith("weights/") else f"weights/{name}"
-    return (f"download them with `hf download <user>/driftin-{name} --local-dir {local}` (or pass the Hub repo id: "
-            f"`python app.py --{kind} <user>/driftin-{name}`), or train them: "
-            f"`torchrun --nproc_per_node=8 -m driftin.train --config training/{kind}_cifar10.json` then "
-            f"`python -m driftin.train export runs/{name} {local}`")
+    ways = []
+    root = checkout_root()
+    shipped = root / "weights" / name if root else None
+    if shipped is not None and _tracked(root, f"weights/{name}"):
+        here = Path(source).expanduser()
+        if not looks_local(source) or not here.exists() or here.resolve() == shipped.resolve():
+            ways.append(f"restore the weights shipped with the repository: `git -C {root} checkout HEAD -- weights/{name}`")
+    if not looks_local(source):
+        ways.append(f"check the Hub repo id `{source}` (and your network / HF_TOKEN), then "
+                    f"`hf download {source} --local-dir weights/{name}`")
+    ways.append(f"point `--{kind}` (or env DRIFTIN_{kind.upper()}) at a weights folder or Hub repo id, or set "
+                f"DRIFTIN_WEIGHTS to a folder that holds `{name}/`")
+    ways.append(f"train them in a driftin checkout: `driftin train --config training/{kind}_cifar10.json` then "
+                f"`driftin train export runs/{name} weights/{name}`")
+    return "; ".join(ways)
 
 
 def load_slot(kind: str, source: str, device: torch.device) -> Slot:
-    from .hub import WeightsError, load_pretrained
+    from .hub import WeightsCorrupt, WeightsError, load_pretrained
 
-    p = Path(source)
-    if not p.exists() and (source.startswith(("weights/", "./", "../", "~")) or p.is_absolute() or source.count("/") != 1):
-        # a local path (the default weights/<name> included) is never looked up on the Hub
-        return Slot(kind, source, error=f"{kind} weights folder `{source}` not found. To get them, {how_to_get(kind, source)}.")
     try:
         model = load_pretrained(source, device=device)
-    except WeightsError as e:
-        return Slot(kind, source, error=f"{kind} weights `{source}` are missing or unusable: {e}. To get them, {how_to_get(kind, source)}.")
+    except WeightsCorrupt as e:
+        return Slot(kind, source, problem="corrupt",
+                    error=f"{kind} weights `{source}` are corrupt: {e}. To fix: {how_to_get(kind, source)}.")
+    except WeightsError as e:  # missing folder, no weights file, Hub repo not reachable
+        return Slot(kind, source, problem="missing",
+                    error=f"{kind} weights `{source}` are missing: {e}. To get them: {how_to_get(kind, source)}.")
     objective = getattr(model, "meta", {}).get("objective", "?")
     want = "drift" if kind == "drift" else "ddpm"
     if objective != "?" and objective.replace("ddim", "ddpm") != want:  # no objective recorded: trust the flag
-        return Slot(kind, source, error=f"`{source}` holds a {objective!r} model, but the {kind} panel needs "
-                                        f"objective {want!r} (swap --drift / --ddpm?)")
+        return Slot(kind, source, problem="wrong model",
+                    error=f"`{source}` holds a {objective!r} model, but the {kind} panel needs "
+                          f"objective {want!r} (swap --drift / --ddpm?)")
     return Slot(kind, source, model=model)
 
 
@@ -438,29 +487,27 @@ class Engine:
         with self.lock:
             sync(self.device)
             t0 = time.perf_counter()
-            x = self._generate(model, seeds=seeds, method="drift", class_labels=s.label,
+            x = self._generate(model, seeds=seeds, method="drift", class_labels=tile_labels(s, seeds),
                                guidance=self.drift_guidance(s), output="uint8", device=self.device)
             sync(self.device)
             dt = time.perf_counter() - t0
             x = x.cpu()
         return x, dt
 
-    @torch.no_grad()
-    def drift_from_noise(self, noise: torch.Tensor, s: Settings) -> tuple[torch.Tensor, float]:
-        """The drift generator on given noise (latent walks; generate() draws its own noise from seeds)."""
-        net = self.require("drift")
+    def drift_from_noise(self, noise: torch.Tensor, s: Settings, labels=None) -> tuple[torch.Tensor, float]:
+        """The drift generator on given noise (latent walks); labels: per-tile classes (default from s)."""
+        model = self.require("drift")
         self.check("drift", s)
-        n = noise.shape[0]
+        if labels is None and s.label is not None:
+            labels = tile_labels(s, list(range(noise.shape[0])))
         with self.lock:
-            y = None if s.label is None else torch.full((n,), s.label, dtype=torch.long, device=self.device)
-            alpha = torch.full((n,), self.drift_guidance(s), device=self.device) if net.config.guidance_input else None
-            noise = noise.to(self.device)
             sync(self.device)
             t0 = time.perf_counter()
-            x = net(noise, None, y, alpha)
+            x = self._generate(model, noise=noise, method="drift", class_labels=labels,
+                               guidance=self.drift_guidance(s), output="uint8", device=self.device)
             sync(self.device)
             dt = time.perf_counter() - t0
-            x = to_uint8(x)
+            x = x.cpu()
         return x, dt
 
     def ddim_images(self, seeds: list[int], s: Settings,
@@ -493,11 +540,19 @@ class Engine:
         try:
             sync(self.device)
             state["t0"] = time.perf_counter()
-            x = self._generate(model, seeds=seeds, method="ddim", steps=s.steps, class_labels=s.label,
+            x = self._generate(model, seeds=seeds, method="ddim", steps=s.steps, class_labels=tile_labels(s, seeds),
                                guidance=s.guidance, output="uint8", device=self.device, callback=callback).cpu()
         finally:
             self.lock.release()
         return x
+
+
+def tile_labels(s: Settings, seeds: list[int]) -> int | list[int] | None:
+    """Class labels for a frame: one class for all tiles, none, or (MIXED) class seed % 10 per tile, so a
+    fixed seed keeps its class and both panels give a tile the same class."""
+    if s.label == MIXED:
+        return [seed % len(CIFAR10_CLASSES) for seed in seeds]
+    return s.label
 
 
 def frame_seeds(s: Settings, base: int, frame: int) -> list[int]:
@@ -525,6 +580,7 @@ class LiveFrame:
     drift_title: str = ""
     ddpm_title: str = ""
     ddpm_latest: torch.Tensor | None = None  # the DDPM panel's current images (new or not), for clips
+    ddpm_done: bool = False  # ddpm_latest is a finished sample (not an intermediate DDIM step)
 
 
 class DDIMWorker(threading.Thread):
@@ -538,6 +594,9 @@ class DDIMWorker(threading.Thread):
         self.meter, self.ui = WorkMeter(window=50), RateMeter()
         self._lock = threading.Lock()
         self.version = 0
+        self.seen = -1  # the last version the stream took: a finished sample is held until it has been shown
+        self.done = False  # the published images are a finished sample
+        self.finish = threading.Event()  # graceful stop: finish the sample in progress, start no new one
         self.images: torch.Tensor | None = None
         self.title, self.info = "DDPM · DDIM", "**DDPM · DDIM** — waiting for the first step…"
         self.error: str | None = None
@@ -549,16 +608,21 @@ class DDIMWorker(threading.Thread):
     def orphaned(self) -> bool:
         return time.perf_counter() - self.heartbeat > self.orphan_after
 
-    def _publish(self, images: torch.Tensor | None, title: str, info: str) -> None:
+    def _publish(self, images: torch.Tensor | None, title: str, info: str, done: bool = False) -> None:
         with self._lock:
             if images is not None:
                 self.images = images
-            self.title, self.info = title, info
+            self.title, self.info, self.done = title, info, done
             self.version += 1
 
-    def snapshot(self) -> tuple[int, torch.Tensor | None, str, str]:
+    def snapshot(self) -> tuple[int, torch.Tensor | None, str, str, bool]:
         with self._lock:
-            return self.version, self.images, self.title, self.info
+            self.seen = self.version
+            return self.version, self.images, self.title, self.info, self.done
+
+    def idle(self) -> bool:
+        """Not sampling: finished (graceful stop), stopped or failed."""
+        return not self.is_alive()
 
     def stats(self, step: int, s: Settings, seeds: list[int]) -> str:
         sps = self.meter.per_second
@@ -586,9 +650,17 @@ class DDIMWorker(threading.Thread):
                 final = self.engine.ddim_images(seeds, s, on_step=on_step, stop=self.stop)
                 self.samples += 1
                 self.last_sample_s = total[0]
-                self._publish(final, f"DDPM · DDIM {s.steps} steps, done", self.stats(s.steps, s, seeds))
+                self._publish(final, f"DDPM · DDIM {s.steps} steps, done", self.stats(s.steps, s, seeds), done=True)
+                # hold the finished sample until the stream has shown it (a slow drift frame, e.g. grid 16 on a
+                # CPU, could otherwise skip it), then `hold` seconds more
+                with self._lock:
+                    version = self.version
+                while self.seen < version and not self.stop.is_set() and not self.orphaned():
+                    self.stop.wait(0.02)
+                if self.finish.is_set():
+                    break
                 self.stop.wait(self.hold)
-                if self.orphaned():
+                if self.orphaned() or self.finish.is_set():
                     break
         except Stopped:
             pass
@@ -597,10 +669,13 @@ class DDIMWorker(threading.Thread):
 
 
 def live_frames(engine: Engine, get_settings: Callable[[], Settings], stop: threading.Event,
-                max_fps: float = 24.0, max_seconds: float = 600.0) -> Iterator[LiveFrame]:
+                max_fps: float = 24.0, max_seconds: float = 600.0,
+                finish: threading.Event | None = None) -> Iterator[LiveFrame]:
     """The live side-by-side: a new drift grid every frame (fresh seeds unless the seed is fixed) and the
     DDPM panel's DDIM steps as they happen (from the seeds the drift panel showed when the sample began).
     Paced to at most max_fps frames to the UI; ends after max_seconds or when `stop` is set.
+    `finish` is the gentle stop (the Stop button): drift stops at once, the DDPM sample in progress runs to
+    its end and its finished images are the last frame, so a stopped view never rests on a noisy step.
     A panel whose model is missing stays empty (its stats say why); with neither model, ValueError."""
     if not engine.drift.ok and not engine.ddpm.ok:
         raise ValueError(f"no model to run. {engine.drift.error} {engine.ddpm.error}")
@@ -618,37 +693,51 @@ def live_frames(engine: Engine, get_settings: Callable[[], Settings], stop: thre
         if (engine.drift if kind == "drift" else engine.ddpm).ok:
             engine.check(kind, s)
     worker = DDIMWorker(engine, get_settings, seeds_now, stop) if engine.ddpm.ok else None
+    finish = finish or threading.Event()
     drift_meter, ui = WorkMeter(), RateMeter()
-    seen, ddpm_latest = -1, None
+    seen, ddpm_latest, ddpm_done = -1, None, False
     dtitle, dinfo = "DDPM", f"**DDPM** — off: {engine.ddpm.error}"
     t_start = time.perf_counter()
     try:
         frame = 0
         while not stop.is_set() and time.perf_counter() - t_start < max_seconds:
             t_frame = time.perf_counter()
+            finishing = finish.is_set()
+            if finishing and (worker is None or worker.ident is None or (ddpm_done and worker.idle())):
+                break  # nothing left to finish (its finished sample has been yielded)
             s = get_settings()
             seeds = frame_seeds(s, base, frame)
-            with lock:
-                current["seeds"] = seeds
             if worker is not None:
+                if finishing:
+                    worker.finish.set()
                 worker.heartbeat = time.perf_counter()
                 if worker.ident is None:
+                    with lock:
+                        current["seeds"] = seeds
                     worker.start()
             x = None
-            if engine.drift.ok:
+            if engine.drift.ok and not finishing:
+                with lock:
+                    current["seeds"] = seeds
                 x, dt = engine.drift_images(seeds, s)
                 drift_meter.add(dt)
             new_ddpm = None
             if worker is not None:
                 if worker.error:
                     raise RuntimeError(f"DDPM panel: {worker.error}")
-                version, images, dtitle, dinfo = worker.snapshot()
+                version, images, dtitle, dinfo, ddpm_done = worker.snapshot()
                 if version != seen:
                     seen = version
                     if images is not None and images is not ddpm_latest:
                         new_ddpm = ddpm_latest = images
                         worker.ui.tick()
             ui.tick()
+            if finishing:
+                if new_ddpm is not None:
+                    yield LiveFrame(None, new_ddpm, "**Drift** — stopped", dinfo, "Drift · 1 step", dtitle, ddpm_latest,
+                                    ddpm_done)
+                stop.wait(0.05)
+                continue
             if x is not None:
                 fps = drift_meter.per_second
                 drift_stats = (f"**Drift · 1 step** — model **{fps:.1f} frames/s** ({1000 * drift_meter.mean:.1f} ms per "
@@ -656,7 +745,7 @@ def live_frames(engine: Engine, get_settings: Callable[[], Settings], stop: thre
                                f"{seed_label(seeds)}")
             else:
                 drift_stats = f"**Drift** — off: {engine.drift.error}"
-            yield LiveFrame(x, new_ddpm, drift_stats, dinfo, "Drift · 1 step", dtitle, ddpm_latest)
+            yield LiveFrame(x, new_ddpm, drift_stats, dinfo, "Drift · 1 step", dtitle, ddpm_latest, ddpm_done)
             frame += 1
             # without a drift model the loop only polls the DDPM worker: no need to spin faster than it
             wait = 1.0 / max_fps - (time.perf_counter() - t_frame)
@@ -700,18 +789,33 @@ def walk_frames(engine: Engine, get_settings: Callable[[], Settings], frames_per
 
 
 class Recorder:
-    """Collects side-by-side frames from a running stream for `seconds` (at most `max_frames`,
-    sampled at most `fps` per second), then writes a GIF (+ MP4 when imageio-ffmpeg is there)."""
+    """Collects side-by-side frames from a running stream for `seconds` (sampled at most `fps` per second),
+    then writes a GIF (+ MP4 when imageio-ffmpeg is there).
+
+    wait_ddpm: past `seconds`, keep recording until the DDPM panel shows a finished sample (at most
+    `hard_limit` seconds in all), so a short clip of a slow DDIM run still ends on its result. To stay within
+    `max_frames`, a long recording drops every other frame and halves its sampling rate (delays stay real-time)."""
 
     def __init__(self, seconds: float, fps: float = RECORD_MAX_FPS, max_frames: int = RECORD_MAX_FRAMES,
-                 min_frames: int = 2, hard_limit: float | None = None, clock: Callable[[], float] = time.perf_counter):
+                 min_frames: int = 2, hard_limit: float | None = None, clock: Callable[[], float] = time.perf_counter,
+                 wait_ddpm: bool = False):
         self.clock = clock
         self.seconds, self.fps, self.max_frames, self.min_frames = seconds, min(fps, RECORD_MAX_FPS), max_frames, min_frames
-        self.hard_limit = hard_limit if hard_limit is not None else seconds + 60.0
+        self.hard_limit = hard_limit if hard_limit is not None else seconds + RECORD_HARD_LIMIT
+        self.wait_ddpm = wait_ddpm
         self.frames: list[np.ndarray] = []
         self.times: list[float] = []
         self.t0: float | None = None
         self.done = threading.Event()
+        self.ddpm_finished = False  # the last kept frame shows a finished DDPM sample
+
+    def _thin(self) -> None:
+        keep = list(range(0, len(self.frames), 2))
+        if keep[-1] != len(self.frames) - 1:
+            keep[-1] = len(self.frames) - 1  # the newest frame stays (it may be the finished sample)
+        self.frames = [self.frames[i] for i in keep]
+        self.times = [self.times[i] for i in keep]
+        self.fps /= 2
 
     def offer(self, f: LiveFrame, walk: bool = False) -> None:
         if self.done.is_set():
@@ -720,11 +824,18 @@ class Recorder:
         if self.t0 is None:
             self.t0 = now
         elapsed = now - self.t0
-        if not self.times or now - self.times[-1] >= 1.0 / self.fps - 1e-3:
+        finished = self.wait_ddpm and f.ddpm_done and f.ddpm is not None  # the frame that first shows the result
+        if finished or not self.times or now - self.times[-1] >= 1.0 / self.fps - 1e-3:
             self.frames.append(clip_frame(f, walk))
             self.times.append(now)
-        enough = len(self.frames) >= self.min_frames
-        if len(self.frames) >= self.max_frames or (elapsed >= self.seconds and enough) or elapsed >= self.hard_limit:
+            self.ddpm_finished = f.ddpm_done
+            if len(self.frames) > self.max_frames:  # only when waiting for DDPM: the other case ends at max_frames
+                self._thin()
+        enough = len(self.frames) >= self.min_frames and elapsed >= self.seconds
+        if enough and self.wait_ddpm and not self.ddpm_finished:
+            enough = False
+        full = len(self.frames) >= self.max_frames and not self.wait_ddpm  # (waiting thins out instead)
+        if enough or full or elapsed >= self.hard_limit:
             self.done.set()
 
     def durations(self) -> list[float]:
@@ -762,9 +873,9 @@ def clip_frame(f: LiveFrame, walk: bool = False) -> np.ndarray:
 
 
 def record(frames: Iterator[LiveFrame], seconds: float, stop: threading.Event, walk: bool = False,
-           folder: str | Path | None = None) -> tuple[Path, Path | None, int]:
+           folder: str | Path | None = None, wait_ddpm: bool = False) -> tuple[Path, Path | None, int]:
     """Run a stream just for a clip: (gif path, mp4 path or None, frame count)."""
-    rec = Recorder(seconds)
+    rec = Recorder(seconds, wait_ddpm=wait_ddpm)
     try:
         for f in frames:
             rec.offer(f, walk)
@@ -785,5 +896,6 @@ __all__ = [
     "Settings", "validate", "validate_record", "validate_walk", "parse_class", "RateMeter", "WorkMeter", "FairLock",
     "make_grid", "grid_side", "side_by_side", "slerp", "LatentWalk", "Slot", "load_slot", "how_to_get", "Engine",
     "live_frames", "walk_frames", "Recorder", "record", "write_gif", "write_mp4", "clip_frame", "frame_seeds",
-    "Stopped", "GRID_SIZES", "MAX_STEPS", "GUIDANCE_RANGE", "CLASS_CHOICES", "UNCONDITIONAL",
+    "Stopped", "GRID_SIZES", "MAX_STEPS", "GUIDANCE_RANGE", "CLASS_CHOICES", "UNCONDITIONAL", "MIXED", "tile_labels",
+    "same_size", "RECORD_MIN_SECONDS",
 ]

@@ -45,7 +45,8 @@ def weights_candidates(name: str) -> list[Path]:
 
 def find_weights(name: str) -> Path | None:
     """The first existing folder among weights_candidates(name), or None."""
-    return next((p for p in weights_candidates(name) if p.is_dir()), None)
+    found = next((p for p in weights_candidates(name) if p.is_dir()), None)
+    return found.resolve() if found is not None else None  # absolute: a later chdir must not lose it
 
 
 def default_weights(name: str) -> str:

@@ -1,38 +1,66 @@
-"""python -m driftin.sample --weights weights/drift-cifar10 --n 64 --out grid.png"""
+"""driftin sample --weights weights/drift-cifar10 --n 64 --out grid.png    (or python -m driftin.sample ...)
+
+By default a conditional model draws a class per image (0..9 in turn, one row per class with --nrow 10),
+where drift samples are recognisable; `--class unconditional` gives the unconditional ones.
+"""
 from __future__ import annotations
 
 import argparse
+import sys
 
 import torch
 
 from .data import CIFAR10_CLASSES
-from .generate import generate
+from .generate import generate, resolve_device
 from .hub import load_pretrained
+
+UNCONDITIONAL = ("unconditional", "none")
+
+
+def class_labels(cls: str | None, n: int, num_classes: int):
+    """Labels for --class: 'all' (default for a conditional model) cycles 0..9; a name or index; 'unconditional'."""
+    if cls is None:
+        cls = "all" if num_classes else "unconditional"
+    cls = cls.strip().lower()
+    if cls in UNCONDITIONAL:
+        return None
+    if not num_classes:
+        raise ValueError(f"--class {cls}: this model is unconditional; use --class unconditional")
+    if cls == "all":
+        return torch.arange(n) % num_classes
+    if cls in CIFAR10_CLASSES:
+        return CIFAR10_CLASSES.index(cls)
+    if cls.isdigit() and int(cls) < num_classes:
+        return int(cls)
+    raise ValueError(f"--class {cls!r}: use all, unconditional, a class name ({', '.join(CIFAR10_CLASSES)}) "
+                     f"or an index 0..{num_classes - 1}")
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Sample a PNG grid from driftin weights (folder or Hub repo id).")
-    p.add_argument("--weights", required=True)
+    p = argparse.ArgumentParser(description="Sample a PNG grid from driftin weights (folder, name under ./weights, "
+                                            "or Hub repo id).")
+    p.add_argument("--weights", required=True, help="folder, a name like drift-cifar10 ($DRIFTIN_WEIGHTS, ./weights), "
+                                                    "or a Hub repo id")
     p.add_argument("--n", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--method", choices=["drift", "ddim"], default=None, help="default: the model's objective")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--eta", type=float, default=0.0)
-    p.add_argument("--class", dest="cls", default=None, help="class name or index; 'all' cycles 0..9; default unconditional")
+    p.add_argument("--class", dest="cls", default=None,
+                   help="'all' (default for a conditional model: classes 0..9 in turn), a class name or index, "
+                        "or 'unconditional'")
     p.add_argument("--guidance", type=float, default=1.0)
     p.add_argument("--nrow", type=int, default=8)
     p.add_argument("--fast", action="store_true", help="compiled / CUDA-graph path on GPU")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="auto", help="auto (CUDA, else Apple MPS, else CPU) | cpu | cuda[:N] | mps")
     p.add_argument("--out", default="samples.png")
     a = p.parse_args(argv)
+    if a.n < 1:
+        p.error("--n must be at least 1")
     from torchvision.utils import save_image
 
-    model = load_pretrained(a.weights, device=a.device)
-    labels = None
-    if a.cls == "all":
-        labels = torch.arange(a.n) % 10
-    elif a.cls is not None:
-        labels = CIFAR10_CLASSES.index(a.cls) if a.cls in CIFAR10_CLASSES else int(a.cls)
+    model = load_pretrained(a.weights, device=resolve_device(a.device))
+    labels = class_labels(a.cls, a.n, model.config.num_classes)
     imgs = generate(model, a.n, a.seed, method=a.method, steps=a.steps, eta=a.eta, class_labels=labels,
                     guidance=a.guidance, fast=a.fast)
     save_image(imgs, a.out, nrow=a.nrow)
@@ -40,4 +68,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from .cli import run
+
+    sys.exit(run("python -m driftin.sample", main, sys.argv[1:]))

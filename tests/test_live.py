@@ -140,3 +140,111 @@ def test_gif_and_recorder(tmp_path):
     gif, _ = rec.write(tmp_path, mp4=False)
     with Image.open(gif) as im:
         assert im.n_frames == 2
+
+
+def test_validate_rejects_fractional_seed_and_non_bool_flag():
+    with pytest.raises(ValueError, match="whole number"):
+        live.validate(seed=1.5)
+    for flag in ("yes", 1, None, "true"):
+        with pytest.raises(ValueError, match="true or false"):
+            live.validate(random_seed=flag)
+    assert live.validate(seed=2.0, random_seed=np.bool_(False)).seed == 2
+    assert live.validate(class_name="mixed").label == live.MIXED
+    assert live.validate_record(live.RECORD_MIN_SECONDS) == live.RECORD_MIN_SECONDS
+    with pytest.raises(ValueError):
+        live.validate_record(live.RECORD_MIN_SECONDS - 0.1)
+
+
+def test_tile_labels():
+    mixed = live.Settings(label=live.MIXED)
+    assert live.tile_labels(mixed, [8, 9, 10, 11]) == [8, 9, 0, 1]  # class = seed % 10: stable for a fixed seed
+    assert live.tile_labels(live.Settings(label=3), [1, 2]) == 3
+    assert live.tile_labels(live.Settings(label=None), [1, 2]) is None
+
+
+def test_gif_of_frames_with_different_sizes(tmp_path):
+    """A grid change while recording gives frames of two sizes: padded to one canvas, not an np.stack error."""
+    from PIL import Image
+
+    x4, x9 = torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.full((9, 3, 32, 32), 200, dtype=torch.uint8)
+    frames = [live.clip_frame(live.LiveFrame(x, None, "", "", "Drift", "DDPM", x)) for x in (x4, x9, x4)]
+    assert frames[0].shape != frames[1].shape
+    p = live.write_gif(frames, tmp_path / "mixed.gif", 0.1)
+    h, w = max(f.shape[0] for f in frames), max(f.shape[1] for f in frames)
+    with Image.open(p) as im:
+        assert im.n_frames == 3 and im.size == (w, h)
+    same = live.same_size(frames)
+    assert {f.shape for f in same} == {(h, w, 3)}
+    assert np.array_equal(same[0], frames[0])  # 4 tiles at the clip scale make the larger panel: unchanged
+    small = frames[1]
+    assert np.array_equal(same[1][: small.shape[0], : small.shape[1]], small) and (same[1][small.shape[0]:] == 255).all()
+
+
+def test_recorder_waits_for_the_ddpm_result_and_thins_frames():
+    x = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
+    clock = iter(np.arange(0, 1000, 0.05))
+    rec = live.Recorder(seconds=1.0, max_frames=20, wait_ddpm=True, clock=lambda: float(next(clock)))
+    for i in range(100):  # 5 s of intermediate DDIM steps: past `seconds`, still recording
+        rec.offer(live.LiveFrame(x + i, x + i, "", "", "Drift", "DDPM", x + i, ddpm_done=False))
+    assert not rec.done.is_set() and len(rec.frames) <= 20  # thinned to fit, sampling rate halved
+    assert rec.fps < live.RECORD_MAX_FPS
+    d = rec.durations()
+    assert sum(d[:-1]) == pytest.approx(rec.times[-1] - rec.times[0])  # delays stay real-time
+    rec.offer(live.LiveFrame(x, x + 1, "", "", "Drift", "DDPM", x + 1, ddpm_done=True))
+    assert rec.done.is_set() and rec.ddpm_finished  # ends on the finished sample
+    # without wait_ddpm the length rules
+    clock = iter(np.arange(0, 1000, 0.05))
+    rec = live.Recorder(seconds=1.0, clock=lambda: float(next(clock)))
+    while not rec.done.is_set():
+        rec.offer(live.LiveFrame(x, x, "", "", "Drift", "DDPM", x, ddpm_done=False))
+    assert not rec.ddpm_finished
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from driftin.config import preset
+    from driftin.unet import UNet
+
+    torch.manual_seed(0)
+    drift = UNet(preset("tiny", num_classes=10, zero_init_out=False, guidance_input=True)).eval()
+    drift.meta = {"objective": "drift"}
+    ddpm = UNet(preset("tiny", num_classes=10, zero_init_out=False)).eval()
+    ddpm.meta = {"objective": "ddpm"}
+    dev = torch.device("cpu")
+    return live.Engine(live.Slot("drift", "mem", drift), live.Slot("ddpm", "mem", ddpm), dev)
+
+
+def test_live_frames_finish_shows_the_final_ddpm_sample(engine):
+    s = live.Settings(seed=0, random_seed=True, grid=4, steps=30, label=live.MIXED, view="xt")
+    stop, finish = threading.Event(), threading.Event()
+    frames = []
+    for f in live.live_frames(engine, lambda: s, stop, max_fps=100.0, max_seconds=120.0, finish=finish):
+        frames.append(f)
+        if f.ddpm is not None and "step 2/" in f.ddpm_stats:
+            finish.set()  # mid-sample
+    ddpm = [f for f in frames if f.ddpm is not None]
+    assert ddpm[-1].ddpm_done and "step 30/30" in ddpm[-1].ddpm_stats
+    assert frames[-1].drift is None and "stopped" in frames[-1].drift_stats  # drift stopped at once
+    assert stop.is_set()
+
+
+def test_recording_a_fresh_stream_ends_on_the_ddpm_result(engine, tmp_path):
+    s = live.Settings(seed=0, random_seed=True, grid=4, steps=40, label=3)
+    stop = threading.Event()
+    rec = live.Recorder(0.2, wait_ddpm=True)
+    for f in live.live_frames(engine, lambda: s, stop, max_fps=50.0, max_seconds=120.0):
+        rec.offer(f)
+        if rec.done.is_set():
+            break
+    stop.set()
+    assert rec.ddpm_finished  # the clip's last frame shows DDIM's finished sample
+
+
+def test_walk_uses_per_tile_classes(engine):
+    from driftin.generate import generate
+
+    s = live.Settings(grid=4, label=live.MIXED)
+    z = live.LatentWalk(4, 7, 8).noise_at(3)
+    x, dt = engine.drift_from_noise(z, s)
+    want = generate(engine.drift.model, noise=z, method="drift", class_labels=[0, 1, 2, 3], output="uint8")
+    assert torch.equal(x, want) and dt > 0
