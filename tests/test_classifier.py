@@ -132,3 +132,38 @@ def test_card_has_hub_metadata_and_regenerates(tmp_path):
     (tmp_path / "ev" / "README.md").unlink()
     C.main(["card", str(tmp_path / "ev")])  # rebuilt from config.json alone
     assert (tmp_path / "ev" / "README.md").read_text() == before
+
+
+def test_resnet_encoder_size_maps_and_fp16_file_limit():
+    with torch.device("meta"):
+        net = C.build_classifier("resnet")
+    n = sum(p.numel() for p in net.parameters())
+    assert 11.0e6 < n < 11.4e6  # ResNet-18 size
+    assert sum(v.numel() * 2 for v in net.state_dict().values() if v.is_floating_point()) < C.MAX_FILE_BYTES
+    torch.manual_seed(0)
+    small = C.ResNetEncoder(widths=(8, 16, 16, 32)).eval()
+    assert [tuple(m.shape) for m in small.features(_x(2))] == [(2, 8, 32, 32), (2, 16, 16, 16), (2, 16, 8, 8), (2, 32, 4, 4)]
+    # two blocks per stage: the second block of each stage sees the first one's output
+    assert [len(s) for s in small.stages] == [2, 2, 2, 2] and small.config["arch"] == "resnet"
+
+
+def test_resnet_recipe_trains_through_the_cli(tmp_path, monkeypatch):
+    path = Path(__file__).parents[1] / "training" / "encoder_resnet_cifar10.json"
+    recipe = json.loads(path.read_text())
+    assert recipe["arch"] == "resnet" and recipe["blocks"] == [2, 2, 2, 2]
+    tr, ty, te, tey = _data(128, seed=2)
+    monkeypatch.setattr(C, "load_cifar10_tar", lambda split: (tr, ty) if split == "train" else (te, tey))
+    out = tmp_path / "res"
+    # the shipped recipe, shrunk by flags (flags override the file)
+    C.main(["train", "--config", str(path), "--out", str(out), "--epochs", "1",
+            "--batch", "64", "--widths", "8,16,16,32", "--blocks", "1,2,1,1", "--device", "cpu"])
+    cfg = json.loads((out / C.CONFIG_FILE).read_text())
+    assert cfg["arch"] == "resnet" and cfg["blocks"] == [1, 2, 1, 1] and cfg["label_smoothing"] == 0.1
+    assert cfg["seed"] == 2 and cfg["epochs"] == 1 and cfg["weight_decay"] == 0.0005
+    from driftin.drift.encoders import build_encoder
+    enc = build_encoder("cifar", str(out))  # the drift loss loads it like the default encoder
+    assert [m.shape[1] for m in enc(_x(1))] == [8, 16, 16, 32]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"arch": "resnet", "out": str(out), "dropout": 0.1}))
+    with pytest.raises(ValueError, match="dropout"):
+        C.main(["train", "--config", str(bad)])
