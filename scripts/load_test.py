@@ -21,8 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from screenshot_app import ROOT, free_port, tiny_weights, wait_http  # noqa: E402
+from screenshot_app import ROOT, free_port, tiny_weights, wait_http  # scripts/ is sys.path[0] when run as a script
 
 MAX_CLIENTS, MAX_REQUESTS, MAX_SECONDS = 64, 50, 900
 
@@ -81,7 +80,7 @@ def main(argv=None) -> int:
                     break
                 t0 = time.perf_counter()
                 try:
-                    c.predict(seed=k * 1000 + i, random_seed=False, grid=a.grid, class_name="unconditional",
+                    c.predict(seed=k * 1000 + i, random_seed=False, grid=a.grid, class_name="mixed",
                               guidance=1.0, api_name="/drift_frame")
                     with lock:
                         lat.append(time.perf_counter() - t0)

@@ -64,17 +64,22 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) ->
     raise SystemExit(f"{url} did not come up in {timeout:.0f} s")
 
 
+TINY = """
+import sys, torch
+from pathlib import Path
+from driftin.config import preset
+from driftin.hub import save_pretrained
+from driftin.unet import UNet
+folder = Path(sys.argv[1])
+torch.manual_seed(0)
+save_pretrained(UNet(preset("tiny", num_classes=10, zero_init_out=False, guidance_input=True)), folder / "drift", {"objective": "drift"})
+save_pretrained(UNet(preset("tiny", num_classes=10, zero_init_out=False)), folder / "ddpm", {"objective": "ddpm"})
+"""
+
+
 def tiny_weights(folder: Path) -> tuple[str, str]:
-    sys.path.insert(0, str(ROOT))
-    import torch
-
-    from driftin.config import preset
-    from driftin.hub import save_pretrained
-    from driftin.unet import UNet
-
-    torch.manual_seed(0)
-    save_pretrained(UNet(preset("tiny", num_classes=10, zero_init_out=False, guidance_input=True)), folder / "drift", {"objective": "drift"})
-    save_pretrained(UNet(preset("tiny", num_classes=10, zero_init_out=False)), folder / "ddpm", {"objective": "ddpm"})
+    """Tiny random weights, made by a child Python in the checkout (so driftin imports from there, installed or not)."""
+    subprocess.run([sys.executable, "-c", TINY, str(folder)], cwd=ROOT, check=True)
     return str(folder / "drift"), str(folder / "ddpm")
 
 
