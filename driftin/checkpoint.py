@@ -31,7 +31,8 @@ def atomic_torch_save(obj, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(path, *, model, ema, optimizer, step: int, config: dict) -> None:
+def save_checkpoint(path, *, model, ema, optimizer, step: int, config: dict, meta: dict | None = None) -> None:
+    """meta: the run's bookkeeping as JSON (images seen, where the LR warmup restarted, the chain of blocks)."""
     state = {
         "model": clean_state_dict(model.state_dict()),
         "ema": clean_state_dict(ema.state_dict()),
@@ -40,6 +41,7 @@ def save_checkpoint(path, *, model, ema, optimizer, step: int, config: dict) -> 
         "rng_cpu": torch.get_rng_state(),
         "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "config": json.dumps(config),  # plain JSON text, not a pickled object
+        "meta": json.dumps(meta or {}),
     }
     atomic_torch_save(state, path)
 
@@ -57,4 +59,5 @@ def load_checkpoint(path: str | Path) -> dict:
     if missing:
         raise ValueError(f"checkpoint {path} lacks {sorted(missing)}")
     state["config"] = json.loads(state["config"])
+    state["meta"] = json.loads(state.get("meta", "{}"))  # checkpoints older than the meta field have none
     return state

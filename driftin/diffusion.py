@@ -15,20 +15,34 @@ def alphas_cumprod(num_steps: int = T, beta_start: float = 1e-4, beta_end: float
     return torch.cumprod(1.0 - betas, dim=0)
 
 
+def ddpm_mse(model, x0, t, noise, abar_t, y):
+    """The math of one DDPM loss: noise x0 to x_t, predict the noise, MSE. Pure (no random draws),
+    so the trainer can compile it with the model inside as one graph."""
+    xt = abar_t.sqrt() * x0 + (1 - abar_t).sqrt() * noise
+    return F.mse_loss(model(xt, t, y).float(), noise.float())
+
+
 class DDPMLoss:
     """loss(model, batch) -> (loss, logs): MSE between the true and predicted noise at a uniform t."""
 
     def __init__(self, num_steps: int = T, cfg_dropout: float = 0.1):
         self.abar = alphas_cumprod(num_steps).float()
         self.num_steps, self.cfg_dropout = num_steps, cfg_dropout
+        self.mse = ddpm_mse
+        self._abar_on = {}  # the schedule per device: copying it to the GPU every step would sync the host
+
+    def compile(self, enabled: bool = True, **kwargs):
+        """Compile the loss math (model forward included) with torch.compile; enabled=False: back to eager."""
+        self.mse = torch.compile(ddpm_mse, **kwargs) if enabled else ddpm_mse
 
     def __call__(self, model, batch: dict):
         x0, rng = batch["x"], batch["rng"]  # rng: the trainer's per-step, rank-sliced draws
         b, dev = x0.shape[0], x0.device
         t = rng.randint(self.num_steps, b)
         noise = rng.randn(*x0.shape).contiguous(memory_format=torch.contiguous_format)
-        abar = self.abar.to(dev)[t].view(b, 1, 1, 1)
-        xt = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+        if dev not in self._abar_on:
+            self._abar_on[dev] = self.abar.to(dev)
+        abar_t = self._abar_on[dev][t].view(b, 1, 1, 1)
         y = batch.get("y")
         num_classes = unwrap(model).config.num_classes
         if y is not None and num_classes:
@@ -36,8 +50,7 @@ class DDPMLoss:
             y = torch.where(drop, torch.full_like(y, num_classes), y)
         else:
             y = None
-        loss = F.mse_loss(model(xt, t, y).float(), noise.float())
-        return loss, {}
+        return self.mse(model, x0, t, noise, abar_t, y), {}
 
 
 def unwrap(model):

@@ -64,3 +64,10 @@ def cleanup() -> None:
 def print0(*args, **kwargs) -> None:
     if is_main():
         print(*args, **kwargs, flush=True)
+
+
+def all_reduce_max_(t: torch.Tensor) -> torch.Tensor:
+    """In place: the elementwise maximum over ranks (a no-op on one process)."""
+    if world() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t

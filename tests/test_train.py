@@ -43,11 +43,15 @@ def test_non_finite_loss_stops_with_clear_message(image_folder, tmp_path):
 def test_cli_flags_and_recipe(tmp_path):
     recipe = tmp_path / "r.json"
     recipe.write_text(json.dumps({"objective": "drift", "steps": 5, "drift": {"kernel_norm": "y"}}))
-    cfg, init = parse_args(["--init-from", "w", "--config", str(recipe), "--batch-size", "64", "--drift-temperatures", "[0.05]", "--bf16", "false"])
-    assert (cfg.objective, cfg.steps, cfg.batch_size, cfg.bf16) == ("drift", 5, 64, False)
-    assert cfg.drift.kernel_norm == "y" and cfg.drift.temperatures == (0.05,) and init == "w"
+    cfg, run = parse_args(["--init-from", "w", "--config", str(recipe), "--batch-size", "64", "--drift-temperatures", "[0.05]",
+                           "--bf16", "false", "--max-minutes", "9.5", "--snapshot-every", "100"])
+    assert (cfg.objective, cfg.steps, cfg.batch_size, cfg.bf16, cfg.snapshot_every) == ("drift", 5, 64, False, 100)
+    assert cfg.drift.kernel_norm == "y" and cfg.drift.temperatures == (0.05,)
+    assert (run.init_from, run.max_minutes) == ("w", 9.5)
     with pytest.raises(ValueError, match="objective"):
         TrainConfig(objective="gan")
+    with pytest.raises(ValueError, match="compile_mode"):
+        TrainConfig(compile_mode="fastest")
 
 
 def free_port():

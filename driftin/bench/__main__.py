@@ -5,6 +5,7 @@ import sys
 COMMANDS = {
     "kernel": ("driftin.bench.kernel", "drift-field implementations: time and memory"),
     "infer": ("driftin.bench.infer", "generator sampling throughput/latency"),  # driftin/bench/infer.py
+    "train": ("driftin.bench.train", "training-step throughput and MFU: trainer step vs naive eager step"),
 }
 
 

@@ -1,0 +1,168 @@
+"""Issue #17 on the CPU: the device-resident data path, the deferred finiteness check, runs continued
+from inference weights (the boundary between GPU blocks), EMA snapshots, the time limit, and the
+training bench."""
+import json
+
+import pytest
+import torch
+
+from driftin import distributed as dist
+from driftin.checkpoint import load_checkpoint
+from driftin.data import DeviceData
+from driftin.hub import load_pretrained
+from driftin.train import StepOptions, Trainer, TrainConfig, export, lr_at, train
+
+TINY = dict(preset="tiny", batch_size=8, num_classes=2, bf16=False, warmup=1, log_every=1, sample_every=0, lr=1e-3)
+
+
+def read_log(path):
+    return [json.loads(line) for line in open(path)]
+
+
+def test_device_data_draws_class_balanced_batches_from_the_generator():
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (50, 3, 4, 4), dtype=torch.uint8, generator=gen)
+    labels = torch.randint(0, 3, (50,), generator=gen)
+    data = DeviceData(images, labels, "cpu", num_classes=3)
+    idx, mask = data.indices(12, torch.Generator().manual_seed(5))
+    assert torch.equal(labels[idx], torch.arange(3).repeat_interleave(4))  # 4 of each class, sorted by class
+    again = data.indices(12, torch.Generator().manual_seed(5))
+    assert torch.equal(idx, again[0]) and torch.equal(mask, again[1])  # a function of the seed
+    assert not torch.equal(idx, data.indices(12, torch.Generator().manual_seed(6))[0])
+    x, y = data.gather(idx, mask)
+    assert torch.equal(y, labels[idx]) and mask.any() and (~mask).any()
+    assert torch.equal(x[mask], images[idx][mask].flip(-1)) and torch.equal(x[~mask], images[idx][~mask])
+    # draws cover each pool (no index beyond it, every member reachable)
+    many = torch.cat([data.indices(300, torch.Generator().manual_seed(s))[0] for s in range(3)])
+    assert set(many.tolist()) == set(range(50))
+    with pytest.raises(ValueError, match="class 3 has no images"):
+        DeviceData(images, labels, "cpu", num_classes=4)
+
+
+@pytest.mark.parametrize("objective", ["ddpm", "drift"])
+def test_every_rank_slices_the_same_global_batch(monkeypatch, objective):
+    images = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    labels = torch.arange(40) % 2
+    cfg = TrainConfig(**{**TINY, "objective": objective, "drift": {"encoder": "pixels"}})
+    whole = Trainer(cfg, "cpu", images, labels).batch(7)
+    for r in range(2):
+        monkeypatch.setattr(dist, "world", lambda: 2)
+        monkeypatch.setattr(dist, "rank", lambda r=r: r)
+        part = Trainer(cfg, "cpu", images, labels).batch(7)
+        assert torch.equal(part["x"], whole["x"][4 * r:4 * r + 4]) and torch.equal(part["y"], whole["y"][4 * r:4 * r + 4])
+
+
+def test_non_finite_loss_is_caught_at_the_next_checkpoint_without_per_step_syncs(image_folder, tmp_path):
+    # no log step before the end: the check at the step-2 checkpoint must catch the step-1 blow-up
+    cfg = TrainConfig(**{**TINY, "data": image_folder, "steps": 4, "lr": 1e30, "log_every": 100, "ckpt_every": 1, "out": str(tmp_path)})
+    with pytest.raises(FloatingPointError, match=r"non-finite loss .*at step 1.*last good checkpoint is .*checkpoint.pt \(step 1\)"):
+        train(cfg, quiet=True)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["step"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_optimizer_state_moves_between_step_options():
+    images, labels = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8), torch.arange(8) % 2
+    cfg = TrainConfig(**TINY)
+    naive = Trainer(cfg, "cpu", images, labels, StepOptions.naive())
+    naive.step(0)
+    fast = Trainer(cfg, "cpu", images, labels, StepOptions(device_data=False))  # same batches, foreach AdamW and EMA
+    fast.load_optimizer(naive.opt.state_dict())
+    assert fast.opt.param_groups[0]["foreach"] is True  # ours, not the writer's (False)
+    fast.model.load_state_dict(naive.model.state_dict())
+    naive.step(1)
+    fast.step(1)
+    for a, b in zip(naive.model.parameters(), fast.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)  # same state, same update
+
+
+def test_run_continued_from_weights_keeps_steps_schedule_data_and_loss(image_folder, tmp_path, monkeypatch):
+    drawn = {}
+    orig = Trainer.batch_indices
+
+    def spy(self, step):
+        idx, mask = orig(self, step)
+        drawn.setdefault(self.cfg.out, {})[step] = (idx.clone(), mask.clone())
+        return idx, mask
+    monkeypatch.setattr(Trainer, "batch_indices", spy)
+
+    base = {**TINY, "data": image_folder, "steps": 20, "lr": 5e-3, "warmup": 3, "ema_decay": 0.5, "ckpt_every": 1000}
+    full = train(TrainConfig(**base, snapshot_every=10, out=str(tmp_path / "full")), quiet=True)
+    snap = tmp_path / "full" / "snapshots" / "step_0000010"
+    meta = load_pretrained(snap).meta
+    assert (meta["steps"], meta["images_seen"], meta["objective"]) == (10, 80, "ddpm")
+
+    cont_cfg = TrainConfig(**base, out=str(tmp_path / "cont"))
+    cont = train(cont_cfg, quiet=True, init_from=str(snap))
+    assert (cont["step"], cont["images_seen"]) == (20, 160)
+    # data order: the same batches at the same steps
+    a, b = drawn[str(tmp_path / "full")], drawn[str(tmp_path / "cont")]
+    assert sorted(b) == list(range(10, 20))
+    assert all(torch.equal(a[s][0], b[s][0]) and torch.equal(a[s][1], b[s][1]) for s in b)
+    # the log: a boundary record, then steps and images seen continue, the LR warms up again from step 10
+    log = read_log(tmp_path / "cont" / "log.jsonl")
+    assert log[0] == {**log[0], "event": "boundary", "step": 10, "images_seen": 80, "init_from": str(snap), "warmup_from": 10}
+    recs = log[1:]
+    assert [r["step"] for r in recs] == list(range(11, 21)) and recs[-1]["images_seen"] == 160
+    assert [r["lr"] for r in recs] == pytest.approx([lr_at(s, cont_cfg, 10) for s in range(10, 20)])
+    assert recs[0]["lr"] == pytest.approx(5e-3 / 3)
+    # the loss goes on from where it was, far below a fresh model's
+    full_loss = {r["step"]: r["loss"] for r in read_log(tmp_path / "full" / "log.jsonl")}
+    fresh = sum(full_loss[s] for s in (1, 2, 3)) / 3
+    before = sum(full_loss[s] for s in range(11, 16)) / 5
+    after = sum(r["loss"] for r in recs[:5]) / 5
+    assert abs(after - before) < 0.25 * (fresh - before), (fresh, before, after)
+    # the next block knows where this one ended: checkpoint and exported weights carry steps, images, chain
+    ck = load_checkpoint(tmp_path / "cont" / "checkpoint.pt")
+    assert ck["meta"]["images_seen"] == 160 and ck["meta"]["warm_start"] == 10
+    assert ck["meta"]["chain"] == [{"step": 10, "images_seen": 80, "init_from": str(snap)}]
+    w = load_pretrained(export(tmp_path / "cont", tmp_path / "w"))
+    assert (w.meta["steps"], w.meta["images_seen"], w.meta["chain"]) == (20, 160, ck["meta"]["chain"])
+    # export of the uninterrupted run == its last snapshot (same meta, same fp16 weights)
+    last = load_pretrained(tmp_path / "full" / "snapshots" / "step_0000020")
+    exp = load_pretrained(export(tmp_path / "full", tmp_path / "w_full"))
+    assert exp.meta == last.meta and exp.meta["images_seen"] == 160 and exp.meta["chain"] == []
+    for (k, x), y in zip(exp.state_dict().items(), last.state_dict().values()):
+        assert torch.equal(x, y), k
+    for k, v in full["ema"].state_dict().items():
+        torch.testing.assert_close(last.state_dict()[k], v.half().float(), msg=k)
+
+
+def test_init_from_refuses_the_other_objective(image_folder, tmp_path):
+    cfg = TrainConfig(**{**TINY, "data": image_folder, "steps": 1, "snapshot_every": 1, "out": str(tmp_path / "a")})
+    train(cfg, quiet=True)
+    meta = json.loads((tmp_path / "a" / "snapshots" / "step_0000001" / "config.json").read_text())
+    meta["objective"] = "drift"
+    (tmp_path / "a" / "snapshots" / "step_0000001" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="holds 'drift' weights"):
+        train(TrainConfig(**{**cfg.__dict__, "out": str(tmp_path / "b"), "steps": 2}), quiet=True,
+              init_from=str(tmp_path / "a" / "snapshots" / "step_0000001"))
+
+
+def test_time_limit_stops_with_a_checkpoint_and_the_run_resumes(image_folder, tmp_path):
+    cfg = TrainConfig(**{**TINY, "data": image_folder, "steps": 5, "log_every": 2, "out": str(tmp_path)})
+    r = train(cfg, quiet=True, max_minutes=1e-9)
+    assert r["step"] == 2 and load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2
+    r = train(cfg, quiet=True)
+    assert (r["step"], r["images_seen"]) == (5, 40)
+
+
+def test_bench_train_reports_the_trainer_step_and_the_baseline(tmp_path):
+    from driftin.bench.__main__ import main
+
+    out, md = tmp_path / "train.json", tmp_path / "train.md"
+    rc = main(["train", "--device", "cpu", "--presets", "tiny", "--batch", "20", "--variants", "baseline", "eager",
+               "--steps", "2", "--warmup", "1", "--num-images", "40", "--drift-config", "training/drift_pixels_cifar10.json",
+               "--peak-tflops", "1", "--out", str(out), "--md", str(md)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert res["meta"]["peak_tflops"] == 1 and res["meta"]["steps"] == 2
+    rows = res["rows"]
+    assert [(r["objective"], r["variant"]) for r in rows] == [("ddpm", "baseline"), ("ddpm", "eager"), ("drift", "baseline"), ("drift", "eager")]
+    for r in rows:
+        assert r["status"] == "ok" and r["preset"] == "tiny" and r["batch"] == 20 and r["compile_fallback"] is None
+        assert r["ms_per_step"] > 0 and r["img_per_s"] == pytest.approx(20 / r["ms_per_step"] * 1e3)
+        assert r["flop_per_step"] > 1e8 and r["tflops"] == pytest.approx(r["flop_per_step"] / r["ms_per_step"] / 1e9)
+        assert r["mfu"] == pytest.approx(r["tflops"]) and r["loss"] == r["loss"]  # peak 1 TFLOP/s; loss not NaN
+    assert rows[0]["speedup_vs_baseline"] == 1.0 and rows[1]["speedup_vs_baseline"] == pytest.approx(rows[0]["ms_per_step"] / rows[1]["ms_per_step"])
+    assert "| ddpm | tiny | 20 | eager |" in md.read_text()
