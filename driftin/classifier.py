@@ -14,6 +14,8 @@ Both take float images in [-1, 1] and normalise inside.
     python -m driftin.classifier train --arch encoder --out weights/encoder-cifar10
     python -m driftin.classifier train --arch evalnet --out weights/evalnet-cifar10
     python -m driftin.classifier train --config training/encoder_resnet_cifar10.json
+    python -m driftin.classifier pretrain-mae --config training/encoder_resnet_mae_cifar10.json   # then:
+    python -m driftin.classifier train --config training/encoder_resnet_mae_ft_cifar10.json
 """
 from __future__ import annotations
 
@@ -89,9 +91,13 @@ class Encoder(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.head = nn.Linear(widths[-1], num_classes)
 
-    def features(self, x) -> list[torch.Tensor]:
-        """Stage outputs [B, widths[i], 32/2**i, 32/2**i] for x in [-1, 1]."""
-        h = self.stem(self.norm(x))
+    def features(self, x, mask=None) -> list[torch.Tensor]:
+        """Stage outputs [B, widths[i], 32/2**i, 32/2**i] for x in [-1, 1]. mask [B, 1, 32, 32] (MAE
+        pretraining): 1 where the normalised input is zeroed (set to the dataset mean colour)."""
+        h = self.norm(x)
+        if mask is not None:
+            h = h * (1 - mask)
+        h = self.stem(h)
         out = []
         for stage in self.stages:
             h = stage(h)
@@ -154,6 +160,93 @@ def build_classifier(arch: str, **kwargs) -> nn.Module:
     return ARCHS[arch](**kwargs)
 
 
+# ---------------------------------------------------------------- MAE pretraining
+
+class MAEDecoder(nn.Module):
+    """Light U-Net decoder: the encoder's four stage maps, coarse to fine (1x1 lateral + upsample + 3x3),
+    -> the normalised image [B, 3, 32, 32]. Used only in pretraining; not saved with the encoder."""
+
+    def __init__(self, widths, dim: int = 64):
+        super().__init__()
+        self.lat = nn.ModuleList(nn.Conv2d(w, dim, 1) for w in widths)
+        self.fuse = nn.ModuleList(nn.Sequential(nn.Conv2d(dim, dim, 3, 1, 1), _gn(dim), nn.ReLU()) for _ in widths[:-1])
+        self.out = nn.Conv2d(dim, 3, 1)
+
+    def forward(self, maps):
+        h = self.lat[-1](maps[-1])
+        for i in range(len(maps) - 2, -1, -1):
+            h = self.fuse[i](F.interpolate(h, scale_factor=2, mode="nearest") + self.lat[i](maps[i]))
+        return self.out(h)
+
+
+def mae_mask(n: int, ratio: float = 0.5, patch: int = 2, size: int = 32, generator=None, device=None) -> torch.Tensor:
+    """[n, 1, size, size] with 1 on exactly round(ratio * cells) of the patch x patch cells of each image."""
+    cells = (size // patch) ** 2
+    k = round(ratio * cells)
+    order = torch.rand(n, cells, generator=generator, device=device).argsort(1)
+    m = (order.argsort(1) < k).float().view(n, 1, size // patch, size // patch)
+    return F.interpolate(m, scale_factor=patch, mode="nearest")
+
+
+def mae_loss(enc: nn.Module, dec: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the reconstructed normalised image over the masked pixels only."""
+    pred = dec(enc.features(x, mask)).float()
+    err = (pred - enc.norm(x)).square() * mask
+    return err.sum() / (mask.sum() * x.shape[1]).clamp_min(1)
+
+
+def pretrain_mae(arch: str = "resnet", out: str | Path | None = None, *, epochs: int = 200, batch: int = 512,
+                 lr: float = 1.5e-3, weight_decay: float = 0.05, mask_ratio: float = 0.5, seed: int = 3, device=None,
+                 arch_kwargs: dict | None = None, data=None, compile: bool = False, command: str | None = None,
+                 progress: bool = True):
+    """MAE pretraining of an encoder (the paper's recipe, scaled down): 50% of the 2x2 patches of the
+    normalised input zeroed, a U-Net decoder reconstructs, l2 on the masked region; AdamW, warmup+cosine,
+    crop+flip. Saves the encoder (its classification head untouched) for `train --init` fine-tuning."""
+    from tqdm import tqdm
+
+    if arch not in ("encoder", "resnet"):
+        raise ValueError(f"MAE pretraining is for the GroupNorm encoders ('encoder', 'resnet'), not {arch!r}")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cuda = device.type == "cuda"
+    train_x = (data or load_cifar10_tar("train"))[0]
+    torch.manual_seed(seed)
+    enc = build_classifier(arch, **(arch_kwargs or {})).to(device)
+    dec = MAEDecoder(enc.config["widths"]).to(device)
+    params = list(enc.parameters()) + list(dec.parameters())
+    opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+                             {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
+    batch = min(batch, len(train_x))
+    steps_per_epoch = len(train_x) // batch
+    total = epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, total))
+    step_loss = torch.compile(mae_loss) if compile else mae_loss
+    padded = F.pad(train_x.to(device), (4, 4, 4, 4))
+    gen = torch.Generator(device=device).manual_seed(seed)
+    t0, loss = time.time(), torch.zeros(())
+    bar = tqdm(total=total, desc=f"MAE {arch}", disable=not progress, mininterval=1.0)
+    for epoch in range(epochs):
+        perm = torch.randperm(len(train_x), device=device, generator=gen)
+        for i in range(steps_per_epoch):
+            x = to_model_range(augment(padded[perm[i * batch:(i + 1) * batch]], gen))
+            mask = mae_mask(len(x), mask_ratio, generator=gen, device=device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+                loss = step_loss(enc, dec, x, mask)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update()
+    bar.close()
+    info = dict(arch=arch, pretrain="mae", mae_epochs=epochs, batch=batch, lr=lr, weight_decay=weight_decay,
+                mask_ratio=mask_ratio, seed=seed, final_mae_loss=round(float(loss.detach()), 5),
+                train_seconds=round(time.time() - t0, 1), device=torch.cuda.get_device_name(device) if cuda else "cpu",
+                torch=torch.__version__, dataset="cifar10 (JPEG copy), train split, images only", train_command=command)
+    enc = enc.float().eval()
+    if out is not None:
+        save_classifier(enc, out, info)
+    return enc, info
+
+
 # ---------------------------------------------------------------- training
 
 def augment(padded: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -191,8 +284,10 @@ def _schedule(step: int, total: int, warmup: float = 0.15) -> float:
 
 def train_classifier(arch: str, out: str | Path | None = None, *, epochs=None, batch=None, lr=None, seed=None,
                      label_smoothing=None, weight_decay: float = 5e-4, device=None, arch_kwargs: dict | None = None,
-                     data=None, compile: bool = False, command: str | None = None, progress: bool = True):
+                     data=None, compile: bool = False, command: str | None = None, progress: bool = True,
+                     init: str | Path | None = None):
     """Train one classifier on CIFAR-10 (or `data` = (train_u8, train_y, test_u8, test_y)); save to `out` if given.
+    init: a saved classifier of the same architecture to start from (e.g. an MAE-pretrained encoder).
 
     Returns (model, info); the reported test accuracy is measured on the weights as saved (fp16 round trip)."""
     from tqdm import tqdm
@@ -211,6 +306,11 @@ def train_classifier(arch: str, out: str | Path | None = None, *, epochs=None, b
 
     torch.manual_seed(seed)
     model = build_classifier(arch, **(arch_kwargs or {})).to(device)
+    if init:
+        src = load_classifier(init)
+        if src.config != model.config:
+            raise ValueError(f"init {init} is a {src.config}, not the {model.config} being trained")
+        model.load_state_dict(src.state_dict())
     if cuda:
         model = model.to(memory_format=torch.channels_last)
     decay = [p for p in model.parameters() if p.ndim > 1]  # no weight decay on norms and biases
@@ -252,7 +352,8 @@ def train_classifier(arch: str, out: str | Path | None = None, *, epochs=None, b
     info = dict(arch=arch, **{k: v for k, v in model.config.items() if k != "arch"}, epochs=epochs, batch=batch, lr=lr,
                 seed=seed, label_smoothing=ls, weight_decay=weight_decay, optimizer="SGD nesterov 0.9, warmup+cosine",
                 train_seconds=round(train_seconds, 1), device=torch.cuda.get_device_name(device) if cuda else "cpu",
-                torch=torch.__version__, dataset="cifar10 (JPEG copy), train split", train_command=command)
+                torch=torch.__version__, dataset="cifar10 (JPEG copy), train split", train_command=command,
+                **({"init": str(init)} if init else {}))
     model = model.float().eval()
     if out is not None:
         save_classifier(model, out, info)
@@ -307,6 +408,11 @@ def _write_card(out, info):
     train = (f"CIFAR-10 train split (JPEG copy), {info['epochs']} epochs, batch {info['batch']}, SGD nesterov, lr {info['lr']}, "
              f"label smoothing {info['label_smoothing']}, seed {info['seed']}, crop+flip augmentation; "
              f"{info['train_seconds']} s on {info['device']}") if "epochs" in info else "(untrained save)"
+    if info.get("pretrain") == "mae":
+        train = (f"MAE pretraining only ({info['mask_ratio']:.0%} of 2x2 patches masked, l2 on the masked region), "
+                 f"{info['mae_epochs']} epochs, AdamW lr {info['lr']}; the classification head is untrained")
+    elif info.get("init"):
+        train += f"; initialised from {info['init']}"
     blocks = f", blocks {info['blocks']}" if "blocks" in info else ""
     text = _card_metadata(Path(out).name, info) + f"""# {Path(out).name}
 
@@ -409,20 +515,24 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m driftin.classifier", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train and save a classifier")
-    t.add_argument("--config", help="JSON recipe with any of these options (flags override it), "
-                                     "e.g. training/encoder_resnet_cifar10.json")
-    t.add_argument("--arch", choices=sorted(ARCHS))
-    t.add_argument("--out", help="weights folder, e.g. weights/evalnet-cifar10")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--batch", type=int)
-    t.add_argument("--lr", type=float)
-    t.add_argument("--seed", type=int)
-    t.add_argument("--device")
-    t.add_argument("--widths", type=lambda s: [int(v) for v in s.split(",")], help="override, e.g. 32,64,128")
-    t.add_argument("--blocks", type=lambda s: [int(v) for v in s.split(",")], help="encoder/resnet: blocks per stage, e.g. 2,2,2,2")
+    m = sub.add_parser("pretrain-mae", help="MAE-pretrain a GroupNorm encoder (then fine-tune: train --init FOLDER)")
+    for q in (t, m):
+        q.add_argument("--config", help="JSON recipe with any of these options (flags override it), "
+                                         "e.g. training/encoder_resnet_cifar10.json")
+        q.add_argument("--arch", choices=sorted(ARCHS))
+        q.add_argument("--out", help="weights folder, e.g. weights/evalnet-cifar10")
+        q.add_argument("--epochs", type=int)
+        q.add_argument("--batch", type=int)
+        q.add_argument("--lr", type=float)
+        q.add_argument("--seed", type=int)
+        q.add_argument("--device")
+        q.add_argument("--widths", type=lambda s: [int(v) for v in s.split(",")], help="override, e.g. 32,64,128")
+        q.add_argument("--blocks", type=lambda s: [int(v) for v in s.split(",")], help="encoder/resnet: blocks per stage, e.g. 2,2,2,2")
+        q.add_argument("--weight-decay", dest="weight_decay", type=float)
+        q.add_argument("--compile", action="store_true", help="torch.compile the model (faster epochs, ~1 min compile)")
     t.add_argument("--label-smoothing", dest="label_smoothing", type=float)
-    t.add_argument("--weight-decay", dest="weight_decay", type=float)
-    t.add_argument("--compile", action="store_true", help="torch.compile the model (faster epochs, ~1 min compile)")
+    t.add_argument("--init", help="start from this saved classifier (same architecture), e.g. an MAE-pretrained encoder")
+    m.add_argument("--mask-ratio", dest="mask_ratio", type=float)
     c = sub.add_parser("card", help="rewrite a saved classifier's README.md (model card) from its config.json")
     c.add_argument("folder")
     a = ap.parse_args(argv)
@@ -431,13 +541,14 @@ def main(argv=None):
         return
     command = "python -m driftin.classifier " + " ".join(shlex.quote(v) for v in (argv if argv is not None else sys.argv[1:]))
     opts = train_options(a)
-    train_classifier(opts.pop("arch"), opts.pop("out"), **opts, command=command)
+    fn = pretrain_mae if a.cmd == "pretrain-mae" else train_classifier
+    fn(opts.pop("arch"), opts.pop("out"), **opts, command=command)
 
 
 def train_options(a: argparse.Namespace) -> dict:
-    """train_classifier's arguments from the recipe file (if any) overridden by the flags that were given."""
-    keys = ("arch", "out", "epochs", "batch", "lr", "seed", "device", "widths", "blocks", "label_smoothing",
-            "weight_decay", "compile")
+    """train_classifier's / pretrain_mae's arguments from the recipe file (if any) overridden by the flags given."""
+    keys = ("arch", "out", "epochs", "batch", "lr", "seed", "device", "widths", "blocks", "weight_decay", "compile")
+    keys += ("mask_ratio",) if a.cmd == "pretrain-mae" else ("label_smoothing", "init")
     recipe = json.loads(Path(a.config).read_text()) if a.config else {}
     unknown = sorted(set(recipe) - set(keys))
     if unknown:

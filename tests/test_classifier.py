@@ -167,3 +167,54 @@ def test_resnet_recipe_trains_through_the_cli(tmp_path, monkeypatch):
     bad.write_text(json.dumps({"arch": "resnet", "out": str(out), "dropout": 0.1}))
     with pytest.raises(ValueError, match="dropout"):
         C.main(["train", "--config", str(bad)])
+
+
+def test_mae_mask_hides_exactly_half_of_the_2x2_cells():
+    m = C.mae_mask(3, 0.5, generator=torch.Generator().manual_seed(0))
+    assert m.shape == (3, 1, 32, 32)
+    for b in range(3):
+        cells = [m[b, 0, 2 * i:2 * i + 2, 2 * j:2 * j + 2] for i in range(16) for j in range(16)]
+        assert all(c.min() == c.max() for c in cells)  # constant on every 2x2 cell
+        assert sum(int(c[0, 0]) for c in cells) == 128
+    assert not torch.equal(m[0], m[1])
+
+
+def test_mae_loss_sees_only_unmasked_input_and_scores_only_masked_pixels():
+    torch.manual_seed(0)
+    enc, x = C.Encoder(widths=(8, 16, 16, 32)).eval(), _x(2)
+    dec = C.MAEDecoder(enc.config["widths"])
+    mask = C.mae_mask(2, 0.5, generator=torch.Generator().manual_seed(1))
+    # the encoder cannot see the masked pixels
+    x2 = torch.where(mask.bool(), torch.rand_like(x) * 2 - 1, x)
+    for a, b in zip(enc.features(x, mask), enc.features(x2, mask)):
+        torch.testing.assert_close(a, b)
+    with torch.no_grad():
+        pred, target = dec(enc.features(x, mask)).double(), enc.norm(x).double()
+        errs = [(pred[b, c, i, j] - target[b, c, i, j]) ** 2 for b in range(2) for c in range(3)
+                for i in range(32) for j in range(32) if mask[b, 0, i, j] == 1]
+        want = sum(errs) / len(errs)
+        assert C.mae_loss(enc, dec, x, mask).item() == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_mae_pretrain_then_finetune_cli(tmp_path, monkeypatch):
+    tr, ty, te, tey = _data(128, seed=3)
+    monkeypatch.setattr(C, "load_cifar10_tar", lambda split: (tr, ty) if split == "train" else (te, tey))
+    root = Path(__file__).parents[1] / "training"
+    tiny = ["--epochs", "1", "--batch", "64", "--widths", "8,16,16,32", "--blocks", "1,1,1,1", "--device", "cpu"]
+    C.main(["pretrain-mae", "--config", str(root / "encoder_resnet_mae_cifar10.json"), "--out", str(tmp_path / "mae"), *tiny])
+    cfg = json.loads((tmp_path / "mae" / C.CONFIG_FILE).read_text())
+    assert cfg["pretrain"] == "mae" and cfg["mask_ratio"] == 0.5 and cfg["arch"] == "resnet"
+    assert "MAE pretraining only" in (tmp_path / "mae" / "README.md").read_text()
+    C.main(["train", "--config", str(root / "encoder_resnet_mae_ft_cifar10.json"), "--init", str(tmp_path / "mae"),
+            "--out", str(tmp_path / "ft"), *tiny])
+    ft = json.loads((tmp_path / "ft" / C.CONFIG_FILE).read_text())
+    assert ft["init"] == str(tmp_path / "mae") and 0 <= ft["test_acc"] <= 1
+    # the fine-tune really starts from the pretrained weights (one step of lr 0 keeps them)
+    model, _ = C.train_classifier("resnet", None, epochs=1, batch=128, lr=1e-30, init=tmp_path / "mae", data=(tr, ty, te, tey),
+                                  arch_kwargs={"widths": (8, 16, 16, 32), "blocks": (1, 1, 1, 1)}, device="cpu", progress=False)
+    src = C.load_classifier(tmp_path / "mae")
+    for k, v in src.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[k], v, atol=1e-6, rtol=0, msg=k)
+    with pytest.raises(ValueError, match="not the"):
+        C.train_classifier("resnet", None, epochs=1, batch=64, init=tmp_path / "mae", data=(tr, ty, te, tey),
+                           arch_kwargs={"widths": (8, 16, 16, 64)}, device="cpu", progress=False)
