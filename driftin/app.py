@@ -418,7 +418,7 @@ def build_app(drift: str = DEFAULT_DRIFT, ddpm: str = DEFAULT_DDPM, device: str 
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="driftin app", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--drift", default=os.environ.get("DRIFTIN_DRIFT") or default_weights(DEFAULT_DRIFT),
                    help="drift weights: folder, name under $DRIFTIN_WEIGHTS / ./weights, or Hub repo id (env DRIFTIN_DRIFT)")
     p.add_argument("--ddpm", default=os.environ.get("DRIFTIN_DDPM") or default_weights(DEFAULT_DDPM),

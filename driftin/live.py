@@ -1,4 +1,4 @@
-"""Live-demo logic behind app.py, free of any UI code.
+"""Live-demo logic behind the Gradio view (driftin/app.py), free of any UI code.
 
 Drift (one forward pass) and DDPM (DDIM steps) rendered side by side from the same seeds, with the
 model's own speed (GPU-synchronised wall time of the forward work only) measured apart from the rate
