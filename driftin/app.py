@@ -64,14 +64,14 @@ HEAD = """<script>
 LAUNCH_KW = {"css": CSS, "head": HEAD}
 
 
-class GridRadio(gr.Radio):
-    """The grid-size radio, documented and accepted as an integer (gr.Radio documents its choices as strings)."""
-
-    is_template = True  # rendered by the frontend's Radio
-
-    def api_info(self):
-        # no "enum": gradio_client renders any enum as a Literal of strings ('4')
-        return {"type": "integer", "title": "Grid", "description": f"images per grid, one of {', '.join(map(str, GRID_SIZES))}"}
+def grid_radio(**kw) -> gr.Radio:
+    """The grid-size radio, documented as the integer the server takes (gr.Radio documents choices as strings, and
+    gradio_client renders any enum as a Literal of strings: '4'). An instance override rather than a subclass,
+    since Gradio writes a .pyi stub next to the module of every component subclass."""
+    radio = gr.Radio(list(GRID_SIZES), **kw)
+    radio.api_info = lambda: {"type": "integer", "title": "Grid",
+                              "description": f"images per grid, one of {', '.join(map(str, GRID_SIZES))}"}
+    return radio
 
 
 def rejected(where: str, msg: str) -> gr.Error:
@@ -353,7 +353,7 @@ class DemoApp:
             with gr.Row():
                 seed = gr.Number(value=0, label="Seed", precision=0, minimum=0, maximum=live.MAX_SEED, elem_id="seed")
                 random_seed = gr.Checkbox(value=True, label="Random seeds (new noise every frame)")
-                grid = GridRadio(list(GRID_SIZES), value=default_grid, label="Batch grid size", elem_id="grid")
+                grid = grid_radio(value=default_grid, label="Batch grid size", elem_id="grid")
                 klass = gr.Dropdown(classes, value=self.default_class, label="Class", elem_id="class")
             with gr.Row():
                 steps = gr.Slider(1, MAX_STEPS, value=25, step=1, label="DDIM steps")

@@ -94,6 +94,9 @@ def test_api_documents_what_the_server_accepts(served):
     a = read_png(client.predict(**{**OK, "grid": 9}, api_name="/drift_frame"))
     b = read_png(client.predict(**{**OK, "grid": "9"}, api_name="/drift_frame"))
     assert a.shape == (live.grid_side(9),) * 2 + (3,) and np.array_equal(a, b)
+    from pathlib import Path
+
+    assert not list(Path(live.__file__).parent.glob("*.pyi"))  # no Gradio stub files written into the package
 
 
 def test_default_class_is_one_per_tile(served, weights):
