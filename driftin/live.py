@@ -704,7 +704,9 @@ def live_frames(engine: Engine, get_settings: Callable[[], Settings], stop: thre
             t_frame = time.perf_counter()
             finishing = finish.is_set()
             if finishing and (worker is None or worker.ident is None or (ddpm_done and worker.idle())):
-                break  # nothing left to finish (its finished sample has been yielded)
+                # nothing left to finish (the finished sample has been yielded): the stats say it stopped
+                yield LiveFrame(None, None, "**Drift** — stopped", dinfo, "Drift · 1 step", dtitle, ddpm_latest, ddpm_done)
+                break
             s = get_settings()
             seeds = frame_seeds(s, base, frame)
             if worker is not None:
