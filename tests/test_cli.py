@@ -86,3 +86,11 @@ def test_sample_defaults_to_a_class_per_image(tiny, tmp_path, monkeypatch, capsy
     assert np.array_equal(np.asarray(Image.open(uncond)), np.asarray(Image.open(ref)))  # one flag away
     assert cli.main(["sample", "--weights", str(tiny), "--class", "dragon"]) == 1
     assert "dragon" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_app_bad_device_is_one_line(capsys, tmp_path):
+    pytest.importorskip("gradio")
+    assert cli.main(["app", "--device", "cuda", "--drift", str(tmp_path), "--ddpm", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "CUDA is not available" in err and err.count("\n") == 1 and "Traceback" not in err
