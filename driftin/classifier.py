@@ -163,19 +163,21 @@ def build_classifier(arch: str, **kwargs) -> nn.Module:
 # ---------------------------------------------------------------- MAE pretraining
 
 class MAEDecoder(nn.Module):
-    """Light U-Net decoder: the encoder's four stage maps, coarse to fine (1x1 lateral + upsample + 3x3),
-    -> the normalised image [B, 3, 32, 32]. Used only in pretraining; not saved with the encoder."""
+    """Light U-Net decoder (the paper's: bilinear upsampling + concatenated skips): the encoder's four
+    stage maps, coarse to fine, -> the normalised image [B, 3, 32, 32]. Pretraining only; not saved."""
 
     def __init__(self, widths, dim: int = 64):
         super().__init__()
         self.lat = nn.ModuleList(nn.Conv2d(w, dim, 1) for w in widths)
-        self.fuse = nn.ModuleList(nn.Sequential(nn.Conv2d(dim, dim, 3, 1, 1), _gn(dim), nn.ReLU()) for _ in widths[:-1])
+        self.fuse = nn.ModuleList(nn.Sequential(nn.Conv2d(2 * dim, dim, 3, 1, 1), _gn(dim), nn.ReLU())
+                                  for _ in widths[:-1])
         self.out = nn.Conv2d(dim, 3, 1)
 
     def forward(self, maps):
         h = self.lat[-1](maps[-1])
         for i in range(len(maps) - 2, -1, -1):
-            h = self.fuse[i](F.interpolate(h, scale_factor=2, mode="nearest") + self.lat[i](maps[i]))
+            up = F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=False)
+            h = self.fuse[i](torch.cat([up, self.lat[i](maps[i])], 1))
         return self.out(h)
 
 
