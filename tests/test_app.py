@@ -186,6 +186,13 @@ def test_record_gif_is_multiframe(served):
         assert im.n_frames > 1
 
 
+def wait_for(cond, timeout=60.0):
+    t0 = time.time()
+    while not cond():
+        assert time.time() - t0 < timeout, "timed out"
+        time.sleep(0.02)
+
+
 def consume(gen, outs, done):
     try:
         for out in gen:
@@ -203,8 +210,7 @@ def test_record_while_live_with_grid_change(served):
     controls = dict(seed=0, random_seed=True, grid=4, steps=40, class_name="mixed", guidance=1.0, view="x0")
     outs, done = [], threading.Event()
     threading.Thread(target=consume, args=(app.live(**controls, request=req), outs, done), daemon=True).start()
-    while len(outs) < 2:
-        time.sleep(0.05)
+    wait_for(lambda: len(outs) >= 2)
     result = {}
     rec = threading.Thread(target=lambda: result.update(out=app.record_gif(
         1.0, 0, True, 4, 40, "mixed", 1.0, "side-by-side", request=req)), daemon=True)
@@ -227,8 +233,7 @@ def test_stop_ends_on_a_finished_ddpm_sample(served):
     outs, done = [], threading.Event()
     gen = app.live(0, True, 4, steps, "mixed", 1.0, "xt", request=req)  # x_t view: mid-sample frames are noisy
     threading.Thread(target=consume, args=(gen, outs, done), daemon=True).start()
-    while not any(f"step 2/{steps}" in o[3] for o in list(outs)):
-        time.sleep(0.02)
+    wait_for(lambda: any(f"step 2/{steps}" in o[3] for o in list(outs)))
     app.stop_live(req)
     assert done.wait(120)
     ddpm = [o for o in outs if isinstance(o[2], np.ndarray)]
