@@ -11,12 +11,12 @@ feature groups (patch_stats, max_locations, pixel_mode), normalisation scope (no
 reduction (loss_reduce), CFG (cfg_alpha, cfg_scale_weighted, uncond_source), MoCo-style sample queues
 (pos_queue, uncond_queue) and random style embeddings (the UNet's style_tokens, preset "small-style").
 
-Queues live in the DriftLoss (state_dict / load_state_dict). They are filled from the global real
-batch of each step, so every rank holds the same queues. A resumed run whose trainer does not restore
-that state starts with empty queues: the class queues are full again after pos_queue / queue_push
-steps (2 with the paper's sizes), the unconditional queue after ceil(uncond_queue / batch) steps;
-until then fewer positives are drawn (all that the queue holds) and the run departs slightly from
-the uninterrupted trajectory.
+Queues live in the DriftLoss (state_dict / load_state_dict; the trainer saves them in its checkpoint,
+so a resumed run continues the uninterrupted trajectory exactly). They are filled from the global real
+batch of each step, so every rank holds the same queues. Without that state (e.g. --init-from) they
+start empty: the class queues are full again after pos_queue / queue_push steps (2 with the paper's
+sizes), the unconditional queue after ceil(uncond_queue / batch) steps; until then fewer positives
+are drawn (all that the queue holds).
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ class DriftConfig:
     uncond_per_group: int = 16  # unconditional real samples per class group (CFG negatives)
     uncond_source: str = "batch"  # "batch": from the step's real positives, shared by all classes |
     #   "separate" (paper): a set of its own per class group, from uncond_queue or else fresh from the dataset
-    uncond_data: str = "cifar10"  # dataset for uncond_source "separate" without a queue (the trainer's data)
+    uncond_data: str = "cifar10"  # dataset for uncond_source "separate" without a queue, unless the trainer attaches its own
     cfg_max: float = 1.0  # alpha in [1, cfg_max] in training; 1 disables guidance
     cfg_alpha: str = "uniform"  # alpha ~ U[1, cfg_max] | "power" (paper): p(alpha) ~ alpha^-cfg_alpha_power
     cfg_alpha_power: float = 3.0  # the paper uses 3 or 5 (with cfg_max 4)
