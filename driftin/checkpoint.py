@@ -31,8 +31,10 @@ def atomic_torch_save(obj, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(path, *, model, ema, optimizer, step: int, config: dict, meta: dict | None = None) -> None:
-    """meta: the run's bookkeeping as JSON (images seen, where the LR warmup restarted, the chain of blocks)."""
+def save_checkpoint(path, *, model, ema, optimizer, step: int, config: dict, meta: dict | None = None,
+                    objective: dict | None = None) -> None:
+    """meta: the run's bookkeeping as JSON (images seen, where the LR warmup restarted, the chain of blocks);
+    objective: the objective's own state (drift's sample queues), tensors only."""
     state = {
         "model": clean_state_dict(model.state_dict()),
         "ema": clean_state_dict(ema.state_dict()),
@@ -43,6 +45,8 @@ def save_checkpoint(path, *, model, ema, optimizer, step: int, config: dict, met
         "config": json.dumps(config),  # plain JSON text, not a pickled object
         "meta": json.dumps(meta or {}),
     }
+    if objective:
+        state["objective"] = objective
     atomic_torch_save(state, path)
 
 

@@ -177,6 +177,8 @@ class Trainer:
             self.opt_flags = {"foreach": None, "fused": True} if cuda else {"foreach": True, "fused": None}
         self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, **self.opt_flags)
         self.objective = make_objective(cfg, self.device)
+        if hasattr(self.objective, "attach_data"):  # drift's fresh unconditional samples come from the same dataset
+            self.objective.attach_data(images, labels)
         kw = self.objective.batch_kwargs() if hasattr(self.objective, "batch_kwargs") else {}
         self.batch_classes = kw.get("num_classes", 0)  # drift: class-balanced, class-sorted batches
         if self.opts.device_data:
@@ -196,6 +198,12 @@ class Trainer:
         self.ema.load_state_dict(state["ema"])
         self.load_optimizer(state["optimizer"])
         self.warm_start = int(state.get("meta", {}).get("warm_start", 0))
+        if state.get("objective") and hasattr(self.objective, "load_state_dict"):  # drift's sample queues
+            # buffers go back to the device, fill counters (scalars) stay on the CPU where the objective keeps them
+            self.objective.load_state_dict({k: v.to(self.device) if v.dim() else v for k, v in state["objective"].items()})
+
+    def objective_state(self) -> dict | None:
+        return self.objective.state_dict() if hasattr(self.objective, "state_dict") else None
 
     def load_optimizer(self, sd: dict) -> None:
         self.opt.load_state_dict(sd)
@@ -429,7 +437,8 @@ def train(cfg: TrainConfig, stop_after: int | None = None, quiet: bool = False, 
         if done % cfg.ckpt_every == 0 or final:
             check(done)  # never write a checkpoint over the last good one with broken weights
             if dist.is_main():
-                save_checkpoint(ckpt, model=model, ema=ema, optimizer=tr.opt, step=done, config=config, meta=run_meta())
+                save_checkpoint(ckpt, model=model, ema=ema, optimizer=tr.opt, step=done, config=config, meta=run_meta(),
+                                objective=tr.objective_state())
             last_good = done
         if cfg.snapshot_every and done % cfg.snapshot_every == 0:
             check(done)

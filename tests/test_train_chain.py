@@ -166,3 +166,18 @@ def test_bench_train_reports_the_trainer_step_and_the_baseline(tmp_path):
         assert r["mfu"] == pytest.approx(r["tflops"]) and r["loss"] == r["loss"]  # peak 1 TFLOP/s; loss not NaN
     assert rows[0]["speedup_vs_baseline"] == 1.0 and rows[1]["speedup_vs_baseline"] == pytest.approx(rows[0]["ms_per_step"] / rows[1]["ms_per_step"])
     assert "| ddpm | tiny | 20 | eager |" in md.read_text()
+
+
+def test_drift_queues_are_checkpointed_and_resume_bit_exactly(image_folder, tmp_path):
+    drift = {"encoder": "pixels", "cfg_max": 2.0, "uncond_per_group": 2, "pos_queue": 4, "queue_push": 2,
+             "uncond_source": "separate", "uncond_queue": 16}
+    cfg = TrainConfig(**{**TINY, "objective": "drift", "data": image_folder, "steps": 4, "ckpt_every": 2, "drift": drift})
+    full = train(TrainConfig(**{**cfg.__dict__, "out": str(tmp_path / "full")}), quiet=True)
+    part = TrainConfig(**{**cfg.__dict__, "out": str(tmp_path / "part")})
+    train(part, stop_after=2, quiet=True)
+    saved = load_checkpoint(tmp_path / "part" / "checkpoint.pt")["objective"]
+    assert {"pos", "unc"} <= set(saved) and int(saved["unc_n"]) == 16  # two pushes of the 8-image global batch
+    resumed = train(part, quiet=True)
+    for key in ("model", "ema"):
+        for (k, a), b in zip(full[key].state_dict().items(), resumed[key].state_dict().values()):
+            assert torch.equal(a, b), f"{key}.{k} differs after resume"
