@@ -168,3 +168,20 @@ def test_old_behaviour_switches_reach_the_field():
     calls, _, _ = run(DriftConfig(**ENERGY))
     assert calls[0]["eps"] == 0.0 and not calls[0]["scale_self_pairs"] and not calls[0]["allow_autocast"]
     assert math.isfinite(float(drift_loss(calls[0]["x"], calls[0]["pos"])[0]))
+
+
+def test_restored_queues_continue_like_an_uninterrupted_run():
+    cfg = DriftConfig(**ENERGY, cfg_max=2.0, pos_queue=4, queue_push=2, pos_per_group=3, uncond_source="separate",
+                      uncond_queue=10, uncond_per_group=2)
+    _, logs_a, _ = run(cfg, steps=3)  # steps 0, 1, 2 in one objective
+    _, _, first = run(cfg, steps=2)  # steps 0, 1 ...
+    torch.manual_seed(0)
+    net = UNet(preset("tiny", num_classes=G, guidance_input=True, zero_init_out=False))
+    resumed = DriftLoss(cfg, "cpu", num_classes=G)
+    resumed.load_state_dict(first.state_dict())  # ... then step 2 in a fresh objective with the saved queues
+    x, y = batch(2)
+    _, logs_b = resumed(net, {"x": x, "y": y, "rng": StepRandom(0, 2, "cpu"), "step": 2})
+    assert logs_b["loss"].item() == logs_a["loss"].item()
+    empty = DriftLoss(cfg, "cpu", num_classes=G)  # without the state the step differs (fewer queued samples)
+    _, logs_c = empty(net, {"x": x, "y": y, "rng": StepRandom(0, 2, "cpu"), "step": 2})
+    assert logs_c["loss"].item() != logs_a["loss"].item()
