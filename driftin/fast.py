@@ -269,9 +269,9 @@ def _compile(fn, opts: FastOptions):
 # ----------------------------------------------------------------------------------------------
 # fused AdaGN projections (applied to the private copy only)
 
-def _embed_fused(self, t, y, alpha, batch: int, device):
+def _embed_fused(self, t, y, alpha, batch: int, device, style=None):
     """embed() followed by every residual block's emb Linear at once: [B, sum(2 * cout)]."""
-    emb = type(self).embed(self, t, y, alpha, batch, device)
+    emb = type(self).embed(self, t, y, alpha, batch, device, style)
     return torch.nn.functional.linear(torch.nn.functional.silu(emb), self._emb_w, self._emb_b)
 
 
