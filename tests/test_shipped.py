@@ -14,7 +14,7 @@ from driftin.eval.features import load_evalnet, state_hash
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 GENERATORS = {"ddpm-cifar10": ("ddim", ["ddim_steps10_g1", "ddim_steps25_g1", "ddim_steps50_g1"]),
-              "drift-cifar10": ("drift", ["drift_steps1_g1", "drift_steps1_g1.5"])}
+              "drift-cifar10": ("drift", ["drift_steps1_g1", "drift_steps1_g1.5", "drift_steps1_g2"])}
 
 
 @pytest.mark.parametrize("name", sorted(GENERATORS))
@@ -48,12 +48,20 @@ def evalnet_hash():
 
 
 @pytest.mark.parametrize("name", sorted(GENERATORS))
-def test_eval_json_measured_with_the_shipped_evalnet(name, evalnet_hash):
+def test_eval_json_has_standard_fid_and_the_shipped_evalnet(name, evalnet_hash):
+    """Every shipped entry: Inception FID-50k with the standard network against the 50k train split (the headline,
+    shown in bold in the card), and its classifier diagnostics measured with the shipped evalnet."""
+    from driftin.eval.inception import FID_HELPER_SHA1
+
     results = json.loads((WEIGHTS / name / "eval.json").read_text())
+    card = (WEIGHTS / name / "README.md").read_text()
     for key in GENERATORS[name][1]:
         entry = results[key]
         assert entry["n"] == 50_000 and entry["evalnet"]["hash"] == evalnet_hash, key
-        assert f"{entry['fd']:.2f}" in (WEIGHTS / name / "README.md").read_text(), f"{key} FD missing from the card"
+        assert entry["inception"] == f"tf-fid-inception-2015-12-05-sha1-{FID_HELPER_SHA1[:8]}", key
+        assert entry["inception_reference"]["split"] == "train" and entry["inception_reference"]["n"] == 50_000, key
+        assert f"**{entry['fid']:.2f}**" in card, f"{key} FID missing from the card"
+        assert f"{entry['fd']:.2f}" in card, f"{key} evalnet FD missing from the card"
 
 
 def test_drift_was_trained_with_the_shipped_encoder():
