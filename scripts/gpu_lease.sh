@@ -13,7 +13,7 @@
 # Between calls, move aside the weight folders a call does not carry (the tree must stay under 64 MiB).
 # Set DRIFTIN_GIT_COMMIT to this checkout's HEAD as a literal: the device's .git can be older than its tree.
 set -u
-S=/root/stage O=/root/out C=/root/code
+S=/root/stage O=/root/res C=/root/code  # not /root/out: that is the device's $OUT, emptied at every call
 export PYTHONUNBUFFERED=1 DRIFTIN_DATA=$S/cifar10 DRIFTIN_WEIGHTS=$S/weights DRIFTIN_CACHE=/root/cache
 FIDNET=$S/default_1.pt
 FID_SHA1=a16e4d89c0ecbc17a915dd76ea9e41211aa82562
@@ -36,10 +36,12 @@ bench() {
   run bench_train python3 -m driftin.bench train --out $O/train_h200.json --md $O/train_h200.md
 }
 
-evals() {
-  python3 -c "from driftin.data import load_cifar10_tar as l; l('train'); l('test')"
+calibrate() {
   run calibrate python3 -m driftin.eval.calibrate --out $O/fd_calibration.json --device cuda --inception $FIDNET \
       --evalnet $S/weights/evalnet-cifar10
+}
+
+evals() {
   for g in 1 1.5 2; do run eval_drift_g$g $EVAL --weights $S/weights/drift-cifar10 --guidance $g --out $O/eval_drift.json; done
   for s in 50 25 10; do run eval_ddim$s $EVAL --weights $S/weights/ddpm-cifar10 --method ddim --steps $s --out $O/eval_ddpm.json; done
 }
@@ -66,11 +68,12 @@ case ${1:-} in
     rm -rf $C && mkdir -p $C $O && cp -a driftin training scripts benchmarks pyproject.toml $C/ 2>/dev/null
     cd $C && setsid nohup bash scripts/gpu_lease.sh job "$@" > $O/job.log 2>&1 < /dev/null &
     sleep 5; cat $O/job.log ;;
-  job) shift; cd $C; for phase in "$@"; do $phase; done; echo "== $(date +%T) all done"; touch $O/ALL.done ;;
+  job) shift; cd $C; python3 -c "from driftin.data import load_cifar10_tar as l; l('train'); l('test')"; for phase in "$@"; do $phase; done; echo "== $(date +%T) all done"; touch $O/ALL.done ;;
   status)
     for ((i = 0; i < ${2:-0}; i += 15)); do [ -e $O/ALL.done ] && break; sleep 15; done
     cat $O/job.log; tail -n 3 $O/*.log 2>/dev/null | tail -n 60; nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv ;;
   collect)
-    tar czf $OUT/results.tgz -C $O --exclude='*.safetensors' --exclude='*.pt' . && ls -la $OUT ;;
+    tar czf $OUT/results.tgz -C $O --exclude='*.safetensors' --exclude='*.pt' . && ls -la $OUT
+    for f in ${2:-}; do cp $O/$f $OUT/; done ;;
   *) echo "usage: $0 stage [start PHASE...] | start PHASE... | status [wait_s] | collect" >&2; exit 2 ;;
 esac
