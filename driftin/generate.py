@@ -104,6 +104,10 @@ def generate(
         seeds = seed_list(n, seeds)
         noise = make_noise(seeds, shape, device)
     y = labels_tensor(class_labels, len(seeds), cfg.num_classes, device)
+    style = None
+    if getattr(cfg, "style_tokens", 0):  # random style embeddings: drawn like the noise (per seed, or from generator)
+        style = net.random_style(len(seeds), generator) if generator is not None else style_for_seeds(net, seeds)
+        fast = False  # the captured graphs take no style input
 
     if fast:
         from .fast import fast_generate  # compiled / CUDA-graph path; falls back to eager itself
@@ -113,11 +117,18 @@ def generate(
         alpha = torch.full((len(seeds),), float(guidance), device=device) if cfg.guidance_input else None
         if guidance != 1.0 and not cfg.guidance_input:
             raise ValueError("this drift model has no guidance input; use guidance=1")
-        x = net(noise, None, y, alpha).float()
+        x = net(noise, None, y, alpha, **({"style": style.to(device)} if style is not None else {})).float()
     else:
+        if style is not None:
+            raise ValueError("DDIM sampling of a model with style embeddings is not supported (styles are a drift-generator input)")
         x = ddim_sample(eps_fn(net, y, guidance), noise, steps, eta, step or step_noise(seeds, noise), callback)
     x = x.clamp(-1, 1).add(1).div(2)
     return x.mul(255).round().to(torch.uint8) if output == "uint8" else x
+
+
+def style_for_seeds(net, seeds: Sequence[int]) -> torch.Tensor:
+    """Style indices [n, tokens] where row i depends on seeds[i] alone (its own generator, offset from the noise's)."""
+    return torch.cat([net.random_style(1, torch.Generator().manual_seed(s + 2_000_003)) for s in seeds])
 
 
 def eps_fn(net, y, guidance: float):

@@ -107,3 +107,21 @@ def test_resolve_device_auto_prefers_cuda_then_mps(monkeypatch):
         resolve_device("tpu9")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device("auto").type == "cuda"
+
+
+def test_style_model_draws_styles_per_seed():
+    """A drift generator with random style embeddings: styles come from each sample's seed, like its noise,
+    so a sample is the same alone or in a batch, and other seeds give other styles."""
+    from driftin.config import preset
+    from driftin.unet import UNet
+
+    torch.manual_seed(0)
+    net = UNet(preset("tiny", zero_init_out=False, style_tokens=4, style_codebook=8)).eval()
+    batch = generate(net, seeds=[5, 6, 7], method="drift")
+    alone = generate(net, seeds=[6], method="drift")
+    torch.testing.assert_close(alone[0], batch[1], atol=1e-5, rtol=0)
+    noise = torch.randn(2, 3, 32, 32)
+    a, b = generate(net, noise=noise, seeds=[1, 2], method="drift"), generate(net, noise=noise, seeds=[3, 4], method="drift")
+    assert (a - b).abs().max() > 1e-4  # same noise, other seeds -> other styles -> other images
+    with pytest.raises(ValueError, match="style embeddings"):
+        generate(net, seeds=[0], method="ddim", steps=2)
