@@ -284,7 +284,7 @@ class Trainer:
         return loss, logs
 
     def _eager_again(self, err: Exception) -> None:
-        self.compile_error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:500]
+        self.compile_error = f"{type(err).__name__}: {' '.join(str(err).split())}"[:500]  # one line, with the cause
         dist.print0(f"warning: the compiled step failed ({self.compile_error}); continuing eager "
                     "(set DRIFTIN_COMPILE_STRICT=1 to raise instead, or --compile false)")
         self.net = self.plain_net
@@ -306,7 +306,7 @@ class Trainer:
             if not self.compiled or self.compile_ok or os.environ.get("DRIFTIN_COMPILE_STRICT", "0") == "1":
                 raise
             self._eager_again(e)
-            loss, logs = self._forward_backward(batch)  # the same draws: they are keyed by (seed, step)
+            loss, logs = self._forward_backward(self.batch(step))  # a fresh batch: the same draws, from (seed, step)
         self.compile_ok = True
         if self.opts.sync_every_step and not torch.isfinite(loss).all():
             raise FloatingPointError(f"non-finite loss {loss.item()} at step {step}")

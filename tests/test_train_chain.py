@@ -9,6 +9,7 @@ import torch
 from driftin import distributed as dist
 from driftin.checkpoint import load_checkpoint
 from driftin.data import DeviceData
+from driftin.diffusion import ddpm_mse
 from driftin.hub import load_pretrained
 from driftin.train import StepOptions, Trainer, TrainConfig, export, lr_at, train
 
@@ -181,3 +182,39 @@ def test_drift_queues_are_checkpointed_and_resume_bit_exactly(image_folder, tmp_
     for key in ("model", "ema"):
         for (k, a), b in zip(full[key].state_dict().items(), resumed[key].state_dict().values()):
             assert torch.equal(a, b), f"{key}.{k} differs after resume"
+
+
+def _compiled_trainer(monkeypatch, backend):
+    """A compile=True DDPM trainer whose torch.compile uses `backend` (CPU tests cannot afford inductor)."""
+    import functools
+
+    from driftin import diffusion
+    real_compile = torch.compile
+    monkeypatch.setattr(diffusion.torch, "compile", functools.partial(real_compile, backend=backend))
+    images, labels = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8), torch.arange(8) % 2
+    torch._dynamo.reset()
+    return Trainer(TrainConfig(**{**TINY, "compile": True}), "cpu", images, labels), images, labels
+
+
+def test_whole_ddpm_loss_compiles_and_matches_eager(monkeypatch):
+    tr, images, labels = _compiled_trainer(monkeypatch, "aot_eager")  # dynamo + AOT autograd, no code generation
+    eager = Trainer(TrainConfig(**TINY), "cpu", images, labels)
+    for s in range(2):
+        a, b = tr.step(s), eager.step(s)
+        torch.testing.assert_close(a[0], b[0])
+        torch.testing.assert_close(a[2], b[2])
+    assert tr.compiled and tr.compile_error is None and tr.objective.mse is not ddpm_mse
+
+
+def test_a_failing_compile_falls_back_to_eager_with_the_same_step(monkeypatch):
+    def broken(gm, example_inputs):
+        raise RuntimeError("no compiler here")
+    tr, images, labels = _compiled_trainer(monkeypatch, broken)
+    loss, _, gnorm = tr.step(0)
+    assert not tr.compiled and "no compiler here" in tr.compile_error
+    eager = Trainer(TrainConfig(**TINY), "cpu", images, labels)
+    torch.testing.assert_close(eager.step(0)[0], loss)  # the retried step is the same step
+    monkeypatch.setenv("DRIFTIN_COMPILE_STRICT", "1")
+    strict, _, _ = _compiled_trainer(monkeypatch, broken)
+    with pytest.raises(Exception, match="no compiler here"):
+        strict.step(0)
