@@ -219,11 +219,17 @@ class DemoApp:
             if sess is not None:
                 sess.stop.set()
 
-    def stop_live(self, request: gr.Request = None):
-        """The Stop button: drift stops at once; the DDPM sample in progress finishes and stays on screen."""
+    def stop_live(self, request: gr.Request = None, timeout: float = 120.0):
+        """The Stop button: drift stops at once; the DDPM sample in progress finishes and stays on screen.
+        Returns once the stream has ended by itself (or after `timeout`); the page then cancels whatever is left,
+        e.g. a stream still waiting in the queue."""
         sess = self.sessions.get((_key(request), "live"))
-        if sess is not None:
-            sess.finish.set()
+        if sess is None:
+            return
+        sess.finish.set()
+        deadline = time.perf_counter() + timeout
+        while not sess.stop.wait(0.05) and time.perf_counter() < deadline:
+            pass
 
     def stop_walk(self, request: gr.Request = None):
         self.stop(request, ("walk",))
@@ -387,12 +393,14 @@ class DemoApp:
             # clear message and one log line (component checks would round 1.5 to 2, or log a traceback)
             raw = dict(preprocess=False)
             live_kw = dict(concurrency_limit=max_live, concurrency_id="live", show_progress="hidden", **raw)
-            start.click(self.live, controls, [drift_img, drift_md, ddpm_img, ddpm_md], api_name="live",
-                        api_visibility="undocumented", **live_kw)
+            live_ev = start.click(self.live, controls, [drift_img, drift_md, ddpm_img, ddpm_md], api_name="live",
+                                  api_visibility="undocumented", **live_kw)
             walk_ev = walk_start.click(self.walk, [seed, random_seed, grid, klass, guidance, walk_frames],
                                        [walk_img, walk_md], api_name="latent_walk", api_visibility="undocumented", **live_kw)
-            # Stop lets the live stream end by itself (DDPM finishes its sample); the walk is cut at once
-            stop.click(self.stop_live, None, None, api_visibility="private", queue=False)
+            # Stop lets the live stream end by itself (DDPM finishes its sample), then cancels what is left (a stream
+            # still queued, or one past the timeout); the walk is cut at once
+            stop.click(self.stop_live, None, None, api_visibility="private", queue=False).then(
+                None, None, None, cancels=[live_ev], api_visibility="private", queue=False)
             walk_stop.click(self.stop_walk, None, None, cancels=[walk_ev], api_visibility="private", queue=False)
             for c in controls:
                 c.change(self.update, controls, None, api_visibility="private", queue=False, show_progress="hidden", **raw)
