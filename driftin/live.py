@@ -703,8 +703,8 @@ def live_frames(engine: Engine, get_settings: Callable[[], Settings], stop: thre
         while not stop.is_set() and time.perf_counter() - t_start < max_seconds:
             t_frame = time.perf_counter()
             finishing = finish.is_set()
-            if finishing and (worker is None or worker.ident is None or (ddpm_done and worker.idle())):
-                # nothing left to finish (the finished sample has been yielded): the stats say it stopped
+            if finishing and (worker is None or worker.ident is None or worker.idle()):
+                # nothing left to finish: a worker ends only after its finished sample was taken (and yielded)
                 yield LiveFrame(None, None, "**Drift** — stopped", dinfo, "Drift · 1 step", dtitle, ddpm_latest, ddpm_done)
                 break
             s = get_settings()
