@@ -32,8 +32,12 @@ stage() {
 # run NAME CMD...: one logged step of the job, its outcome marked by $O/NAME.done or $O/NAME.failed
 run() { local name=$1; shift; echo "== $(date +%T) $name"; ( "$@" ) > $O/$name.log 2>&1 && touch $O/$name.done || { touch $O/$name.failed; echo "   $name FAILED"; }; }
 
+# the trainer's own step vs a naive eager bf16 step (#17); capped so the lease keeps time for the rest
 bench() {
-  run bench_train python3 -m driftin.bench train --out $O/train_h200.json --md $O/train_h200.md
+  run bench_ddpm timeout 300 python3 -m driftin.bench train --objectives ddpm --presets small base --batch 256 1024 \
+      --variants baseline compiled --steps 15 --warmup 3 --data cifar10 --out $O/train_ddpm_h200.json --md $O/train_ddpm_h200.md
+  run bench_drift timeout 240 python3 -m driftin.bench train --objectives drift --presets small base --batch 1280 \
+      --variants baseline compiled --steps 10 --warmup 3 --data cifar10 --out $O/train_drift_h200.json --md $O/train_drift_h200.md
 }
 
 calibrate() {
@@ -46,19 +50,20 @@ evals() {
   for s in 50 25 10; do run eval_ddim$s $EVAL --weights $S/weights/ddpm-cifar10 --method ddim --steps $s --out $O/eval_ddpm.json; done
 }
 
-# every row of training/ablation at once (the steps are overhead-bound: rows interleave on the GPU), then FID-10k
+# every row of training/ablation at once, at one budget (ABL_STEPS steps, each row's own batch; the steps are
+# overhead-bound, so rows interleave on the GPU), each then exported and scored by FID-10k
+ABL_STEPS=${ABL_STEPS:-800} ABL_WARMUP=${ABL_WARMUP:-200} ABL_MAX_MIN=${ABL_MAX_MIN:-7}
 ablation() {
-  local pids=() rows=() f row
+  local f row
   for f in training/ablation/*.json; do
-    row=$(basename $f .json); rows+=($row)
-    ( python3 -m driftin.train --config $f --out $O/ablation/$row --compile true > $O/abl_$row.train.log 2>&1 \
-      && python3 -m driftin.train export $O/ablation/$row $O/ablation/$row/ema ) &
-    pids+=($!)
+    row=$(basename $f .json)
+    ( python3 -m driftin.train --config $f --out $O/ablation/$row --steps $ABL_STEPS --warmup $ABL_WARMUP --sample-every 0 \
+        --ckpt-every $ABL_STEPS --log-every 50 --max-minutes $ABL_MAX_MIN > $O/abl_$row.train.log 2>&1 \
+      && python3 -m driftin.train export $O/ablation/$row $O/ablation/$row/ema >> $O/abl_$row.train.log 2>&1 \
+      && $EVAL --weights $O/ablation/$row/ema --n 10000 --out $O/ablation/$row/eval.json > $O/abl_$row.eval.log 2>&1 \
+      && touch $O/abl_$row.done || touch $O/abl_$row.failed ) &
   done
-  wait "${pids[@]}"
-  for row in "${rows[@]}"; do
-    [ -e $O/ablation/$row/ema/config.json ] && run abl_$row.eval $EVAL --weights $O/ablation/$row/ema --n 10000 --out $O/ablation_eval.json
-  done
+  wait
 }
 
 case ${1:-} in
