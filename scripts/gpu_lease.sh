@@ -8,6 +8,7 @@
 #   call 1: bash scripts/gpu_lease.sh stage     (carry .stage_a data)   FID network part 1 + CIFAR-10
 #   call 2: bash scripts/gpu_lease.sh stage     (carry .stage_b)        part 2 (+ encoder, evalnet from the tree)
 #   call 3: bash scripts/gpu_lease.sh stage start bench evals ablation  (drift + ddpm weights from the tree)
+#   (phases: calibrate, evals, bench, ablation, chain; each reads its knobs from ABL_* / CHAIN_* variables)
 #   later:  bash scripts/gpu_lease.sh status [seconds to wait]; bash scripts/gpu_lease.sh collect
 #
 # Between calls, move aside the weight folders a call does not carry (the tree must stay under 64 MiB).
@@ -64,6 +65,18 @@ ablation() {
       && touch $O/abl_$row.done || touch $O/abl_$row.failed ) &
   done
   wait
+}
+
+# one block of the long drift chain (#21): continue from the staged weights (the shipped EMA, or the last block's
+# export) for CHAIN_MIN minutes with EMA snapshots, export, then FID-10k over the snapshots (the curve)
+CHAIN_CONFIG=${CHAIN_CONFIG:-training/drift_cifar10.json} CHAIN_FROM=${CHAIN_FROM:-$S/weights/drift-cifar10}
+CHAIN_STEPS=${CHAIN_STEPS:-100000} CHAIN_MIN=${CHAIN_MIN:-20} CHAIN_SNAP=${CHAIN_SNAP:-1000}
+chain() {
+  run chain_train python3 -m driftin.train --config $CHAIN_CONFIG --init-from $CHAIN_FROM --steps $CHAIN_STEPS \
+      --snapshot-every $CHAIN_SNAP --max-minutes $CHAIN_MIN --sample-every 0 --out $O/chain
+  run chain_export python3 -m driftin.train export $O/chain $O/chain/export
+  run chain_curve python3 -m driftin.eval.curve $O/chain/snapshots --n 10000 --batch 2500 --device cuda \
+      --inception $FIDNET --evalnet $S/weights/evalnet-cifar10 --out $O/chain/fid_curve.json
 }
 
 case ${1:-} in
