@@ -1,7 +1,7 @@
-"""DDPM schedule (linear betas, T=1000), the noise-prediction loss, and the DDIM sampler."""
-from __future__ import annotations
+"""DDPM schedule (linear betas, T=1000) and the noise-prediction loss: the diffusion objective.
 
-from typing import Callable
+Sampling from it (DDIM, guidance, noise) is driftin/sampling.py, downstream of this module."""
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
@@ -64,39 +64,3 @@ def ddim_timesteps(steps: int, num_steps: int = T) -> list[int]:
     if not 1 <= steps <= num_steps:
         raise ValueError(f"DDIM steps must be in [1, {num_steps}], got {steps}")
     return [int(round(i * num_steps / steps)) for i in range(steps)][::-1]  # uniform spacing, t = 0 included
-
-
-@torch.no_grad()
-def ddim_sample(
-    eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    noise: torch.Tensor,
-    steps: int = 50,
-    eta: float = 0.0,
-    step_noise: Callable[[int], torch.Tensor] | None = None,
-    callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
-    clip: bool = True,
-) -> torch.Tensor:
-    """DDIM (Song et al.) from x_T = noise to x_0.
-
-    eps_fn(x_t, t) predicts the noise (classifier-free guidance lives in eps_fn);
-    step_noise(i) gives the fresh noise for step i when eta > 0 (so callers control seeds);
-    callback(i, x_t, x0_pred) sees every intermediate frame.
-    """
-    abar = alphas_cumprod().to(noise.device)
-    ts = ddim_timesteps(steps)
-    x = noise.float()
-    for i, t in enumerate(ts):
-        a_t = abar[t].float()
-        a_prev = abar[ts[i + 1]].float() if i + 1 < len(ts) else torch.tensor(1.0, device=x.device)
-        eps = eps_fn(x, torch.full((x.shape[0],), t, device=x.device)).float()
-        x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
-        if clip:
-            x0 = x0.clamp(-1, 1)
-            eps = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()  # keep eps consistent with the clipped x0
-        sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).clamp(min=0).sqrt()
-        x = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp(min=0).sqrt() * eps
-        if eta > 0 and i + 1 < len(ts):
-            x = x + sigma * step_noise(i)
-        if callback is not None:
-            callback(i, x, x0)
-    return x

@@ -45,7 +45,6 @@ which the version check cannot see).
 from __future__ import annotations
 
 import copy
-import functools
 import itertools
 import logging
 import os
@@ -57,8 +56,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .diffusion import alphas_cumprod, ddim_sample, ddim_timesteps
-from .generate import eps_fn, step_noise
+from .sampling import cfg_mix, ddim_coefficients, ddim_update, eager_sample, predraw_noise, step_noise
 
 log = logging.getLogger(__name__)
 
@@ -202,44 +200,20 @@ def _make_drift(model, dtype, memory_format):
 
 
 def _make_ddim(model, dtype, memory_format, guided: bool):
-    """One DDIM step without the eta noise: (x_next, x0_pred). c = [sqrt(a_t), sqrt(1-a_t),
-    sqrt(a_prev), sqrt(1-a_prev-sigma^2), ...] – the same fp32 values and formulas as ddim_sample."""
+    """One DDIM step without the eta noise: (x_next, x0_pred); c is a row of sampling.ddim_coefficients and the
+    update is sampling.ddim_update, in fp32 outside the network, exactly as the eager path."""
 
     def ddim_step(x, t, y, g, c):
         xin = x.to(dtype=dtype, memory_format=memory_format)
         if guided:  # t, y are the doubled [cond; uncond] batch
             e_c, e_u = model(torch.cat([xin, xin]), t, y).float().chunk(2)
-            eps = e_u + g * (e_c - e_u)
+            eps = cfg_mix(e_c, e_u, g)
         else:
             eps = model(xin, t, y).float()
-        x0 = ((x - c[1] * eps) / c[0]).clamp(-1, 1)
-        eps = (x - c[0] * x0) / c[1]  # keep eps consistent with the clipped x0
-        return (c[2] * x0 + c[3] * eps).contiguous(), x0.contiguous()
+        x, x0 = ddim_update(x, eps, c)
+        return x.contiguous(), x0.contiguous()
 
     return ddim_step
-
-
-@functools.lru_cache(maxsize=64)
-def ddim_coefficients(steps: int, eta: float):
-    """(ts, coefs [steps, 8] fp32, sigmas): the per-step scalars of ddim_sample, computed the same way."""
-    abar = alphas_cumprod()
-    ts = ddim_timesteps(steps)
-    rows, sigmas = [], []
-    zero = torch.tensor(0.0)
-    for i, t in enumerate(ts):
-        a_t = abar[t].float()
-        a_prev = abar[ts[i + 1]].float() if i + 1 < len(ts) else torch.tensor(1.0)
-        sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).clamp(min=0).sqrt()
-        rows.append(torch.stack([a_t.sqrt(), (1 - a_t).sqrt(), a_prev.sqrt(),
-                                 (1 - a_prev - sigma**2).clamp(min=0).sqrt(), sigma, zero, zero, zero]))
-        sigmas.append(float(sigma) if eta > 0 and i + 1 < len(ts) else 0.0)
-    return tuple(ts), torch.stack(rows).float(), tuple(sigmas)
-
-
-def _predraw_noise(seeds, steps: int, shape) -> torch.Tensor:
-    """[steps-1, n, C, H, W]: the eta > 0 noise the eager path draws step by step (generate.step_noise)."""
-    draw = step_noise(seeds, torch.empty(len(seeds), *shape))
-    return torch.stack([draw(i) for i in range(steps - 1)])
 
 
 def _bump_recompile_limit(n: int = 64) -> None:
@@ -544,7 +518,7 @@ class FastSampler:
         if y is not None:
             ins["y"] = torch.cat([y, torch.full_like(y, K)]) if guided else y.clone()
         if eta > 0 and steps > 1:
-            ins["noise"] = _predraw_noise(seeds, steps, noise.shape[1:]).to(dev)
+            ins["noise"] = predraw_noise(seeds, steps, noise.shape[1:]).to(dev)
         return ins
 
     def _fill_ddim(self, e, noise, y, guidance, eta, seeds, steps, guided):
@@ -556,7 +530,7 @@ class FastSampler:
             ins["g"].fill_(float(guidance))
             e.state["guidance"] = guidance
         if ins["noise"] is not None:
-            ins["noise"].copy_(_predraw_noise(seeds, steps, noise.shape[1:]))
+            ins["noise"].copy_(predraw_noise(seeds, steps, noise.shape[1:]))
 
     def _ddim(self, noise, steps, y, guidance, eta, seeds, callback):
         n = noise.shape[0]
@@ -619,16 +593,10 @@ class _Rebuild(Exception):
 
 def eager_generate(net, noise, method, steps=50, y=None, guidance=1.0, eta=0.0, seeds=None, callback=None):
     """The reference path (what generate() does with fast=False)."""
-    if method == "drift":
-        cfg = net.config
-        if guidance != 1.0 and not cfg.guidance_input:
-            raise ValueError("this drift model has no guidance input; use guidance=1")
-        alpha = torch.full((noise.shape[0],), float(guidance), device=noise.device) if cfg.guidance_input else None
-        return net(noise, None, y, alpha).float()
-    if seeds is None and eta > 0:
+    if method != "drift" and seeds is None and eta > 0:
         raise ValueError("seeds are needed for DDIM with eta > 0")
-    return ddim_sample(eps_fn(net, y, guidance), noise, steps, eta,
-                       step_noise(seeds, noise) if seeds is not None else None, callback)
+    noise_fn = step_noise(seeds, noise) if method != "drift" and seeds is not None else None
+    return eager_sample(net, noise, method, steps, y, guidance, eta, noise_fn, callback)
 
 
 def _info(path, reason=None, sampler=None):

@@ -5,40 +5,11 @@ from typing import Callable, Sequence
 
 import torch
 
-from .diffusion import ddim_sample, unwrap
+from .diffusion import unwrap
+from .sampling import (ddim_sample, eager_sample, eps_fn, labels_tensor, make_noise, seed_list,  # noqa: F401 (re-exported)
+                       step_noise, style_for_seeds)
 
 METHODS = ("drift", "ddim")
-
-
-def seed_list(n: int | None, seeds: int | Sequence[int]) -> list[int]:
-    if isinstance(seeds, int):
-        if n is None:
-            raise ValueError("give n with a single seed, or a list of seeds")
-        return list(range(seeds, seeds + n))
-    seeds = [int(s) for s in seeds]
-    if n is not None and n != len(seeds):
-        raise ValueError(f"n={n} but {len(seeds)} seeds given")
-    return seeds
-
-
-def make_noise(seeds: Sequence[int], shape: tuple[int, ...], device=None) -> torch.Tensor:
-    """Per-sample noise: sample i depends on seeds[i] alone (same image at any batch size or device)."""
-    gens = [torch.Generator().manual_seed(s) for s in seeds]
-    return torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device)
-
-
-def labels_tensor(class_labels, n: int, num_classes: int, device) -> torch.Tensor | None:
-    if class_labels is None:
-        return None
-    if not num_classes:
-        raise ValueError("class_labels given, but this model is unconditional (num_classes=0)")
-    y = torch.as_tensor(class_labels, dtype=torch.long).flatten()
-    y = y.expand(n) if y.numel() == 1 else y
-    if y.numel() != n:
-        raise ValueError(f"{y.numel()} class labels for {n} samples")
-    if (y < 0).any() or (y >= num_classes).any():
-        raise ValueError(f"class labels must be in [0, {num_classes - 1}]")
-    return y.to(device)
 
 
 @torch.no_grad()
@@ -113,41 +84,11 @@ def generate(
         from .fast import fast_generate  # compiled / CUDA-graph path; falls back to eager itself
 
         x = fast_generate(net, noise, method, steps, y, guidance, eta, seeds, callback)
-    elif method == "drift":
-        alpha = torch.full((len(seeds),), float(guidance), device=device) if cfg.guidance_input else None
-        if guidance != 1.0 and not cfg.guidance_input:
-            raise ValueError("this drift model has no guidance input; use guidance=1")
-        x = net(noise, None, y, alpha, **({"style": style.to(device)} if style is not None else {})).float()
     else:
-        if style is not None:
-            raise ValueError("DDIM sampling of a model with style embeddings is not supported (styles are a drift-generator input)")
-        x = ddim_sample(eps_fn(net, y, guidance), noise, steps, eta, step or step_noise(seeds, noise), callback)
+        noise_fn = (step or step_noise(seeds, noise)) if method == "ddim" else None
+        x = eager_sample(net, noise, method, steps, y, guidance, eta, noise_fn, callback, style)
     x = x.clamp(-1, 1).add(1).div(2)
     return x.mul(255).round().to(torch.uint8) if output == "uint8" else x
-
-
-def style_for_seeds(net, seeds: Sequence[int]) -> torch.Tensor:
-    """Style indices [n, tokens] where row i depends on seeds[i] alone (its own generator, offset from the noise's)."""
-    return torch.cat([net.random_style(1, torch.Generator().manual_seed(s + 2_000_003)) for s in seeds])
-
-
-def eps_fn(net, y, guidance: float):
-    """Noise predictor with classifier-free guidance: eps_u + g (eps_c - eps_u), one batched call."""
-    if y is None or guidance == 1.0:
-        return lambda x, t: net(x, t, y)
-    null = torch.full_like(y, net.config.num_classes)
-
-    def guided(x, t):
-        e_c, e_u = net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null])).chunk(2)
-        return e_u + guidance * (e_c - e_u)
-
-    return guided
-
-
-def step_noise(seeds: Sequence[int], like: torch.Tensor):
-    """Fresh per-sample noise for DDIM with eta > 0, continuing each sample's own generator."""
-    gens = [torch.Generator().manual_seed(s + 1_000_003) for s in seeds]
-    return lambda i: torch.stack([torch.randn(like.shape[1:], generator=g) for g in gens]).to(like.device)
 
 
 def resolve_device(name: str | None = "auto") -> torch.device:

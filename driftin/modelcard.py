@@ -479,7 +479,7 @@ def build_card_text(folder: str | Path, repo_id: str | None = None, train_record
         b += ["![training curve](training_curve.png)" if (folder / "training_curve.png").exists() else "",
               "", "Training log (`train_log.jsonl`): " + "; ".join(facts) + "."]
 
-    from .publish import list_upload_files
+    from .repo_files import list_upload_files
 
     files = sorted({f for f, _ in list_upload_files(folder)} | {"README.md"})
     b += ["", "## Files", "", _table(["file", "what"], [[f"`{f}`", _FILE_DOC.get(f, _file_doc(f))] for f in files])]

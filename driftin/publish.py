@@ -16,7 +16,6 @@ get_token), so this works with huggingface_hub 0.2x, 1.x and 2.x.
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import json
 import os
 import re
@@ -24,13 +23,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Never uploaded: temporary files (eval.json.tmp<pid>), caches, and pickle checkpoints (resume
-# state lives in runs/<x>/checkpoint.pt; inference weights are safetensors only).
-IGNORE_PATTERNS = ["*.tmp", "*.tmp[0-9]*", "*.part", "*.lock", "*__pycache__*", "*.pyc", ".DS_Store", "*/.DS_Store",
-                   "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.bin", ".ipynb_checkpoints*", "*/.ipynb_checkpoints*"]
-# What huggingface_hub itself never uploads (.git, its .cache/huggingface download metadata).
-_HF_DEFAULT_IGNORE = [".git", ".git/*", "*/.git", "**/.git/**", ".cache/huggingface", ".cache/huggingface/*",
-                      "*/.cache/huggingface", "**/.cache/huggingface/**"]
+from .modelcard import MARKER, write_model_card
+from .repo_files import IGNORE_PATTERNS, default_ignore_patterns, list_upload_files  # noqa: F401 (re-exported)
+
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 LOGIN_HELP = ("no Hugging Face token found. Log in once with `hf auth login` (older huggingface_hub: "
@@ -56,42 +51,6 @@ class PushResult:
     @property
     def total_bytes(self) -> int:
         return sum(s for _, s in self.files)
-
-
-def default_ignore_patterns() -> list[str]:
-    try:
-        from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS
-        hf = list(DEFAULT_IGNORE_PATTERNS)
-    except ImportError:
-        hf = list(_HF_DEFAULT_IGNORE)
-    return IGNORE_PATTERNS + hf
-
-
-def _ignored(path: str, patterns: list[str]) -> bool:
-    # Same semantics as huggingface_hub.utils.filter_repo_objects: fnmatch on the posix relative
-    # path, plus "dir/" patterns matching everything under dir.
-    for p in patterns:
-        if p.endswith("/"):
-            p += "*"
-        if fnmatch.fnmatch(path, p):
-            return True
-    return False
-
-
-def list_upload_files(folder: str | Path) -> list[tuple[str, int]]:
-    """(path in repo, size) of every file `push_to_hub` would upload from `folder`, sorted."""
-    folder = Path(folder).expanduser().resolve()
-    pats = default_ignore_patterns()
-    try:
-        from huggingface_hub.utils import filter_repo_objects
-    except ImportError:  # pragma: no cover - very old huggingface_hub
-        filter_repo_objects = None
-    rel = {p.relative_to(folder).as_posix(): p for p in sorted(folder.glob("**/*")) if p.is_file()}
-    if filter_repo_objects is not None:
-        keep = list(filter_repo_objects(list(rel), ignore_patterns=pats))
-    else:  # pragma: no cover
-        keep = [r for r in rel if not _ignored(r, pats)]
-    return sorted((r, rel[r].stat().st_size) for r in keep)
 
 
 def check_folder(folder: str | Path, load: bool = True) -> dict:
@@ -155,8 +114,6 @@ def _offline() -> bool:
 
 
 def _is_generated_card(readme: Path) -> bool:
-    from .modelcard import MARKER
-
     return readme.exists() and MARKER in readme.read_text(encoding="utf-8", errors="replace")
 
 
@@ -188,8 +145,6 @@ def push_to_hub(folder: str | Path, repo_id: str, *, private: bool = False, revi
         if dry_run:
             notes.append(f"README.md would be (re)generated for {repo_id} (not in a dry run)")
         else:
-            from .modelcard import write_model_card
-
             write_model_card(folder, repo_id=repo_id)
             notes.append(f"regenerated {readme} for {repo_id}")
     elif not readme.exists():
@@ -262,8 +217,6 @@ def main(argv=None) -> int:
 
     try:
         if a.cmd == "card":
-            from .modelcard import write_model_card
-
             path = write_model_card(a.folder, run_dir=a.run, grid=a.grid, repo_id=a.repo)
             print(f"wrote {path}")
             for extra in ("training_curve.png", "train_log.jsonl", "samples.png"):

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from driftin.diffusion import alphas_cumprod, ddim_sample, ddim_timesteps
+from driftin.diffusion import alphas_cumprod, ddim_timesteps
+from driftin.sampling import ddim_sample
 
 
 def one_point_eps(x0_star):

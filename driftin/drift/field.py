@@ -35,6 +35,8 @@ from typing import Sequence
 
 import torch
 
+from .lse import lse_merge  # shared with the Triton kernels (field_triton.py)
+
 TEMPERATURES = (0.02, 0.05, 0.2)
 KERNEL_NORMS = ("both", "y", "none")
 IMPLS = ("reference", "torch", "lean", "triton", "auto")
@@ -269,12 +271,6 @@ def _weights_torch(G, xn, invt, r, c, colw, row0, P, self_neg, out_pos, out_neg)
         A = expo.exp_().mul_(colw[:, None, :])  # self pair: exp(-inf) = 0
         out_pos[:, t] = A[..., :P]
         out_neg[:, t] = A[..., P:]
-
-
-def lse_merge(mx: torch.Tensor, sm: torch.Tensor) -> torch.Tensor:
-    """logsumexp along dim 1 from (max, sum-exp) partials: partial i holds mx_i and sm_i = sum exp(v - mx_i)."""
-    top = mx.amax(1, keepdim=True)
-    return (top + (sm * (mx - top).exp()).sum(1, keepdim=True).log())[:, 0]
 
 
 def _auto_block(L, K, T, budget=1 << 28):

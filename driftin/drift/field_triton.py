@@ -19,7 +19,7 @@ import os
 
 import torch
 
-from .field import lse_merge
+from .lse import lse_merge
 
 try:
     import triton
