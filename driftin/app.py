@@ -21,6 +21,7 @@ import gradio as gr
 import torch
 
 from . import live
+from .fast import FastOptions
 from .generate import resolve_device
 from .live import (CLASS_CHOICES, GRID_SIZES, GUIDANCE_RANGE, MAX_STEPS, MIXED, RECORD_MAX_SECONDS, RECORD_MIN_SECONDS,
                    UNCONDITIONAL)
@@ -100,7 +101,9 @@ class DemoApp:
         self.device = resolve_device(device)
         if self.device.type == "cpu":
             torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
-        self.engine = live.Engine(live.load_slot("drift", drift, self.device), live.load_slot("ddpm", ddpm, self.device), self.device)
+        fast = FastOptions.from_env() if self.device.type == "cuda" else None  # the app is a CLI: it reads DRIFTIN_*
+        self.engine = live.Engine(live.load_slot("drift", drift, self.device), live.load_slot("ddpm", ddpm, self.device), self.device,
+                                  fast=fast)
         self.max_live_seconds, self.max_fps = max_live_seconds, max_fps
         self.sessions: dict[tuple[str, str], Session] = {}
         self._lock = threading.Lock()

@@ -6,6 +6,7 @@ from typing import Callable, Sequence
 import torch
 
 from .diffusion import unwrap
+from .fast import FastOptions, fast_generate
 from .sampling import (ddim_sample, eager_sample, eps_fn, labels_tensor, make_noise, seed_list,  # noqa: F401 (re-exported)
                        step_noise, style_for_seeds)
 
@@ -25,7 +26,7 @@ def generate(
     output: str = "float",
     callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
     device=None,
-    fast: bool = False,
+    fast: "bool | FastOptions" = False,
     noise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
@@ -34,7 +35,8 @@ def generate(
     method: "drift" (one forward pass from noise) or "ddim" (steps denoising steps); default from
     the model's meta["objective"]. guidance: CFG scale (1 = none) – for DDIM it mixes conditional
     and unconditional noise predictions, for drift it is the generator's alpha input.
-    fast=True uses the compiled / CUDA-graph path where available (same images up to bf16).
+    fast=True uses the compiled / CUDA-graph path where available (same images up to bf16) with the default
+    driftin.fast.FastOptions; pass a FastOptions to choose dtype, compile mode, graphs etc.
 
     Where the starting noise comes from (one of):
     - seeds (default): sample i from its own generator seeded with seeds[i] (batch- and device-independent);
@@ -70,7 +72,8 @@ def generate(
         noise = torch.randn((n, *shape), generator=generator, device=generator.device).to(device)
         seeds = seed_list(n, 0)
         step = lambda i: torch.randn(noise.shape, generator=generator, device=generator.device).to(device)  # noqa: E731
-        fast = fast and eta == 0  # the fast path pre-draws eta noise from seeds; keep the generator's stream
+        if eta != 0:
+            fast = False  # the fast path pre-draws eta noise from seeds; keep the generator's stream
     else:
         seeds = seed_list(n, seeds)
         noise = make_noise(seeds, shape, device)
@@ -80,10 +83,9 @@ def generate(
         style = net.random_style(len(seeds), generator) if generator is not None else style_for_seeds(net, seeds)
         fast = False  # the captured graphs take no style input
 
-    if fast:
-        from .fast import fast_generate  # compiled / CUDA-graph path; falls back to eager itself
-
-        x = fast_generate(net, noise, method, steps, y, guidance, eta, seeds, callback)
+    if fast:  # compiled / CUDA-graph path; falls back to eager itself
+        options = fast if isinstance(fast, FastOptions) else None
+        x = fast_generate(net, noise, method, steps, y, guidance, eta, seeds, callback, options=options)
     else:
         noise_fn = (step or step_noise(seeds, noise)) if method == "ddim" else None
         x = eager_sample(net, noise, method, steps, y, guidance, eta, noise_fn, callback, style)

@@ -444,7 +444,8 @@ class Engine:
     """Both models on one device; every forward pass goes through one fair lock and is timed with the
     device synchronised around it, so model speed excludes waiting, image encoding and the UI."""
 
-    def __init__(self, drift: Slot, ddpm: Slot, device: torch.device, fast: bool | None = None):
+    def __init__(self, drift: Slot, ddpm: Slot, device: torch.device, fast=None):
+        # fast: None (on for CUDA), False, True (default FastOptions) or a FastOptions
         self.drift, self.ddpm, self.device = drift, ddpm, torch.device(device)
         self.fast = (self.device.type == "cuda") if fast is None else fast
         self.lock = FairLock()
@@ -467,7 +468,7 @@ class Engine:
     def _generate(self, model, **kw) -> torch.Tensor:
         if self.fast:
             try:
-                return generate(model, fast=True, **kw)
+                return generate(model, fast=self.fast, **kw)
             except (ImportError, NotImplementedError):
                 self.fast = False  # no fast path in this build: eager from now on
             except Stopped:

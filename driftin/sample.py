@@ -11,6 +11,7 @@ import sys
 import torch
 
 from .data import CIFAR10_CLASSES
+from .fast import FastOptions
 from .generate import generate, resolve_device
 from .hub import load_pretrained
 
@@ -62,7 +63,7 @@ def main(argv=None):
     model = load_pretrained(a.weights, device=resolve_device(a.device))
     labels = class_labels(a.cls, a.n, model.config.num_classes)
     imgs = generate(model, a.n, a.seed, method=a.method, steps=a.steps, eta=a.eta, class_labels=labels,
-                    guidance=a.guidance, fast=a.fast)
+                    guidance=a.guidance, fast=FastOptions.from_env() if a.fast else False)
     save_image(imgs, a.out, nrow=a.nrow)
     print(f"wrote {a.out}")
 

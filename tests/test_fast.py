@@ -1,6 +1,7 @@
 """The fast sampling path (driftin/fast.py) on CPU: API, path selection, and that the fast path's code
 (static buffers, precomputed DDIM coefficients, unrolled loop, pre-drawn eta noise, per-step callback
 replay) gives the eager images for the same seeds. CUDA graphs / compile are in test_fast_gpu.py."""
+import dataclasses
 import json
 import warnings
 
@@ -42,11 +43,11 @@ def test_cpu_generate_fast_is_eager(nets):
         torch.testing.assert_close(a, generate(net, seeds=[3, 4], **kw), atol=0, rtol=0)
 
 
-def test_env_disables_fast(nets, monkeypatch):
-    monkeypatch.setenv("DRIFTIN_FAST", "0")
+def test_options_disable_fast(nets, monkeypatch):
+    monkeypatch.setenv("DRIFTIN_FAST", "0")  # the library itself ignores the environment; from_env() maps it
     noise, _ = _inputs([0])
-    fast.fast_generate(nets[False], noise, "drift", 1, None, 1.0, 0.0, [0], None)
-    assert fast.last_info == {"path": "eager", "reason": "DRIFTIN_FAST=0"}
+    fast.fast_generate(nets[False], noise, "drift", 1, None, 1.0, 0.0, [0], None, options=fast.FastOptions.from_env())
+    assert fast.last_info["path"] == "eager" and "disabled" in fast.last_info["reason"]
 
 
 @pytest.mark.parametrize("guidance_input,labels,guidance", [(False, False, 1.0), (False, True, 1.0), (True, True, 2.5)])
@@ -117,7 +118,7 @@ def test_ddim_coefficients_match_schedule():
 
 def test_cache_is_bounded(nets, monkeypatch):
     monkeypatch.setenv("DRIFTIN_FAST_CACHE", "3")
-    s = fast.get_sampler(nets[False], STATIC, "cpu")
+    s = fast.get_sampler(nets[False], dataclasses.replace(STATIC, max_graphs=fast.FastOptions.from_env().max_graphs), "cpu")
     for bs in (1, 2, 3, 4, 5):
         seeds = list(range(bs))
         s.generate(_inputs(seeds)[0], "drift", 1, None, 1.0, 0.0, seeds)

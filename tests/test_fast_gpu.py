@@ -17,7 +17,8 @@ from driftin.unet import UNet
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
-EAGER_BF16 = fast.FastOptions(dtype="bf16", compile=False, graphs=False, channels_last=False)
+STRICT = fast.FastOptions(strict=True)  # a build failure is an error here, not a silent eager run
+EAGER_BF16 = fast.FastOptions(dtype="bf16", compile=False, graphs=False, channels_last=False, strict=True)
 
 
 @pytest.fixture(autouse=True)
@@ -52,7 +53,7 @@ def _check_bf16_tolerance(out, ref_fp32, ref_bf16, slack=(2e-3, 2e-2)):
     assert q <= 2 * qb + slack[1], (q, qb)
 
 
-def _run(net, noise, method, steps, y, guidance, eta, seeds, callback=None, options=None):
+def _run(net, noise, method, steps, y, guidance, eta, seeds, callback=None, options=STRICT):
     return fast.fast_generate(net, noise, method, steps, y, guidance, eta, seeds, callback, options=options)
 
 
@@ -116,11 +117,12 @@ def test_generate_api_fast(nets):
 
 def test_graphs_without_compile_match_eager_bf16(nets, monkeypatch):
     monkeypatch.setenv("DRIFTIN_COMPILE", "0")
+    opts = fast.FastOptions.from_env()
     net = nets["ddim"]
     seeds = [0, 1, 2]
     noise, y = _inputs(seeds)
     for method, steps, g, eta in (("drift", 1, 1.0, 0.0), ("ddim", 6, 2.0, 0.5)):
-        out = _run(net, noise, method, steps, y, g, eta, seeds)
+        out = _run(net, noise, method, steps, y, g, eta, seeds, options=opts)
         assert fast.last_info["path"] == "cuda-graph"
         ref = _run(net, noise, method, steps, y, g, eta, seeds, options=EAGER_BF16)  # same ops, uncaptured
         m, q = _dist(out, ref)  # only cuDNN algorithm choices may differ
@@ -141,9 +143,10 @@ def test_weights_change_is_seen(nets):
 def test_cache_bounded_on_gpu(nets, monkeypatch):
     monkeypatch.setenv("DRIFTIN_FAST_CACHE", "2")
     monkeypatch.setenv("DRIFTIN_COMPILE", "0")
+    opts = fast.FastOptions.from_env()
     fast.clear_cache()
     for bs in (1, 2, 5, 7):
         seeds = list(range(bs))
-        _run(nets["drift"], _inputs(seeds)[0], "drift", 1, None, 1.0, 0.0, seeds)
+        _run(nets["drift"], _inputs(seeds)[0], "drift", 1, None, 1.0, 0.0, seeds, options=opts)
     assert fast.cache_info()["graphs"] == 2
     fast.clear_cache()

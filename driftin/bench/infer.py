@@ -377,7 +377,7 @@ def main(argv=None):
                     continue
                 y = (torch.arange(bs) % 10).tolist()
                 g = lambda: generate(nets["drift"], seeds=list(range(bs)), method="drift", class_labels=y,  # noqa: E731
-                                     guidance=2.0, fast=True)
+                                     guidance=2.0, fast=fast.FastOptions.from_env())
                 g()
                 ts = []
                 for _ in range(10):

@@ -29,6 +29,7 @@ from driftin.eval.features import (DEFAULT_EVALNET, EvalFeatures, collect, defau
                                    reference_stats, state_hash)
 from driftin.eval.inception import InceptionFeatures, InceptionWeightsError, inception_metrics, inception_reference_stats
 from driftin.eval.metrics import compute_metrics
+from driftin.fast import FastOptions
 
 COLUMNS = ["entry", "n", "fid", "kid", "fd", "precision", "recall", "is_analogue", "class_acc", "sample_seconds"]
 
@@ -83,7 +84,8 @@ def _model_source(args, device):
         raise ValueError(f"{args.weights} is unconditional; use --classes none")
     fast = device.type == "cuda" if args.fast is None else args.fast
     batches = generated_batches(model, args.n, seed=args.seed, batch=args.batch, method=method, steps=steps,
-                                guidance=args.guidance, classes=classes, num_classes=num_classes or 10, device=device, fast=fast)
+                                guidance=args.guidance, classes=classes, num_classes=num_classes or 10, device=device,
+                                fast=FastOptions.from_env() if fast else False)
     info = {"model": str(args.weights), "method": method, "steps": steps, "guidance": args.guidance, "classes": classes,
             "seed": args.seed, "objective": meta.get("objective"), "fast": fast, "train_steps": meta.get("steps")}
     return batches, args.n, info, None

@@ -105,11 +105,12 @@ def save_cached(prefix: str, key: str, arrays: dict) -> dict:
 
 
 def generated_batches(model, n: int, seed: int = 0, batch: int = 1000, method=None, steps: int = 50, guidance: float = 1.0,
-                      classes: str = "none", num_classes: int = 10, device=None, fast: bool = False) -> Iterator[tuple[torch.Tensor, list | None]]:
+                      classes: str = "none", num_classes: int = 10, device=None, fast=False) -> Iterator[tuple[torch.Tensor, list | None]]:
     """Yield (uint8 images [b,3,32,32], class labels or None) for seeds range(seed, seed + n).
 
     classes="uniform": sample i gets label i % num_classes, a balanced set whatever n is. Output is
-    uint8 because the reference is uint8: quantisation is part of what a real image is."""
+    uint8 because the reference is uint8: quantisation is part of what a real image is. fast: as generate()'s
+    (False, True or a driftin.fast.FastOptions)."""
     from driftin.generate import generate
 
     for start in range(0, n, batch):
