@@ -5,7 +5,7 @@
 
 Weights: a local folder, a name under $DRIFTIN_WEIGHTS / ./weights / the checkout's weights/, or a Hub repo id
 (env DRIFTIN_DRIFT / DRIFTIN_DDPM). The app starts without them and says what is missing or corrupt.
-Logic lives in driftin/live.py; this module is the view. API (gradio_client): /drift_frame, /ddim, /record_gif.
+Logic lives in the driftin/demo/ package; this module is the view. API (gradio_client): /drift_frame, /ddim, /record_gif.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import argparse
 import logging
 import os
 import queue
+import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,10 +21,10 @@ from dataclasses import dataclass, field
 import gradio as gr
 import torch
 
-from . import live
+from . import demo
 from .fast import FastOptions
 from .generate import resolve_device
-from .live import (CLASS_CHOICES, GRID_SIZES, GUIDANCE_RANGE, MAX_STEPS, MIXED, RECORD_MAX_SECONDS, RECORD_MIN_SECONDS,
+from .demo import (CLASS_CHOICES, GRID_SIZES, GUIDANCE_RANGE, MAX_STEPS, MIXED, RECORD_MAX_SECONDS, RECORD_MIN_SECONDS,
                    UNCONDITIONAL)
 from .paths import default_weights
 
@@ -83,10 +84,10 @@ def rejected(where: str, msg: str) -> gr.Error:
 
 @dataclass
 class Session:
-    settings: live.Settings
+    settings: demo.Settings
     stop: threading.Event = field(default_factory=threading.Event)  # end now (tab closed, new stream)
     finish: threading.Event = field(default_factory=threading.Event)  # Stop button: let the DDPM sample finish
-    recorder: live.Recorder | None = None
+    recorder: demo.Recorder | None = None
 
 
 def _key(request) -> str:
@@ -102,7 +103,7 @@ class DemoApp:
         if self.device.type == "cpu":
             torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
         fast = FastOptions.from_env() if self.device.type == "cuda" else None  # the app is a CLI: it reads DRIFTIN_*
-        self.engine = live.Engine(live.load_slot("drift", drift, self.device), live.load_slot("ddpm", ddpm, self.device), self.device,
+        self.engine = demo.Engine(demo.load_slot("drift", drift, self.device), demo.load_slot("ddpm", ddpm, self.device), self.device,
                                   fast=fast)
         self.max_live_seconds, self.max_fps = max_live_seconds, max_fps
         self.sessions: dict[tuple[str, str], Session] = {}
@@ -135,13 +136,13 @@ class DemoApp:
 
     # ---- helpers
     @staticmethod
-    def settings(seed, random_seed, grid, steps, class_name, guidance, view="x0", where="request") -> live.Settings:
+    def settings(seed, random_seed, grid, steps, class_name, guidance, view="x0", where="request") -> demo.Settings:
         try:
-            return live.validate(seed, random_seed, grid, steps, class_name, guidance, view)
+            return demo.validate(seed, random_seed, grid, steps, class_name, guidance, view)
         except ValueError as e:
             raise rejected(where, str(e)) from None
 
-    def _session(self, request: gr.Request | None, kind: str, s: live.Settings) -> Session:
+    def _session(self, request: gr.Request | None, kind: str, s: demo.Settings) -> Session:
         key = (_key(request), kind)
         with self._lock:
             old = self.sessions.get(key)
@@ -157,7 +158,7 @@ class DemoApp:
             if self.sessions.get(key) is sess:
                 del self.sessions[key]
 
-    def _check(self, kind: str, s: live.Settings, where: str = "request") -> None:
+    def _check(self, kind: str, s: demo.Settings, where: str = "request") -> None:
         try:
             self.engine.require(kind)
             self.engine.check(kind, s)
@@ -170,13 +171,13 @@ class DemoApp:
         s = self.settings(seed, random_seed, grid, steps, class_name, guidance, view, where="/live")
         sess = self._session(request, "live", s)
         try:
-            frames = live.live_frames(self.engine, lambda: sess.settings, sess.stop, self.max_fps, self.max_live_seconds,
+            frames = demo.live_frames(self.engine, lambda: sess.settings, sess.stop, self.max_fps, self.max_live_seconds,
                                       finish=sess.finish)
             for f in frames:
                 if sess.recorder is not None:
                     sess.recorder.offer(f)
-                yield (live.make_grid(f.drift) if f.drift is not None else gr.skip(), f.drift_stats,
-                       live.make_grid(f.ddpm) if f.ddpm is not None else gr.skip(), f.ddpm_stats)
+                yield (demo.make_grid(f.drift) if f.drift is not None else gr.skip(), f.drift_stats,
+                       demo.make_grid(f.ddpm) if f.ddpm is not None else gr.skip(), f.ddpm_stats)
         except ValueError as e:
             raise rejected("/live", str(e)) from None
         finally:
@@ -186,16 +187,16 @@ class DemoApp:
         """Latent walk stream: yields (drift grid, stats)."""
         s = self.settings(seed, random_seed, grid, 1, class_name, guidance, where="/latent_walk")
         try:
-            n = live.validate_walk(frames_per_segment)
+            n = demo.validate_walk(frames_per_segment)
         except ValueError as e:
             raise rejected("/latent_walk", str(e)) from None
         self._check("drift", s, "/latent_walk")
         sess = self._session(request, "walk", s)
         try:
-            for f in live.walk_frames(self.engine, lambda: sess.settings, n, sess.stop, 30.0, self.max_live_seconds):
+            for f in demo.walk_frames(self.engine, lambda: sess.settings, n, sess.stop, 30.0, self.max_live_seconds):
                 if sess.recorder is not None:
                     sess.recorder.offer(f, walk=True)
-                yield live.make_grid(f.drift), f.drift_stats
+                yield demo.make_grid(f.drift), f.drift_stats
         finally:
             self._end(request, "walk", sess)
 
@@ -242,9 +243,9 @@ class DemoApp:
         """One drift grid (one forward pass). Returns an image: ceil(sqrt(grid)) tiles of 128 px a side, 2 px apart."""
         s = self.settings(seed, random_seed, grid, 1, class_name, guidance, where="/drift_frame")
         self._check("drift", s, "/drift_frame")
-        seeds = live.frame_seeds(s, live.random.randrange(live.MAX_SEED), 0)
+        seeds = demo.frame_seeds(s, random.randrange(demo.MAX_SEED), 0)
         x, _ = self.engine.drift_images(seeds, s)
-        return live.make_grid(x)
+        return demo.make_grid(x)
 
     def ddim(self, seed=0, random_seed=False, grid=4, steps=25, class_name=MIXED, guidance=1.0,
              progress=gr.Progress()):
@@ -252,7 +253,7 @@ class DemoApp:
         max_fps a second), then the final grid (same layout as /drift_frame; the API's result)."""
         s = self.settings(seed, random_seed, grid, steps, class_name, guidance, where="/ddim")
         self._check("ddpm", s, "/ddim")
-        seeds = live.frame_seeds(s, live.random.randrange(live.MAX_SEED), 0)
+        seeds = demo.frame_seeds(s, random.randrange(demo.MAX_SEED), 0)
         q: queue.Queue = queue.Queue()
         stop = threading.Event()
 
@@ -260,7 +261,7 @@ class DemoApp:
             try:
                 q.put(("done", self.engine.ddim_images(seeds, s, stop=stop,
                                                        on_step=lambda i, x_t, x0, dt: q.put(("step", i, x0)))))
-            except live.Stopped:
+            except demo.Stopped:
                 q.put(("stopped", None))
             except Exception as e:  # noqa: BLE001 - re-raised in the handler's thread
                 q.put(("error", e))
@@ -276,9 +277,9 @@ class DemoApp:
                     progress((i + 1, s.steps), desc="DDIM", unit="steps")
                     if q.empty() and time.perf_counter() - last >= 1.0 / self.max_fps:  # skip frames we're behind on
                         last = time.perf_counter()
-                        yield live.make_grid(x0)
+                        yield demo.make_grid(x0)
                 elif item[0] == "done":
-                    yield live.make_grid(item[1])
+                    yield demo.make_grid(item[1])
                     return
                 elif item[0] == "error":
                     raise item[1]
@@ -294,7 +295,7 @@ class DemoApp:
         the running stream is recorded; otherwise a fresh one is run. Returns the GIF's path (the MP4, when made,
         goes to a State)."""
         try:
-            secs = live.validate_record(seconds)
+            secs = demo.validate_record(seconds)
         except ValueError as e:
             raise rejected("/record_gif", str(e)) from None
         if what not in ("side-by-side", "latent walk"):
@@ -304,8 +305,8 @@ class DemoApp:
         wait_ddpm = kind == "live" and self.engine.ddpm.ok
         running = self.sessions.get((_key(request), kind))
         if running is not None and not running.stop.is_set():
-            rec = running.recorder = live.Recorder(secs, wait_ddpm=wait_ddpm)
-            deadline = time.perf_counter() + secs + live.RECORD_HARD_LIMIT + 5
+            rec = running.recorder = demo.Recorder(secs, wait_ddpm=wait_ddpm)
+            deadline = time.perf_counter() + secs + demo.RECORD_HARD_LIMIT + 5
             while not rec.done.wait(0.2) and not running.stop.is_set() and time.perf_counter() < deadline:
                 pass
             running.recorder = None
@@ -317,11 +318,11 @@ class DemoApp:
                 self._check("drift", s, "/record_gif")
             stop = threading.Event()
             get = (lambda: s)
-            limit = secs + live.RECORD_HARD_LIMIT + 5
-            frames = (live.walk_frames(self.engine, get, 24, stop, 30.0, limit) if kind == "walk"
-                      else live.live_frames(self.engine, get, stop, self.max_fps, limit))
+            limit = secs + demo.RECORD_HARD_LIMIT + 5
+            frames = (demo.walk_frames(self.engine, get, 24, stop, 30.0, limit) if kind == "walk"
+                      else demo.live_frames(self.engine, get, stop, self.max_fps, limit))
             try:
-                gif, mp4, _ = live.record(frames, secs, stop, walk=kind == "walk", wait_ddpm=wait_ddpm)
+                gif, mp4, _ = demo.record(frames, secs, stop, walk=kind == "walk", wait_ddpm=wait_ddpm)
             except ValueError as e:
                 raise rejected("/record_gif", str(e)) from None
         return str(gif), (str(mp4) if mp4 else None)
@@ -337,7 +338,7 @@ class DemoApp:
         max_live = max_live or (8 if gpu else 2)
         default_grid = 16 if gpu else 4
         classes = [(CLASS_LABELS.get(c, c), c) for c in CLASS_CHOICES]
-        with gr.Blocks(title="driftin: drift vs. diffusion, live", delete_cache=(120, 300)) as demo:
+        with gr.Blocks(title="driftin: drift vs. diffusion, live", delete_cache=(120, 300)) as blocks:
             gr.Markdown("# driftin — one-step drifting vs. DDPM, live\n"
                         "Same UNet, same noise (same seeds), CIFAR-10 32×32. **Drift** makes a new image in one forward "
                         "pass, so it streams continuously; **DDPM** denoises step by step (DDIM) — watch its steps. "
@@ -360,7 +361,7 @@ class DemoApp:
                 one_drift = gr.Button("One drift frame", elem_id="one-drift")
                 one_ddim = gr.Button("One DDIM sample", elem_id="one-ddim")
             with gr.Row():
-                seed = gr.Number(value=0, label="Seed", precision=0, minimum=0, maximum=live.MAX_SEED, elem_id="seed")
+                seed = gr.Number(value=0, label="Seed", precision=0, minimum=0, maximum=demo.MAX_SEED, elem_id="seed")
                 random_seed = gr.Checkbox(value=True, label="Random seeds (new noise every frame)")
                 grid = grid_radio(value=default_grid, label="Batch grid size", elem_id="grid")
                 klass = gr.Dropdown(classes, value=self.default_class, label="Class", elem_id="class")
@@ -376,7 +377,7 @@ class DemoApp:
                     rec_btn = gr.Button("● Record", elem_id="record")
                 with gr.Row():
                     gif_file = gr.File(label="GIF", elem_id="gif-file", interactive=False)
-                    mp4_file = gr.File(label="MP4" + ("" if live.mp4_available() else " (needs imageio-ffmpeg)"), interactive=False)
+                    mp4_file = gr.File(label="MP4" + ("" if demo.mp4_available() else " (needs imageio-ffmpeg)"), interactive=False)
                     gif_preview = gr.Image(label="preview", type="filepath", interactive=False, elem_id="gif-preview")
                 mp4_state = gr.State(None)
             with gr.Tab("Latent walk"):
@@ -384,7 +385,7 @@ class DemoApp:
                             "as fast as this device runs the model (at most 30 frames/s; the line under the panel shows the "
                             "measured rate). A diffusion model would need every DDIM step for each frame.")
                 with gr.Row():
-                    walk_frames = gr.Slider(*live.WALK_FRAMES_RANGE, value=24, step=1, label="Frames per segment")
+                    walk_frames = gr.Slider(*demo.WALK_FRAMES_RANGE, value=24, step=1, label="Frames per segment")
                     walk_start = gr.Button("▶ Walk", variant="primary")
                     walk_stop = gr.Button("■ Stop", variant="stop")
                 walk_img = gr.Image(label="Latent walk (drift)", type="numpy", format="png", interactive=False,
@@ -415,10 +416,10 @@ class DemoApp:
                           ).then(lambda g, m: (m, g), [gif_file, mp4_state], [mp4_file, gif_preview],
                                  api_visibility="private", queue=False)
             if autostart:
-                demo.load(self.live, controls, [drift_img, drift_md, ddpm_img, ddpm_md], api_visibility="private", **live_kw)
-            demo.unload(self.on_unload)
-        demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)
-        return demo
+                blocks.load(self.live, controls, [drift_img, drift_md, ddpm_img, ddpm_md], api_visibility="private", **live_kw)
+            blocks.unload(self.on_unload)
+        blocks.queue(default_concurrency_limit=concurrency, max_size=queue_size)
+        return blocks
 
 
 def build_app(drift: str = DEFAULT_DRIFT, ddpm: str = DEFAULT_DDPM, device: str = "auto", autostart: bool = False,
@@ -451,12 +452,12 @@ def main(argv=None) -> None:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
-        demo, app = build_app(a.drift, a.ddpm, a.device, a.autostart, max_live_seconds=a.max_live_seconds,
+        blocks, app = build_app(a.drift, a.ddpm, a.device, a.autostart, max_live_seconds=a.max_live_seconds,
                               max_fps=a.max_fps, concurrency=a.concurrency, max_live=a.max_live, queue_size=a.queue_size)
     except ValueError as e:  # e.g. --device cuda without CUDA
         raise SystemExit(f"driftin app: error: {e}") from None
     print(app.status_markdown().replace("**", ""), flush=True)
-    demo.launch(server_name=a.host, server_port=a.port, show_error=True, **LAUNCH_KW)
+    blocks.launch(server_name=a.host, server_port=a.port, show_error=True, **LAUNCH_KW)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,103 @@
+"""Request settings of the live demo and their server-side validation (the UI sliders use the same bounds)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..data import CIFAR10_CLASSES
+
+# Server-side bounds (the UI sliders use the same numbers, but requests are checked here too).
+GRID_SIZES = (1, 4, 9, 16)
+MAX_STEPS = 100
+GUIDANCE_RANGE = (1.0, 5.0)
+MAX_SEED = 2**31 - 1
+RECORD_MIN_SECONDS = 1.0
+RECORD_MAX_SECONDS = 10.0
+RECORD_HARD_LIMIT = 60.0  # a clip may run this much past its length to show the DDPM sample finish
+RECORD_MAX_FRAMES = 120
+RECORD_MAX_FPS = 12.0
+WALK_FRAMES_RANGE = (4, 240)
+UNCONDITIONAL = "unconditional"
+MIXED = "mixed"  # a CIFAR-10 class per tile (tile with seed s gets class s % 10): the default, as it shows the models best
+CLASS_CHOICES = (MIXED, UNCONDITIONAL, *CIFAR10_CLASSES)
+VIEWS = ("x0", "xt")  # DDIM panel: predicted clean image, or the noisy state x_t
+TILE_SCALE = 4  # API/UI grids: every 32 px image is upscaled 4x (nearest) -> 128 px tiles
+PAD = 2  # px between tiles
+
+
+@dataclass(frozen=True)
+class Settings:
+    seed: int = 0
+    random_seed: bool = True
+    grid: int = 4
+    steps: int = 25
+    label: int | str | None = None  # CIFAR-10 class index, None = unconditional, MIXED = a class per tile
+    guidance: float = 1.0
+    view: str = "x0"
+
+
+def _number(name: str, v, lo: float, hi: float, integer: bool) -> float | int:
+    if isinstance(v, bool) or v is None or (isinstance(v, str) and not v.strip()):
+        raise ValueError(f"{name} must be a number in [{lo:g}, {hi:g}], got {v!r}")
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number in [{lo:g}, {hi:g}], got {v!r}") from None
+    if not math.isfinite(f) or not lo <= f <= hi:
+        raise ValueError(f"{name} must be in [{lo:g}, {hi:g}], got {v!r}")
+    if integer:
+        if f != int(f):
+            raise ValueError(f"{name} must be a whole number, got {v!r}")
+        return int(f)
+    return f
+
+
+def parse_class(name) -> int | str | None:
+    """'unconditional' / None -> None; 'mixed' -> MIXED; a CIFAR-10 class name (or its index 0..9) -> its index."""
+    if name is None:
+        return None
+    s = str(name).strip().lower()
+    if s in ("", UNCONDITIONAL, "none"):
+        return None
+    if s in (MIXED, "all"):
+        return MIXED
+    if s in CIFAR10_CLASSES:
+        return CIFAR10_CLASSES.index(s)
+    if s.isdigit() and int(s) < len(CIFAR10_CLASSES):
+        return int(s)
+    raise ValueError(f"unknown class {name!r}; choose one of {', '.join(CLASS_CHOICES)}")
+
+
+def validate(seed=0, random_seed=True, grid=4, steps=25, class_name=UNCONDITIONAL, guidance=1.0, view="x0") -> Settings:
+    """Settings from raw request values; ValueError with a clear message when anything is out of bounds."""
+    grid_n = _number("grid size", grid, 1, max(GRID_SIZES), integer=True)
+    if grid_n not in GRID_SIZES:
+        raise ValueError(f"grid size must be one of {GRID_SIZES}, got {grid!r}")
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
+    return Settings(
+        seed=_number("seed", seed, 0, MAX_SEED, integer=True),
+        random_seed=_flag("random seed", random_seed),
+        grid=grid_n,
+        steps=_number("DDIM steps", steps, 1, MAX_STEPS, integer=True),
+        label=parse_class(class_name),
+        guidance=_number("guidance scale", guidance, *GUIDANCE_RANGE, integer=False),
+        view=view,
+    )
+
+
+def _flag(name: str, v) -> bool:
+    # a checkbox sends true/false; "yes", 1 or None are mistakes, not truthy values
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    raise ValueError(f"{name} must be true or false, got {v!r}")
+
+
+def validate_record(seconds) -> float:
+    return _number("recording length (s)", seconds, RECORD_MIN_SECONDS, RECORD_MAX_SECONDS, integer=False)
+
+
+def validate_walk(frames_per_segment) -> int:
+    return _number("frames per walk segment", frames_per_segment, *WALK_FRAMES_RANGE, integer=True)
