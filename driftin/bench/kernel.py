@@ -21,6 +21,7 @@ import time
 
 import torch
 
+from driftin.bench.timing import Timer
 from driftin.drift.field import drift_field
 
 TAUS = (0.02, 0.05, 0.2)
@@ -41,23 +42,6 @@ def _cases(quick: bool, device: str):
 def _dense_bytes(impl, L, N, K):
     # live [L, N, K] fp32 matrices at the peak: reference ~6 (logits, 2 softmaxes, A, ...), torch ~5
     return {"reference": 6, "torch": 5}.get(impl, 0) * 4 * L * N * K
-
-
-class _Timer:
-    def __init__(self, device):
-        self.cuda = device == "cuda"
-
-    def __call__(self, fn):
-        if self.cuda:
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            out = fn()
-            b.record()
-            torch.cuda.synchronize()
-            return out, a.elapsed_time(b)
-        t = time.perf_counter()
-        out = fn()
-        return out, (time.perf_counter() - t) * 1e3
 
 
 def _free():
@@ -88,14 +72,14 @@ def run_case(L, N, C, impls, device, timer, max_reps, budget_ms, seed=0):
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
                 base = torch.cuda.memory_allocated()
-            out, _ = timer(fn)  # warm-up (triton compiles here)
+            out, _ = timer.call(fn)  # warm-up (triton compiles here)
             if device == "cuda":
                 row["peak_mb"] = round((torch.cuda.max_memory_allocated() - base) / 2**20, 1)
-            out, t1 = timer(fn)
+            out, t1 = timer.call(fn)
             times = [t1]
             reps = max(1, min(max_reps, int(budget_ms / max(t1, 1e-3))))
             for _ in range(reps - 1):
-                times.append(timer(fn)[1])
+                times.append(timer.once(fn))
             row["ms"] = round(statistics.median(times), 3)
             row["reps"] = len(times)
             outs[name] = out
@@ -153,7 +137,7 @@ def main(argv=None):
         from driftin.drift import field_triton
         if field_triton.available():
             impls += [(f"triton-{p}", "triton", {"precision": p}) for p in args.precisions.split(",")]
-    timer = _Timer(device)
+    timer = Timer(device)
     rows = []
     t0 = time.time()
     cases = [tuple(int(v) for v in c.split("x")) for c in args.cases.split(",") if c] or _cases(args.quick, device)

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from driftin.bench.timing import Timer
 from driftin.config import from_dict
 from driftin.train import StepOptions, Trainer, TrainConfig
 from driftin.unet import UNet, count_params
@@ -69,30 +70,25 @@ def count_flops(cfg: TrainConfig, device, images, labels) -> int:
 
 
 def time_steps(tr: Trainer, warmup: int, steps: int, device) -> dict:
-    cuda = device.type == "cuda"
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    t = time.perf_counter()
-    loss = None
+    timer = Timer(device)
+    loss, first = None, None
     for i in range(warmup):
-        loss, _, _ = tr.step(i)
-        if i == 0:
-            sync()
-            first = time.perf_counter() - t
-    sync()
-    if cuda:
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-    t = time.perf_counter()
-    for i in range(warmup, warmup + steps):
-        loss, _, _ = tr.step(i)
-    if cuda:
-        b.record()
-        b.synchronize()
-        ms = a.elapsed_time(b)
-    else:
-        ms = (time.perf_counter() - t) * 1e3
+        if i == 0:  # the first step compiles: host wall time until the device is done
+            (loss, _, _), ms = timer.wall(lambda: tr.step(0))
+            first = ms / 1e3
+        else:
+            loss, _, _ = tr.step(i)
+
+    def timed():
+        out = None
+        for i in range(warmup, warmup + steps):
+            out = tr.step(i)
+        return out
+
+    out, ms = timer.call(timed)
+    loss = out[0] if out is not None else loss
     tr.check_finite("(benchmark)")
-    return {"ms_per_step": ms / steps, "first_step_s": first if warmup else None, "loss": float(loss.detach())}
+    return {"ms_per_step": ms / steps, "first_step_s": first, "loss": float(loss.detach())}
 
 
 def run_one(cfg: TrainConfig, variant: str, device, images, labels, warmup: int, steps: int) -> dict:
