@@ -1,6 +1,9 @@
 """Inference weights: fp16 safetensors shards + config.json (+ README.md), the layout of a Hub model repo.
 
-save_pretrained / load_pretrained work on a local folder or a Hugging Face Hub repo id.
+The persistence layer of the package: write_weights / read_state_dict are the one writer and reader of
+weights folders (the UNet here, the classifiers in driftin.classifier.storage), built on huggingface_hub's
+save_torch_state_dict and safetensors. save_pretrained / load_pretrained work on a local folder or a Hugging
+Face Hub repo id.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from .checkpoint import clean_state_dict
 from .config import UNetConfig, diff_keys, from_dict, to_dict
 from .unet import UNet
 
+CONFIG_FILE = "config.json"
 MAX_SHARD = "15MB"  # every tracked file stays small enough for the GPU machine's transfer limits
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
 
@@ -30,19 +34,31 @@ class WeightsCorrupt(WeightsError):
     """Files are there but unusable: truncated or not safetensors, bad config.json, wrong architecture."""
 
 
-def save_pretrained(model, folder: str | Path, meta: dict | None = None, dtype=torch.float16) -> Path:
+def write_config(folder: str | Path, config: dict) -> Path:
+    path = Path(folder) / CONFIG_FILE
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    return path
+
+
+def write_weights(folder: str | Path, state_dict: dict[str, torch.Tensor], config: dict, max_shard=MAX_SHARD) -> Path:
+    """The one writer of weights folders (UNets and classifiers): safetensors through huggingface_hub's
+    save_torch_state_dict (model.safetensors, or shards + index above max_shard) and config.json."""
     from huggingface_hub import save_torch_state_dict
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    net = getattr(model, "module", model)
-    sd = {k: v.detach().to("cpu", dtype).contiguous() for k, v in clean_state_dict(net.state_dict()).items()}
     for old in folder.glob("model*.safetensors*"):  # a re-save with other sharding leaves no stale shard
         old.unlink()
-    save_torch_state_dict(sd, str(folder), max_shard_size=MAX_SHARD)
-    config = {"model": to_dict(net.config), **(meta or getattr(net, "meta", {}))}
-    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    save_torch_state_dict(state_dict, str(folder), max_shard_size=max_shard)
+    write_config(folder, config)
     return folder
+
+
+def save_pretrained(model, folder: str | Path, meta: dict | None = None, dtype=torch.float16) -> Path:
+    net = getattr(model, "module", model)
+    sd = {k: v.detach().to("cpu", dtype).contiguous() for k, v in clean_state_dict(net.state_dict()).items()}
+    config = {"model": to_dict(net.config), **(meta or getattr(net, "meta", {}))}
+    return write_weights(folder, sd, config)
 
 
 def looks_local(source: str | Path) -> bool:

@@ -111,7 +111,7 @@ def test_smoke_train_and_cli(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "ev" / C.CONFIG_FILE).read_text())["test_acc"] == info["test_acc"]
     # CLI path with the dataset replaced by a few hundred random images
     tr, ty, te, tey = _data(192, seed=1)
-    monkeypatch.setattr(C, "load_cifar10_tar", lambda split: (tr, ty) if split == "train" else (te, tey))
+    monkeypatch.setattr(C.training, "load_cifar10_tar", lambda split: (tr, ty) if split == "train" else (te, tey))
     C.main(["train", "--arch", "encoder", "--out", str(tmp_path / "enc"), "--epochs", "1", "--batch", "64",
             "--widths", "8,16,32,64", "--device", "cpu"])
     cfg = json.loads((tmp_path / "enc" / C.CONFIG_FILE).read_text())
@@ -152,7 +152,7 @@ def test_resnet_recipe_trains_through_the_cli(tmp_path, monkeypatch):
     recipe = json.loads(path.read_text())
     assert recipe["arch"] == "resnet" and recipe["blocks"] == [2, 2, 2, 2]
     tr, ty, te, tey = _data(128, seed=2)
-    monkeypatch.setattr(C, "load_cifar10_tar", lambda split: (tr, ty) if split == "train" else (te, tey))
+    monkeypatch.setattr(C.training, "load_cifar10_tar", lambda split: (tr, ty) if split == "train" else (te, tey))
     out = tmp_path / "res"
     # the shipped recipe, shrunk by flags (flags override the file)
     C.main(["train", "--config", str(path), "--out", str(out), "--epochs", "1",
@@ -198,7 +198,7 @@ def test_mae_loss_sees_only_unmasked_input_and_scores_only_masked_pixels():
 
 def test_mae_pretrain_then_finetune_cli(tmp_path, monkeypatch):
     tr, ty, te, tey = _data(128, seed=3)
-    monkeypatch.setattr(C, "load_cifar10_tar", lambda split: (tr, ty) if split == "train" else (te, tey))
+    monkeypatch.setattr(C.training, "load_cifar10_tar", lambda split: (tr, ty) if split == "train" else (te, tey))
     root = Path(__file__).parents[1] / "training"
     tiny = ["--epochs", "1", "--batch", "64", "--widths", "8,16,16,32", "--blocks", "1,1,1,1", "--device", "cpu"]
     C.main(["pretrain-mae", "--config", str(root / "encoder_resnet_mae_cifar10.json"), "--out", str(tmp_path / "mae"), *tiny])

@@ -1,0 +1,4 @@
+"""python -m driftin.classifier"""
+from .cli import main
+
+main()
