@@ -93,3 +93,33 @@ def test_cycle_detector_sees_lazy_and_relative_imports(tmp_path, a_src, b_src):
     assert find_cycle(import_graph(pkg)) in (["pkg.a", "pkg.b", "pkg.a"], ["pkg.b", "pkg.a", "pkg.b"])
     (pkg / "b.py").write_text("")
     assert find_cycle(import_graph(pkg)) is None
+
+
+# The import layers of docs/ARCHITECTURE.md, lowest first: a top-level module or package imports only from its own
+# layer or lower ones (cycles inside a layer are caught above).
+LAYERS = [
+    {"paths", "config", "checkpoint", "distributed", "diffusion", "repo_files"},  # foundations
+    {"data", "unet"},  # data and model
+    {"hub"},  # weights I/O
+    {"classifier"},  # trained feature networks, stored through hub
+    {"sampling"},  # noise, guidance, DDIM
+    {"fast"},  # compiled / CUDA-graph sampling
+    {"generate"},  # the sampling API
+    {"drift"},  # the drifting objective (its encoder is a classifier)
+    {"train"},  # the trainer
+    {"demo", "app", "live", "sample", "eval", "bench", "modelcard", "publish", "cli", ""},  # front ends, the package
+]
+
+
+def _unit(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def test_imports_follow_the_layers():
+    rank = {u: i for i, layer in enumerate(LAYERS) for u in layer}
+    graph = import_graph()
+    units = {_unit(m) for m in graph}
+    assert units <= set(rank), f"modules without a layer in LAYERS: {sorted(units - set(rank))}"
+    upward = [f"{m} -> {n}" for m, deps in graph.items() for n in deps if rank[_unit(n)] > rank[_unit(m)]]
+    assert not upward, "imports against the data flow: " + "; ".join(sorted(upward))
