@@ -327,14 +327,18 @@ class Trainer:
 
 
 # -------------------------------------------------------------------- the loop
-def weights_meta(config: dict, step: int, images_seen: int, chain: list) -> dict:
-    """What an inference folder records about its training: the next block starts from these."""
-    return {"objective": config["objective"], "steps": int(step), "images_seen": int(images_seen),
+def weights_meta(config: dict, step: int, images_seen: int, chain: list, train_args: list[str] | None = None) -> dict:
+    """What an inference folder records about its training: the next block starts from these. train_args: the
+    command-line arguments of `driftin.train` that ran it, recorded as given (the card shows them as they were)."""
+    meta = {"objective": config["objective"], "steps": int(step), "images_seen": int(images_seen),
             "chain": chain, "train_config": config}
+    if train_args is not None:
+        meta["train_args"] = list(train_args)
+    return meta
 
 
 def train(cfg: TrainConfig, stop_after: int | None = None, quiet: bool = False, init_from: str | None = None,
-          max_minutes: float | None = None) -> dict:
+          max_minutes: float | None = None, train_args: list[str] | None = None) -> dict:
     """Run (or resume) training; returns the final state. stop_after: halt at that step (for tests).
 
     init_from: an inference weights folder (or Hub id) to start from when there is no checkpoint:
@@ -342,7 +346,8 @@ def train(cfg: TrainConfig, stop_after: int | None = None, quiet: bool = False, 
     LR schedule and the data order, both functions of the step), the optimizer starts fresh with a new
     warmup, and a {"event": "boundary"} record goes into log.jsonl. This is how a run continues on a
     new machine from committed weights. max_minutes: stop cleanly (checkpoint) at the first log step
-    after this much wall time, so a block ends before its lease does."""
+    after this much wall time, so a block ends before its lease does. train_args: the command-line arguments
+    of this invocation, recorded in checkpoints and weights folders (main() passes them)."""
     device = dist.init()
     out = Path(cfg.out)
     images, labels = load_dataset(cfg.data, "train")
@@ -374,7 +379,8 @@ def train(cfg: TrainConfig, stop_after: int | None = None, quiet: bool = False, 
         dist.print0(f"initialised from {init_from} (step {start}, {images_seen:,} images seen); optimizer and warmup start fresh")
 
     def run_meta():
-        return {"warm_start": tr.warm_start, "images_seen": images_seen, "chain": chain}
+        meta = {"warm_start": tr.warm_start, "images_seen": images_seen, "chain": chain}
+        return meta if train_args is None else {**meta, "train_args": list(train_args)}
 
     def good():
         return (f"The last good checkpoint is {ckpt} (step {last_good})" if last_good is not None
@@ -443,7 +449,7 @@ def train(cfg: TrainConfig, stop_after: int | None = None, quiet: bool = False, 
         if cfg.snapshot_every and done % cfg.snapshot_every == 0:
             check(done)
             if dist.is_main():
-                save_snapshot(ema, out, weights_meta(config, done, images_seen, chain))
+                save_snapshot(ema, out, weights_meta(config, done, images_seen, chain, train_args))
         if dist.is_main() and cfg.sample_every and (done % cfg.sample_every == 0 or final):
             save_grid(ema, cfg, out / f"samples_{done:07d}.png")
         if stop:
@@ -488,7 +494,8 @@ def export(run_dir: str | Path, folder: str | Path) -> Path:
     model.load_state_dict(state["ema"])
     run = state["meta"]
     seen = run.get("images_seen", state["step"] * cfg.batch_size)  # checkpoints before images_seen was recorded
-    return save_pretrained(model, folder, weights_meta(state["config"], state["step"], seen, run.get("chain", [])))
+    return save_pretrained(model, folder, weights_meta(state["config"], state["step"], seen, run.get("chain", []),
+                                                       run.get("train_args")))
 
 
 def json_or_str(v: str):
@@ -546,7 +553,7 @@ def main(argv=None):
         return
     cfg, run = parse_args(argv)
     try:
-        train(cfg, init_from=run.init_from, max_minutes=run.max_minutes)
+        train(cfg, init_from=run.init_from, max_minutes=run.max_minutes, train_args=list(argv))
     finally:
         dist.cleanup()
 

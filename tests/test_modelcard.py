@@ -154,3 +154,19 @@ def test_bench_infer_rows_pick_this_preset_and_sampler():
     assert cells == [["fast", "1 step", 1, "0.800", "1,250"], ["eager-fp32", "1 step", 1, "12.000", "83"]]
     cols, cells = _speed_rows(rows, "ddpm-cifar10", "small", drift=False)
     assert cells == [["fast", "DDIM-50", 1, "38.800", "26"]]
+
+
+def test_card_shows_the_recorded_training_command(tmp_path):
+    """A folder whose config.json records the trainer's arguments (train_args) shows them, not a derived command."""
+    from driftin.modelcard import reproduce_command
+    from driftin.train import weights_meta
+
+    tc = json.loads(json.dumps(dataclasses.asdict(TrainConfig(objective="ddpm", preset="tiny", steps=5))))
+    meta = weights_meta(tc, 5, 40, [], ["--config", "training/ddpm_cifar10.json", "--steps", "5", "--out", "runs/my run"])
+    assert meta["train_args"][-1] == "runs/my run" and "train_args" not in weights_meta(tc, 5, 40, [])
+    cmd = reproduce_command(meta, tmp_path)
+    assert cmd == "torchrun --nproc_per_node=8 -m driftin.train --config training/ddpm_cifar10.json --steps 5 --out 'runs/my run'"
+    assert reproduce_command({"train_config": tc}, tmp_path / "nowhere").startswith("torchrun --nproc_per_node=8 -m driftin.train --")
+    folder = tmp_path / "ddpm-tiny"
+    save_pretrained(UNet(preset("tiny")), folder, meta)
+    assert cmd in write_model_card(folder).read_text()
