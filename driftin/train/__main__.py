@@ -1,0 +1,4 @@
+"""python -m driftin.train"""
+from .cli import main
+
+main()

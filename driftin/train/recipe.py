@@ -1,0 +1,58 @@
+"""The training recipe: TrainConfig (what a run is a function of) and the learning-rate schedule."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..config import from_dict, preset
+from ..drift.objective import DriftConfig
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    objective: str = "ddpm"  # "ddpm" | "drift"
+    preset: str = "small"
+    class_cond: bool = True
+    num_classes: int = 10
+    data: str = "cifar10"  # "cifar10" or an image-folder path
+    batch_size: int = 128  # global, over all ranks
+    steps: int = 20_000
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    warmup: int = 500
+    grad_clip: float = 1.0
+    ema_decay: float = 0.9995
+    bf16: bool = True
+    compile: bool = False
+    compile_mode: str = "default"  # torch.compile mode: "default" | "reduce-overhead" (CUDA graphs) | "max-autotune"...
+    channels_last: bool = True  # NHWC model and inputs on CUDA (ignored elsewhere)
+    seed: int = 0
+    log_every: int = 100
+    sample_every: int = 2000
+    ckpt_every: int = 1000
+    snapshot_every: int = 0  # >0: EMA as an inference folder <out>/snapshots/step_XXXXXXX every this many steps
+    out: str = "runs/ddpm"
+    drift: DriftConfig = field(default_factory=DriftConfig)
+
+    def __post_init__(self):
+        object.__setattr__(self, "betas", tuple(self.betas))
+        if isinstance(self.drift, dict):
+            object.__setattr__(self, "drift", from_dict(DriftConfig, self.drift))
+        if self.objective not in ("ddpm", "drift"):
+            raise ValueError(f"objective must be 'ddpm' or 'drift', got {self.objective!r}")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile_mode must be one of {COMPILE_MODES}, got {self.compile_mode!r}")
+
+    def model_config(self):
+        drift = self.objective == "drift"
+        return preset(self.preset, num_classes=self.num_classes if self.class_cond else 0,
+                      guidance_input=drift and self.class_cond and self.drift.cfg_max > 1.0,
+                      zero_init_out=not drift)  # zero-init output makes every drift sample identical
+
+
+def lr_at(step: int, cfg: TrainConfig, start: int = 0) -> float:
+    """Linear warmup from `start` (a run initialised from weights warms its fresh optimizer up again)."""
+    return cfg.lr * min(1.0, (step - start + 1) / max(1, cfg.warmup))
