@@ -123,3 +123,17 @@ def test_imports_follow_the_layers():
     assert units <= set(rank), f"modules without a layer in LAYERS: {sorted(units - set(rank))}"
     upward = [f"{m} -> {n}" for m, deps in graph.items() for n in deps if rank[_unit(n)] > rank[_unit(m)]]
     assert not upward, "imports against the data flow: " + "; ".join(sorted(upward))
+
+
+def test_sampling_library_reads_no_environment():
+    """generate(), sampling and the fast path take their configuration as arguments (FastOptions); only
+    FastOptions.from_env(), which the command-line tools call, looks at DRIFTIN_* variables."""
+    files = [PKG / "generate.py", PKG / "sampling.py", *sorted((PKG / "fast").glob("*.py"))]
+    readers = []
+    for f in files:
+        if f.name == "options.py":
+            continue
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv"):
+                readers.append(f"{f.relative_to(PKG.parent)}:{node.lineno}")
+    assert not readers, f"environment read inside the library: {readers}"
