@@ -1,4 +1,4 @@
-"""Triton kernels for the elementwise half of the blocked drift field (field.py, `_blocked_field`).
+"""Triton kernels for the elementwise half of the blocked drift field (blocked.py, `_blocked_field`).
 
 The two GEMMs (Gram matrix x.y and A @ [Y, 1]) run in cuBLAS; these kernels fuse everything between
 them. Each reads a row block's Gram tile G = |y|^2 - 2 x.y [L, n, K] once and handles up to TP = 4
@@ -29,7 +29,7 @@ except Exception:  # CPU-only machines without triton
     _HAVE_TRITON = False
 
 TP = 4  # temperatures per launch; more are done in chunks
-chunk = TP  # (field._blocked_field reads the chunk size of its elementwise backend)
+chunk = TP  # (blocked._blocked_field reads the chunk size of its elementwise backend)
 # Tile sizes from scripts/tune_field_kernels.py on an H100 (L=1, n=4096, K=8192, 3 temperatures):
 # stats 482 us (vs 652 at BM=32/BN=128/8 warps), weights 229 us (vs 337).
 STATS_CFG = dict(BM=16, BN=128, num_warps=4)
