@@ -59,4 +59,6 @@ def write_card_from_info(out, info: dict) -> None:
 - Command: `{info.get('train_command') or 'n/a'}`
 - Load: `from driftin.classifier import load_classifier; net = load_classifier("{out}")`
 """
-    (Path(out) / "README.md").write_text(text)
+    from huggingface_hub import ModelCard
+
+    ModelCard(text).save(Path(out) / "README.md")  # parses the metadata back: a malformed card fails here, not on the Hub
