@@ -125,3 +125,17 @@ def test_style_model_draws_styles_per_seed():
     assert (a - b).abs().max() > 1e-4  # same noise, other seeds -> other styles -> other images
     with pytest.raises(ValueError, match="style embeddings"):
         generate(net, seeds=[0], method="ddim", steps=2)
+
+
+def test_pinned_pixels_for_fixed_seeds():
+    """Fixed seeds on CPU give these exact uint8 pixels (values taken from the code before the #18 restructure,
+    b133304): a refactor of sampling, guidance or DDIM that changes any image fails here."""
+    torch.manual_seed(0)
+    drift = UNet(preset("tiny", num_classes=10, zero_init_out=False, guidance_input=True)).eval()
+    d = generate(drift, seeds=[0, 1], method="drift", class_labels=[3, 7], guidance=1.5, output="uint8")
+    torch.manual_seed(1)
+    ddpm = UNet(preset("tiny", num_classes=10, zero_init_out=False)).eval()
+    s = generate(ddpm, seeds=[2, 3], method="ddim", steps=3, class_labels=[1, 9], guidance=2.0, eta=0.5, output="uint8")
+    idx = [(0, 0, 0, 0), (0, 1, 5, 17), (1, 2, 31, 31), (1, 0, 16, 8)]
+    assert [int(d[i]) for i in idx] == [109, 113, 133, 73] and int(d.sum()) == 837224
+    assert [int(s[i]) for i in idx] == [0, 255, 0, 149] and int(s.sum()) == 761218

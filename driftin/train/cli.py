@@ -31,7 +31,7 @@ class RunOptions:
 
 
 def parse_args(argv=None) -> tuple[TrainConfig, RunOptions]:
-    p = argparse.ArgumentParser(description="Train a driftin model (DDPM or drift); any world size via torchrun.")
+    p = argparse.ArgumentParser(prog="python -m driftin.train", description="Train a driftin model (DDPM or drift); any world size via torchrun.")
     p.add_argument("--config", help="JSON recipe (e.g. training/ddpm_cifar10.json); flags override it")
     p.add_argument("--init-from", dest="init_from", help="start from an inference weights folder or Hub repo id "
                    "(continues its step count, images seen, LR schedule and data order; fresh optimizer, new warmup)")
@@ -62,7 +62,7 @@ def parse_args(argv=None) -> tuple[TrainConfig, RunOptions]:
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["export"]:
-        p = argparse.ArgumentParser(description="export a run's EMA weights as safetensors + config.json")
+        p = argparse.ArgumentParser(prog="python -m driftin.train export", description="export a run's EMA weights as safetensors + config.json")
         p.add_argument("run_dir")
         p.add_argument("folder")
         a = p.parse_args(argv[1:])
