@@ -47,9 +47,9 @@ def test_card_parses_and_carries_the_data(weights):
 
     folder, run, model = weights
     # (not named infer_h100.json: the card refreshes that name from the repo's benchmarks/)
-    (folder / "infer_test.json").write_text(json.dumps({"entries": [
-        {"model": "weights/drift-tiny", "method": "drift", "steps": 1, "batch": 256, "img_per_s": 123456.0, "latency_ms": 2.07},
-        {"model": "weights/ddpm-tiny", "method": "ddim", "steps": 50, "batch": 256, "img_per_s": 999.0}]}))
+    (folder / "infer_test.json").write_text(json.dumps({"meta": {"gpu": "TestGPU"}, "rows": [
+        {"preset": "tiny", "path": "fast", "kind": "drift", "bs": 256, "ms": 2.0736, "status": "ok"},
+        {"preset": "tiny", "path": "fast", "kind": "ddim", "steps": 50, "bs": 256, "ms": 999.0, "status": "ok"}]}))
     path = write_model_card(folder, run_dir=run, repo_id="me/driftin-drift-tiny")
     card = ModelCard.load(path)
     d = card.data
@@ -72,7 +72,8 @@ def test_card_parses_and_carries_the_data(weights):
     assert "hf download me/driftin-drift-tiny --local-dir weights/drift-tiny" in text
     assert "python app.py --drift weights/drift-tiny" in text and 'load_pretrained("me/driftin-drift-tiny")' in text
     assert f"{count_params(model):,}" in text
-    assert "| weights/drift-tiny | drift | 1 | 256 | 123,456 |" in text and "ddpm-tiny" not in text  # this model's speed rows
+    assert "Sampling speed on TestGPU" in text and "| fast | 1 step | 256 | 2.074 | 123,457 |" in text
+    assert "DDIM-50" not in text  # only this model's sampler
     assert "torchrun --nproc_per_node=8 -m driftin.train" in text and "--preset tiny" in text
 
     png = folder / "training_curve.png"
@@ -102,19 +103,21 @@ def test_card_without_eval_log_or_grid(tmp_path):
     assert not (folder / "training_curve.png").exists() and "training_curve.png" not in card.text
 
 
-def test_eval_json_read_defensively(tmp_path):
-    (tmp_path / "eval.json").write_text(json.dumps({"entries": [
-        {"metric": {"fd": 3.5, "precision": 0.7, "recall": 0.6, "is": 9.0}, "n": 50000, "method": "drift", "steps": 1, "guidance": 1.5},
-        {"metric": {"fd": "nan"}, "method": "ddim"}, "junk", {"method": "ddim", "steps": 50}]}))
+def test_eval_and_speed_files_read_as_driftin_writes_them(tmp_path):
+    """eval.json is {entry: metrics} (python -m driftin.eval); entries without a finite metric, non-dict entries and
+    unreadable files are skipped rather than breaking the card; infer_*.json is {"meta", "rows"} (bench infer)."""
+    (tmp_path / "eval.json").write_text(json.dumps({
+        "drift_steps1_g1.5": {"fid": 30.5, "fd": 3.5, "precision": 0.7, "recall": 0.6, "is_analogue": 9.0, "n": 50000,
+                              "method": "drift", "steps": 1, "guidance": 1.5, "reference": {"split": "train"}},
+        "ddim_steps50_g1": {"fd": "nan", "method": "ddim"}, "junk": "x", "ddim_steps25_g1": {"method": "ddim", "steps": 25}}))
     rows = load_eval(tmp_path)
-    assert len(rows) == 1 and rows[0]["fd"] == 3.5 and rows[0]["is"] == 9.0 and rows[0]["guidance"] == 1.5
-    (tmp_path / "eval.json").write_text(json.dumps({"entries": {"a": {"fd": 1.0, "method": "ddim", "steps": 50}}}))
-    assert load_eval(tmp_path)[0]["steps"] == 50
+    assert len(rows) == 1 and rows[0]["fid"] == 30.5 and rows[0]["is"] == 9.0 and rows[0]["guidance"] == 1.5
+    assert rows[0]["name"] == "drift_steps1_g1.5" and rows[0]["split"] == "train"
     (tmp_path / "eval.json").write_text("{not json")
     assert load_eval(tmp_path) == []
-    (tmp_path / "infer_h100.json").write_text(json.dumps({"drift-tiny": {"img_per_s": 1e5, "batch": 256, "method": "drift"}}))
-    [(name, rows)] = load_speed(tmp_path)  # a dict of entries
-    assert name == "infer_h100.json" and rows[0]["img_per_s"] == 1e5
+    (tmp_path / "infer_h100.json").write_text(json.dumps({"meta": {"gpu": "H100"}, "rows": [{"kind": "drift", "bs": 1}]}))
+    (tmp_path / "infer_bad.json").write_text(json.dumps({"drift-tiny": {"img_per_s": 1e5}}))  # not bench infer output
+    assert load_speed(tmp_path) == [("infer_h100.json", [{"kind": "drift", "bs": 1}])]
 
 
 def test_training_command_uses_a_matching_recipe(tmp_path):
@@ -149,10 +152,10 @@ def test_bench_infer_rows_pick_this_preset_and_sampler():
                 ("small", "fast", "drift", 256, None, 5.0, "skipped (time budget)", 2.0),
                 ("base", "fast", "drift", 1, None, 1.1, "ok", 2.0), ("small", "fast", "ddim", 1, 50, 38.8, "ok", None),
                 ("small", "graph-bf16", "drift", 1, None, 0.9, "ok", 2.0)]]
-    cols, cells = _speed_rows(rows, "drift-cifar10", "small", drift=True)
+    cols, cells = _speed_rows(rows, "small", drift=True)
     assert cols == ["path", "sampler", "batch", "ms per call", "images/s"]
     assert cells == [["fast", "1 step", 1, "0.800", "1,250"], ["eager-fp32", "1 step", 1, "12.000", "83"]]
-    cols, cells = _speed_rows(rows, "ddpm-cifar10", "small", drift=False)
+    cols, cells = _speed_rows(rows, "small", drift=False)
     assert cells == [["fast", "DDIM-50", 1, "38.800", "26"]]
 
 

@@ -24,38 +24,27 @@ def _num(v):
     return f if math.isfinite(f) else None
 
 
-def _entries(raw) -> list[tuple[str | None, dict]]:
-    """(name, entry) from {"entries": [...]}, {"entries": {...}}, {name: entry, ...} or [entry, ...]."""
-    if isinstance(raw, dict) and "entries" in raw:
-        raw = raw["entries"]
-    if isinstance(raw, dict):
-        return [(str(k), v) for k, v in raw.items() if isinstance(v, dict)]
-    if isinstance(raw, list):
-        return [(e.get("name") or e.get("entry"), e) for e in raw if isinstance(e, dict)]
-    return []
-
-
-_METRIC_KEYS = {"fid": ("fid", "fid_inception"), "kid": ("kid",), "fd": ("fd", "fd_evalnet", "FD"), "precision": ("precision",),
-                "recall": ("recall",), "is": ("is", "is_analogue", "IS"), "class_acc": ("class_acc",)}
+# The metric keys `python -m driftin.eval` writes, card row name -> eval.json key.
+_METRIC_KEYS = {"fid": "fid", "kid": "kid", "fd": "fd", "precision": "precision", "recall": "recall",
+                "is": "is_analogue", "class_acc": "class_acc"}
 
 
 def load_eval(folder: str | Path) -> list[dict]:
-    """Normalized eval rows: name, fid, kid, fd, precision, recall, is, class_acc, n, method, steps,
-    guidance, classes, split. Entries without any metric are skipped; a missing/broken file gives []."""
+    """Rows of the folder's eval.json as `python -m driftin.eval` writes it ({entry key: entry}): name, fid, kid,
+    fd, precision, recall, is, class_acc, n, method, steps, guidance, classes, split. Entries with no finite
+    metric are skipped; a missing or unreadable file gives []."""
+    raw = _read_json(Path(folder) / "eval.json")
     rows = []
-    for name, e in _entries(_read_json(Path(folder) / "eval.json")):
-        m = e.get("metric") if isinstance(e.get("metric"), dict) else e.get("metrics") if isinstance(e.get("metrics"), dict) else {}
-        src = {**e, **m}
-        row = {}
-        for key, aliases in _METRIC_KEYS.items():
-            row[key] = next((_num(src[a]) for a in aliases if _num(src.get(a)) is not None), None)
-        if all(row[k] is None for k in _METRIC_KEYS):
+    for name, e in (raw.items() if isinstance(raw, dict) else []):
+        if not isinstance(e, dict):
             continue
-        ref = e.get("reference") if isinstance(e.get("reference"), dict) else {}
+        row = {k: _num(e.get(key)) for k, key in _METRIC_KEYS.items()}
+        if all(v is None for v in row.values()):
+            continue
         steps = _num(e.get("steps"))
         row.update(name=name, n=int(_num(e.get("n")) or 0) or None, method=e.get("method"),
                    steps=int(steps) if steps is not None else None, guidance=_num(e.get("guidance")),
-                   classes=e.get("classes"), split=ref.get("split") or e.get("split") or "train")
+                   classes=e.get("classes"), split=(e.get("reference") or {}).get("split", "train"))
         rows.append(row)
     order = {"drift": 0, "ddim": 1, "ddpm": 2}
     rows.sort(key=lambda r: (order.get(str(r["method"]), 9), r["steps"] or 0, r["guidance"] or 0, -(r["n"] or 0), str(r["name"])))
@@ -92,17 +81,12 @@ def copy_speed_files(folder: str | Path, repo_root: str | Path | None) -> list[P
 
 
 def load_speed(folder: str | Path) -> list[tuple[str, list[dict]]]:
-    """(file name, rows) of the folder's sampling-speed JSONs infer_*.json; unreadable files are skipped."""
-    files = sorted(Path(folder).glob("infer_*.json"))
+    """(file name, rows) of the folder's infer_*.json as `python -m driftin.bench infer` writes them
+    ({"meta": ..., "rows": [...]}); files without rows are skipped."""
     out = []
-    for f in files:
+    for f in sorted(Path(folder).glob("infer_*.json")):
         raw = _read_json(f)
-        if isinstance(raw, dict) and not any(k in raw for k in ("entries", "results", "rows")) \
-                and not all(isinstance(v, dict) for v in raw.values()):
-            raw = [raw]  # a single flat result
-        elif isinstance(raw, dict) and ("results" in raw or "rows" in raw):
-            raw = raw.get("results") or raw.get("rows")
-        rows = [{"name": n, **e} if n and "name" not in e else e for n, e in _entries(raw)]
+        rows = [r for r in raw.get("rows", []) if isinstance(r, dict)] if isinstance(raw, dict) else []
         if rows:
             out.append((f.name, rows))
     return out

@@ -55,36 +55,16 @@ def _eval_label(r: dict) -> str:
     return s
 
 
-_SPEED_COLS = ["name", "model", "method", "steps", "batch", "batch_size", "dtype", "compile", "fast", "device",
-               "img_per_s", "images_per_s", "throughput", "latency_ms", "ms_per_image", "ms", "peak_mem_gb"]
-
-
-def _bench_infer_rows(rows: list[dict], preset: str | None, drift: bool):
-    """Rows of `python -m driftin.bench infer` (keys preset/path/kind/bs/ms): this preset, this model's sampler,
-    the fast path and eager fp32. None if the rows are not in that format."""
-    if not rows or not all(k in rows[0] for k in ("preset", "path", "kind", "bs", "ms")):
-        return None
+def _speed_rows(rows: list[dict], preset: str | None, drift: bool):
+    """Rows of `python -m driftin.bench infer` for this preset and this model's sampler: the fast path and eager fp32."""
     kind = "drift" if drift else "ddim"
-    mine = [r for r in rows if r.get("status") == "ok" and r["kind"] == kind and r["path"] in ("fast", "eager-fp32")
-            and (preset is None or r["preset"] == preset) and r.get("guidance") in (None, 1.0, 2.0)]
+    mine = [r for r in rows if r.get("status") == "ok" and r.get("kind") == kind and r.get("path") in ("fast", "eager-fp32")
+            and (preset is None or r.get("preset") == preset) and r.get("guidance") in (None, 1.0, 2.0)]
     mine.sort(key=lambda r: (r["path"] != "fast", r.get("steps") or 0, r["bs"]))
     cols = ["path", "sampler", "batch", "ms per call", "images/s"]
     cells = [[r["path"], "1 step" if kind == "drift" else f"DDIM-{r.get('steps')}", r["bs"], _fmt(r["ms"]),
               f"{r['bs'] / r['ms'] * 1e3:,.0f}"] for r in mine]
     return cols, cells
-
-
-def _speed_rows(rows: list[dict], name: str, preset: str | None = None, drift: bool = True):
-    bench = _bench_infer_rows(rows, preset, drift)
-    if bench is not None:
-        return bench
-    mine = [r for r in rows if any(name in str(r.get(k, "")) for k in ("model", "weights", "name"))]
-    rows = mine or rows
-    scalar = lambda v: isinstance(v, (int, float, str, bool)) or v is None  # noqa: E731
-    cols = [c for c in _SPEED_COLS if any(c in r and scalar(r[c]) for r in rows)]
-    if not cols:
-        cols = [k for k in rows[0] if scalar(rows[0][k])][:8]
-    return cols, [[_fmt(r.get(c)) if not isinstance(r.get(c), str) else r[c] for c in cols] for r in rows[:20]]
 
 
 def _arch_rows(model: dict, preset_name: str | None) -> list[list]:
@@ -192,7 +172,7 @@ def build_card_text(folder: str | Path, repo_id: str | None = None, train_record
     else:
         b += [f"No evaluation yet: run `python -m driftin.eval --weights {local}`, then regenerate this card."]
     for fname, rows in speed:
-        cols, cells = _speed_rows(rows, name, tc.get("preset"), drift)
+        cols, cells = _speed_rows(rows, tc.get("preset"), drift)
         if cells:
             meta = (_read_json(folder / fname) or {}).get("meta") or {}
             on = f" on {meta['gpu']}" if isinstance(meta, dict) and meta.get("gpu") else ""
