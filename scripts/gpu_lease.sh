@@ -84,7 +84,8 @@ case ${1:-} in
   start|stage)
     [ "${1:-}" = start ] && shift
     rm -rf $C && mkdir -p $C $O && cp -a driftin training scripts benchmarks pyproject.toml $C/ 2>/dev/null
-    cd $C && setsid nohup bash scripts/gpu_lease.sh job "$@" > $O/job.log 2>&1 < /dev/null &
+    # a plain command with & (no `cd && ...` list): the detached job must not hold this call's stdout open
+    cd $C; setsid nohup bash scripts/gpu_lease.sh job "$@" > $O/job.log 2>&1 < /dev/null &
     sleep 5; cat $O/job.log ;;
   job) shift; cd $C; python3 -c "from driftin.data import load_cifar10_tar as l; l('train'); l('test')"; for phase in "$@"; do $phase; done; echo "== $(date +%T) all done"; touch $O/ALL.done ;;
   status)
