@@ -45,6 +45,7 @@ def main(argv=None):
     ap.add_argument("--out", required=True)
     ap.add_argument("--md")
     ap.add_argument("--note", default="")
+    ap.add_argument("--command", default="", help="the command that ran the rows (recorded in the JSON)")
     args = ap.parse_args(argv)
 
     rows = [load_row(f) for f in sorted(Path(args.root).iterdir()) if (f / "eval.json").exists()]
@@ -54,8 +55,7 @@ def main(argv=None):
         mine = flat(r["config"])
         r["change"] = {k: mine.get(k) for k in sorted(set(mine) | set(ref)) if k not in ignore and mine.get(k) != ref.get(k)}
         del r["config"]
-    out = {"rows": rows, "reference": args.reference, "note": args.note,
-           "command": "ABL_STEPS=300 ABL_WARMUP=100 ABL_MAX_MIN=4.5 bash scripts/gpu_lease.sh start ablation"}
+    out = {"rows": rows, "reference": args.reference, "note": args.note, "command": args.command}
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     if args.md:
         lines = ["| row | change vs " + args.reference + " | steps | batch | images | FID-10k ↓ | KID ×10³ | evalnet FD | img/s (shared GPU) |",
