@@ -41,6 +41,23 @@ bench() {
       --variants baseline compiled --steps 10 --warmup 3 --data cifar10 --out $O/train_drift_h200.json --md $O/train_drift_h200.md
 }
 
+# where a step's time goes (#17): device-busy vs wall time per step, op tables (the bench's --profile)
+profile() {
+  run profile_ddpm timeout 420 python3 -m driftin.bench train --objectives ddpm --presets small --batch 256 \
+      --variants compiled graphs --steps 20 --warmup 5 --data cifar10 --profile $O/profile \
+      --out $O/train_ddpm_profile_h200.json --md $O/train_ddpm_profile_h200.md
+  run profile_drift timeout 420 python3 -m driftin.bench train --objectives drift --presets small --batch 1280 \
+      --variants eager compiled --steps 10 --warmup 3 --data cifar10 --profile $O/profile \
+      --out $O/train_drift_profile_h200.json --md $O/train_drift_profile_h200.md
+}
+
+# the stronger drift encoder (#19): supervised GroupNorm ResNet-18 size, ENC_EPOCHS epochs
+ENC_EPOCHS=${ENC_EPOCHS:-60}
+encoder() {
+  run encoder_resnet python3 -m driftin.classifier train --config training/encoder_resnet_cifar10.json --epochs $ENC_EPOCHS \
+      --device cuda --out $O/encoder-resnet-cifar10
+}
+
 calibrate() {
   run calibrate python3 -m driftin.eval.calibrate --out $O/fd_calibration.json --device cuda --inception $FIDNET \
       --evalnet $S/weights/evalnet-cifar10
@@ -91,8 +108,9 @@ case ${1:-} in
   status)
     for ((i = 0; i < ${2:-0}; i += 15)); do [ -e $O/ALL.done ] && break; sleep 15; done
     cat $O/job.log; tail -n 3 $O/*.log 2>/dev/null | tail -n 60; nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv ;;
-  collect)
-    tar czf $OUT/results.tgz -C $O --exclude='*.safetensors' --exclude='*.pt' . && ls -la $OUT
-    for f in ${2:-}; do cp $O/$f $OUT/; done ;;
+  collect)  # collect ["FILE..."]: results without weights, plus the named files under $O (split in 15 MiB parts:
+    #           a file over 16 MiB does not come back; here: cat FILE.part* > FILE)
+    tar czf $OUT/results.tgz -C $O --exclude='*.safetensors' --exclude='*.pt' .
+    for f in ${2:-}; do n=$(echo $f | tr / _); split -b 15M -d $O/$f $OUT/$n.part; done; ls -la $OUT ;;
   *) echo "usage: $0 stage [start PHASE...] | start PHASE... | status [wait_s] | collect" >&2; exit 2 ;;
 esac

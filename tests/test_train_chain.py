@@ -154,7 +154,7 @@ def test_bench_train_reports_the_trainer_step_and_the_baseline(tmp_path):
     out, md = tmp_path / "train.json", tmp_path / "train.md"
     rc = main(["train", "--device", "cpu", "--presets", "tiny", "--batch", "20", "--variants", "baseline", "eager",
                "--steps", "2", "--warmup", "1", "--num-images", "40", "--drift-config", "training/drift_pixels_cifar10.json",
-               "--peak-tflops", "1", "--out", str(out), "--md", str(md)])
+               "--peak-tflops", "1", "--out", str(out), "--md", str(md), "--profile", str(tmp_path / "prof"), "--profile-steps", "2"])
     assert rc == 0
     res = json.loads(out.read_text())
     assert res["meta"]["peak_tflops"] == 1 and res["meta"]["steps"] == 2
@@ -167,6 +167,9 @@ def test_bench_train_reports_the_trainer_step_and_the_baseline(tmp_path):
         assert r["mfu"] == pytest.approx(r["tflops"]) and r["loss"] == r["loss"]  # peak 1 TFLOP/s; loss not NaN
     assert rows[0]["speedup_vs_baseline"] == 1.0 and rows[1]["speedup_vs_baseline"] == pytest.approx(rows[0]["ms_per_step"] / rows[1]["ms_per_step"])
     assert "| ddpm | tiny | 20 | eager |" in md.read_text()
+    for r in rows:  # the profiler summary of each row (no device on CPU: only host numbers), its op table on disk
+        assert r["profile"]["calls"] == 2 and r["profile"]["wall_ms"] > 0 and r["profile"]["device_busy_ms"] is None
+    assert "by self host time" in (tmp_path / "prof" / "drift_tiny_20_eager.txt").read_text()
 
 
 def test_drift_queues_are_checkpointed_and_resume_bit_exactly(image_folder, tmp_path):

@@ -13,8 +13,11 @@ driftin.train.StepOptions differ:
   eager      the trainer's step without compile: data, indices and flips on the device, fused AdamW,
              foreach EMA, channels_last, finiteness checked on the device
   compiled   the trainer's step as `compile: true` trains (the DDPM loss compiled whole, drift's generator compiled)
+  graphs     compiled with mode "reduce-overhead" (the compiled graphs replayed as CUDA graphs)
 Time: --warmup steps first (the first one compiles; first_step_s), then --steps steps back to back between
 two CUDA events (wall clock on the CPU): ms_per_step = elapsed / steps, img/s = batch / ms_per_step.
+--profile DIR: after the timed steps, torch.profiler over --profile-steps more steps (driftin.bench.profile):
+device-busy time against wall time, device ops and host syncs per step in the row, op tables in DIR.
 FLOPs: torch.utils.flop_counter.FlopCounterMode over one eager step (forward + backward; matmuls,
 convolutions, attention; the drift encoder and field included), so TFLOP/s = flop_per_step / ms_per_step
 and MFU = TFLOP/s / --peak-tflops (989: dense bf16 of an H100/H200 SXM). Data: random uint8 images
@@ -42,6 +45,7 @@ VARIANTS = {
     "baseline": lambda cfg, dev: StepOptions.naive(),
     "eager": lambda cfg, dev: StepOptions.for_config(dataclasses.replace(cfg, compile=False), dev),
     "compiled": lambda cfg, dev: StepOptions.for_config(dataclasses.replace(cfg, compile=True), dev),
+    "graphs": lambda cfg, dev: StepOptions.for_config(dataclasses.replace(cfg, compile=True, compile_mode="reduce-overhead"), dev),
 }
 
 
@@ -91,7 +95,8 @@ def time_steps(tr: Trainer, warmup: int, steps: int, device) -> dict:
     return {"ms_per_step": ms / steps, "first_step_s": first, "loss": float(loss.detach())}
 
 
-def run_one(cfg: TrainConfig, variant: str, device, images, labels, warmup: int, steps: int) -> dict:
+def run_one(cfg: TrainConfig, variant: str, device, images, labels, warmup: int, steps: int,
+            profile_to: Path | None = None, profile_steps: int = 5) -> dict:
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -102,6 +107,10 @@ def run_one(cfg: TrainConfig, variant: str, device, images, labels, warmup: int,
         row = time_steps(tr, warmup, steps, device)
         row["compile_fallback"] = tr.compile_error  # set when compiling failed and the step ran eager
         row["peak_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+        if profile_to:
+            from driftin.bench.profile import profile_calls
+
+            row["profile"] = profile_calls(lambda i: tr.step(warmup + steps + i), profile_steps, device, profile_to)
         return row
     finally:
         del tr
@@ -143,6 +152,8 @@ def main(argv=None):
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak for MFU (H100/H200 SXM: 989)")
     ap.add_argument("--data", default="synthetic", choices=["synthetic", "cifar10"])
     ap.add_argument("--num-images", type=int, default=50_000, help="synthetic dataset size")
+    ap.add_argument("--profile", default=None, help="folder for per-row profiler tables (adds a 'profile' summary to each row)")
+    ap.add_argument("--profile-steps", type=int, default=5)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default="benchmarks/train.json")
     ap.add_argument("--md", default=None, help="also write a markdown table here")
@@ -158,7 +169,8 @@ def main(argv=None):
                        "command": "python -m driftin.bench train " + " ".join(sys.argv[2:] if argv is None else argv),
                        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                        "variants": {"baseline": "eager bf16, loops over parameters for AdamW and EMA, CPU-drawn batch, host sync every step",
-                                    "eager": "trainer step without compile", "compiled": "trainer step with compile"}},
+                                    "eager": "trainer step without compile", "compiled": "trainer step with compile",
+                                    "graphs": "trainer step compiled with mode reduce-overhead (CUDA graphs)"}},
               "rows": []}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -203,7 +215,8 @@ def main(argv=None):
                     row = {**key, "variant": v, "params_m": params / 1e6, "flop_per_step": flops, "steps": a.steps, "warmup": a.warmup,
                            "compile_mode": cfg.compile_mode if v == "compiled" else None}
                     try:
-                        row.update(run_one(cfg, v, device, images, labels, a.warmup, a.steps), status="ok")
+                        prof = Path(a.profile) / f"{objective}_{p}_{cfg.batch_size}_{v}.txt" if a.profile else None
+                        row.update(run_one(cfg, v, device, images, labels, a.warmup, a.steps, prof, a.profile_steps), status="ok")
                     except Exception as e:  # noqa: BLE001
                         row.update(status=f"error: {type(e).__name__}: {str(e)[:300]}")
                         result["rows"].append(row)
