@@ -130,6 +130,21 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 _pools_cache: dict = {}  # one entry: the labels tensor (held weakly) the class pools were built for
 
 
+def stream_seed(base: int, stream: int) -> int:
+    """Seed of one kind of draw (`stream` >= 1) of a step whose own generator is seeded with `base`, by splitmix64.
+
+    Two generators seeded alike produce the same bits: torch.randint(50_000) and torch.randint(1_000) from one
+    seed agree modulo 1,000, so drawing the batch's image indices and its diffusion timesteps from equal seeds
+    would train every image at one fixed timestep. Each kind of draw therefore gets a seed of its own; the mix is
+    a pure function of (base, stream), the same on every rank, and its low 32 bits (all a CPU generator keeps)
+    differ between streams too."""
+    m = 2**64
+    z = (base + stream * 0x9E3779B97F4A7C15) % m
+    z = (z ^ z >> 30) * 0xBF58476D1CE4E5B9 % m
+    z = (z ^ z >> 27) * 0x94D049BB133111EB % m
+    return z ^ z >> 31
+
+
 def class_pools(labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, ...]:
     """Sorted indices of each class in labels (on the CPU), built once per labels tensor: the trainer
     asks every step. Rebuilt when labels is another tensor or was changed in place (its _version)."""

@@ -8,7 +8,7 @@
 #   call 1: bash scripts/gpu_lease.sh stage     (carry .stage_a data)   FID network part 1 + CIFAR-10
 #   call 2: bash scripts/gpu_lease.sh stage     (carry .stage_b)        part 2 (+ encoder, evalnet from the tree)
 #   call 3: bash scripts/gpu_lease.sh stage start bench evals ablation  (drift + ddpm weights from the tree)
-#   (phases: calibrate, evals, bench, ablation, chain; each reads its knobs from ABL_* / CHAIN_* variables)
+#   (phases: profile, encoder, calibrate, evals, bench, ablation, chains; knobs in ENC_* / ABL_* / CHAIN_* variables)
 #   later:  bash scripts/gpu_lease.sh status [seconds to wait]; bash scripts/gpu_lease.sh collect
 #
 # Between calls, move aside the weight folders a call does not carry (the tree must stay under 64 MiB).
@@ -84,16 +84,24 @@ ablation() {
   wait
 }
 
-# one block of the long drift chain (#21): continue from the staged weights (the shipped EMA, or the last block's
-# export) for CHAIN_MIN minutes with EMA snapshots, export, then FID-10k over the snapshots (the curve)
-CHAIN_CONFIG=${CHAIN_CONFIG:-training/drift_cifar10.json} CHAIN_FROM=${CHAIN_FROM:-$S/weights/drift-cifar10}
-CHAIN_STEPS=${CHAIN_STEPS:-100000} CHAIN_MIN=${CHAIN_MIN:-20} CHAIN_SNAP=${CHAIN_SNAP:-1000}
-chain() {
-  run chain_train python3 -m driftin.train --config $CHAIN_CONFIG --init-from $CHAIN_FROM --steps $CHAIN_STEPS \
-      --snapshot-every $CHAIN_SNAP --max-minutes $CHAIN_MIN --sample-every 0 --out $O/chain
-  run chain_export python3 -m driftin.train export $O/chain $O/chain/export
-  run chain_curve python3 -m driftin.eval.curve $O/chain/snapshots --n 10000 --batch 2500 --device cuda \
-      --inception $FIDNET --evalnet $S/weights/evalnet-cifar10 --out $O/chain/fid_curve.json
+# one block of both chains (#21), the two models at once (each step leaves the GPU partly idle): continue each from
+# the staged weights (the committed export of the last block) for CHAIN_MIN minutes with EMA snapshots, export,
+# FID-10k over the snapshots (the curve, the starting weights as its first point), FID-50k of the export.
+# Then: collect "chain_drift/export/model-00001-of-00002.safetensors ..." and append the block to training/chains/.
+CHAIN_MIN=${CHAIN_MIN:-11}
+chain_one() {  # NAME RECIPE SNAPSHOT_EVERY EVAL_FLAGS [extra train flags...]
+  local m=$1 recipe=$2 snap=$3 evalflags=$4; shift 4
+  run chain_$m python3 -m driftin.train --config $recipe --init-from $S/weights/$m-cifar10 --steps 10000000 \
+      --snapshot-every $snap --max-minutes $CHAIN_MIN --sample-every 0 --out $O/chain_$m "$@"
+  run export_$m python3 -m driftin.train export $O/chain_$m $O/chain_$m/export
+  run curve_$m python3 -m driftin.eval.curve $S/weights/$m-cifar10 $O/chain_$m/snapshots --n 10000 --batch 2500 --device cuda \
+      --inception $FIDNET --evalnet $S/weights/evalnet-cifar10 --out $O/chain_$m/fid_curve.json --plot $O/chain_$m/fid_curve.png
+  for f in $evalflags; do run eval_$m${f//[^0-9.]/} $EVAL --weights $O/chain_$m/export ${f//,/ } --out $O/chain_$m/export/eval.json; done
+}
+chains() {
+  chain_one drift training/drift_cifar10.json 1000 "--guidance,1 --guidance,1.5" &
+  chain_one ddpm training/ddpm_cifar10.json 4000 "--method,ddim,--steps,50" &
+  wait
 }
 
 case ${1:-} in

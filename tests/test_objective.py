@@ -7,7 +7,7 @@ import torch
 
 from driftin.config import preset
 from driftin.drift.field import drift_loss
-from driftin.drift.objective import DriftConfig, DriftLoss, sample_alpha
+from driftin.drift.objective import DriftConfig, DriftLoss, _draw, sample_alpha
 from driftin.train import StepRandom
 from driftin.unet import UNet
 
@@ -185,3 +185,74 @@ def test_restored_queues_continue_like_an_uninterrupted_run():
     empty = DriftLoss(cfg, "cpu", num_classes=G)  # without the state the step differs (fewer queued samples)
     _, logs_c = empty(net, {"x": x, "y": y, "rng": StepRandom(0, 2, "cpu"), "step": 2})
     assert logs_c["loss"].item() != logs_a["loss"].item()
+
+
+DATASET = torch.randint(0, 256, (50, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("kw", [dict(uncond_per_group=3),  # unconditionals from the batch
+                                dict(uncond_source="separate", uncond_per_group=3),  # fresh from the dataset
+                                dict(pos_queue=4, queue_push=2, pos_per_group=3, uncond_source="separate",
+                                     uncond_queue=6, uncond_per_group=2)])  # from the queues
+def test_draws_are_a_function_of_seed_and_step_not_of_the_global_rng(kw):
+    """The objective's own draws come from generators seeded by (seed, step, stream) (made on the batch's device,
+    so no CPU draw has to be copied over): reseeding the global RNG between the calls changes nothing."""
+    cfg = DriftConfig(**ENERGY, cfg_max=2.0, **kw)
+
+    def losses(global_seed):
+        torch.manual_seed(0)
+        net = UNet(preset("tiny", num_classes=G, guidance_input=True, zero_init_out=False))
+        obj = DriftLoss(cfg, "cpu", num_classes=G)
+        obj.attach_data(DATASET, torch.arange(50) % G)
+        out = []
+        for s in range(2):
+            x, y = batch(s)
+            torch.manual_seed(global_seed + s)  # the global RNG differs from run to run
+            out.append(obj(net, {"x": x, "y": y, "rng": StepRandom(0, s, "cpu"), "step": s})[0])
+        return torch.stack(out)
+
+    assert torch.equal(losses(1), losses(123))
+
+
+def test_draw_streams_are_independent_of_each_other_and_of_the_step_rng():
+    first = lambda gen: torch.rand(4, generator=gen)  # noqa: E731
+    rng = StepRandom(0, 3, "cpu")
+    seen = [first(rng.gen)] + [first(_draw(StepRandom(seed, step, "cpu"), k))
+                               for seed, step in ((0, 3), (0, 4), (1, 3)) for k in (1, 2, 3)]
+    assert len({tuple(t.tolist()) for t in seen}) == len(seen)
+    assert torch.equal(first(_draw(StepRandom(0, 3, "cpu"), 2)), seen[2])  # and a function of (seed, step, stream)
+
+
+def test_queue_is_a_ring_buffer_and_is_sampled_without_replacement():
+    obj = DriftLoss(DriftConfig(**ENERGY), "cpu", num_classes=G)
+    draw = lambda step: _draw(StepRandom(0, step, "cpu"), 2)  # noqa: E731 - the class queue's stream
+    push = lambda first, k: obj._push("q", torch.arange(first, first + 2 * k).view(2, k).float(), 5)  # noqa: E731
+    push(0, 3)  # row 0 gets 0 1 2, row 1 gets 3 4 5, into slots 0-2
+    one = obj._sample("q", 4, draw(0))
+    assert one.shape == (2, 3)  # only what was pushed (3 < 4), never an empty slot
+    assert sorted(one[0].tolist()) == [0, 1, 2] and sorted(one[1].tolist()) == [3, 4, 5]
+    push(10, 3)  # slots 3, 4, then 0 (the oldest) again
+    assert obj.queues["q"].tolist() == [[12, 1, 2, 10, 11], [15, 4, 5, 13, 14]] and int(obj.queues["q_n"]) == 6
+    push(20, 7)  # more than the queue holds: the 2 oldest count as pushed and overwritten, the newest 5 land in 3, 4, 0-2
+    assert obj.queues["q"].tolist() == [[24, 25, 26, 22, 23], [31, 32, 33, 29, 30]] and int(obj.queues["q_n"]) == 13
+    seen = set()
+    for step in range(30):
+        got = obj._sample("q", 3, draw(step))
+        for row, q in zip(got.tolist(), obj.queues["q"].tolist()):
+            assert len(set(row)) == 3 and set(row) <= set(q)  # without replacement, from this row's queue
+        seen.add(tuple(got[0].tolist()))
+    assert len(seen) > 10  # and a different draw per step
+    full = obj._sample("q", 9, draw(0))  # more than the queue holds: all of it, each once
+    assert [sorted(r) for r in full.tolist()] == [sorted(r) for r in obj.queues["q"].tolist()]
+
+
+@pytest.mark.parametrize("device_data", [True, False])
+def test_trainer_hands_its_dataset_to_the_objective(device_data):
+    from driftin.train import StepOptions, Trainer, TrainConfig
+    images, labels = DATASET[:8], torch.arange(8) % 2
+    cfg = TrainConfig(preset="tiny", batch_size=8, num_classes=2, bf16=False, objective="drift",
+                      drift={"encoder": "pixels", "cfg_max": 2.0, "uncond_source": "separate", "uncond_per_group": 2})
+    tr = Trainer(cfg, "cpu", images, labels, StepOptions(device_data=device_data))
+    held = tr.data.images if device_data else tr.images
+    assert tr.objective.data.images is held  # the trainer's copy (on the device for DeviceData): none of its own
+    assert torch.isfinite(tr.step(0)[0])

@@ -40,6 +40,28 @@ def test_device_data_draws_class_balanced_batches_from_the_generator():
         DeviceData(images, labels, "cpu", num_classes=4)
 
 
+@pytest.mark.parametrize("device_data", [True, False])
+def test_batch_images_and_their_timesteps_are_independent_draws(device_data):
+    """Regression: the batch indices and the step's own draws (timesteps, noise) once came from generators with
+    equal seeds at seed 0, so timestep == image index mod 1000: every image was trained at one fixed timestep."""
+    n = 2000
+    images, labels = torch.zeros(n, 3, 32, 32, dtype=torch.uint8), torch.zeros(n, dtype=torch.long)
+    cfg = TrainConfig(**{**TINY, "objective": "ddpm", "class_cond": False, "batch_size": 256, "seed": 0})
+    opts = StepOptions() if device_data else StepOptions.naive()
+    tr = Trainer(cfg, "cpu", images, labels, opts)
+    same = 0
+    for step in range(4):
+        if device_data:
+            idx = tr.batch_indices(step)[0]
+        else:  # the naive path draws with the same seed on a CPU generator
+            from driftin.data import stream_seed
+            from driftin.train.trainer import StepRandom
+            idx = torch.randint(n, (256,), generator=torch.Generator().manual_seed(stream_seed(StepRandom.base_seed(0, step), 1)))
+        t = tr.batch(step)["rng"].randint(1000, 256)  # what DDPMLoss draws first
+        same += int((t == idx % 1000).sum())
+    assert same < 0.02 * 4 * 256  # ~1/1000 by chance; all of them with the old seeds
+
+
 @pytest.mark.parametrize("objective", ["ddpm", "drift"])
 def test_every_rank_slices_the_same_global_batch(monkeypatch, objective):
     images = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))

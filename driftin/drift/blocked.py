@@ -68,7 +68,7 @@ def _dist_torch(G, xn, row0, P, self_neg):
 def _stats_torch(G, xn, invt, row0, P, self_neg):
     """Pass 1 on one row block, same contract as field_triton.stats (partials over one "program")."""
     D = _dist_torch(G, xn, row0, P, self_neg)
-    logits = torch.stack([D * (-it) for it in invt.tolist()], 1)  # [L, T, n, K]
+    logits = D[:, None] * -invt[:, None, None]  # [L, T, n, K]; invt stays on the device (no .tolist() sync)
     cmax = logits.amax(2, keepdim=True).clamp_min(-1e30)
     csum = (logits - cmax).exp().sum(2, keepdim=True)  # [L, T, 1, K]
     return logits.logsumexp(-1).transpose(0, 1), cmax.transpose(1, 2), csum.transpose(1, 2), D.amin((1, 2))
@@ -76,8 +76,9 @@ def _stats_torch(G, xn, invt, row0, P, self_neg):
 
 def _weights_torch(G, xn, invt, r, c, colw, row0, P, self_neg, out_pos, out_neg):
     D = _dist_torch(G, xn, row0, P, self_neg)
-    for t, it in enumerate(invt.tolist()):
-        expo = D * (-it) - r[t][..., None]
+    neg_invt = -invt
+    for t in range(len(invt)):
+        expo = D * neg_invt[t] - r[t][..., None]
         if c is not None:
             expo -= 0.5 * c[t][:, None, :]
         A = expo.exp_().mul_(colw[:, None, :])  # self pair: exp(-inf) = 0
@@ -166,7 +167,10 @@ def drift_field_blocked(x, pos, neg=None, *, extra_neg=None, extra_weight=1.0,
         ew = _TorchElementwise
         p = _prepare(x, pos, neg, extra_neg, extra_weight)
     Y, colw = _columns(p)
-    invt = torch.tensor(_inv_taus(temperatures, p["C"]), dtype=Y.dtype, device=Y.device)
+    # 1 / tau_eff filled in on the device: torch.tensor(list, device=cuda) is a blocking host-to-device copy
+    invt = torch.empty(len(temperatures), dtype=Y.dtype, device=Y.device)
+    for t, v in enumerate(_inv_taus(temperatures, p["C"])):
+        invt[t].fill_(v)
     block = block or _auto_block(p["L"], Y.shape[1], len(temperatures))
     Vt = torch.cat([_blocked_field(p, Y, colw, invt[i:i + ew.chunk], kernel_norm, block, precision, ew)
                     for i in range(0, len(invt), ew.chunk)], 1)

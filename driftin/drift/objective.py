@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import distributed as dist
+from ..data import DeviceData, stream_seed
 from ..diffusion import unwrap
 from .encoders import build_encoder
 from .features import PATCH_STATS, PIXEL_MODES, feature_groups
@@ -112,9 +113,11 @@ def with_local_grad(local: torch.Tensor) -> torch.Tensor:
     return torch.cat([full[: r * n], local, full[(r + 1) * n:]])
 
 
-def _draw(step: int, stream: int) -> torch.Generator:
-    """A CPU generator for one kind of draw of one step: identical on every rank, independent of the others."""
-    return torch.Generator().manual_seed(1_000_003 * stream + step)
+def _draw(rng, stream: int) -> torch.Generator:
+    """A generator for one kind of draw of one step (streams 2: unconditional picks from the batch, 3: class queue, 4: unconditional queue/dataset), on the batch's device: a CPU draw would
+    need a blocking host-to-device copy (a stream sync) every step. Seeded from the step's own seed, so it is the
+    same on every rank and unrelated to rng.gen and the trainer's data stream (stream 1, data.stream_seed)."""
+    return torch.Generator(rng.gen.device).manual_seed(stream_seed(rng.gen.initial_seed(), stream))
 
 
 def _by_group(t: torch.Tensor, G: int) -> torch.Tensor:
@@ -128,15 +131,16 @@ class DriftLoss:
         self.cfg, self.field_loss, self.num_classes = cfg, drift_loss, num_classes
         enc = build_encoder(cfg.encoder, cfg.encoder_weights, cfg.encoder_resize)
         self.encoder = enc.to(device) if enc is not None else None
-        self.data = None  # (uint8 images, labels) for uncond_source "separate" without a queue
+        self.data: DeviceData | None = None  # the dataset for uncond_source "separate" without a queue
         self.queues: dict[str, torch.Tensor] = {}  # "pos" [G, Q, ...], "unc" [U, ...] and their fill counts
 
     def batch_kwargs(self) -> dict:
         return {"num_classes": self.num_classes}  # class-balanced, class-sorted batches: one field group per class
 
     def attach_data(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        """The trainer's dataset, for fresh unconditional samples (else uncond_data is loaded on first use)."""
-        self.data = (images, labels)
+        """The trainer's dataset, for fresh unconditional samples (else uncond_data is loaded on first use).
+        Kept where it is: the trainer's device copy (DeviceData), or the CPU one of its naive path."""
+        self.data = DeviceData(images, labels, images.device)  # no copy; class-agnostic draws
 
     def state_dict(self) -> dict:
         return {k: v.clone() for k, v in self.queues.items()}
@@ -164,22 +168,21 @@ class DriftLoss:
         if q is None or q.shape[2:] != imgs.shape[2:] or q.shape[:2] != (imgs.shape[0], size):
             q = self.queues[name] = torch.zeros(imgs.shape[0], size, *imgs.shape[2:], dtype=imgs.dtype, device=imgs.device)
             self.queues[name + "_n"] = torch.zeros((), dtype=torch.long)  # pushed so far
-        n = int(self.queues[name + "_n"])
+        n = int(self.queues[name + "_n"])  # a CPU scalar: reading it is no device sync
         if imgs.shape[1] > size:  # more than the queue holds: only the newest fit (and no slot is written twice)
             n, imgs = n + imgs.shape[1] - size, imgs[:, -size:]
         k = imgs.shape[1]
-        slots = (n + torch.arange(k)) % size
-        q[:, slots.to(q.device)] = imgs.to(q.dtype)
+        q[:, torch.arange(n, n + k, device=q.device) % size] = imgs.to(q.dtype)
         self.queues[name + "_n"] = torch.tensor(n + k)
 
     def _sample(self, name: str, count: int, gen: torch.Generator) -> torch.Tensor:
         """[G, count', ...] drawn per queue row without replacement (count' = min(count, fill))."""
         q = self.queues[name]
         fill = min(int(self.queues[name + "_n"]), q.shape[1])
-        idx = torch.rand(q.shape[0], fill, generator=gen).argsort(1)[:, :min(count, fill)]
-        return q[torch.arange(q.shape[0])[:, None], idx.to(q.device)]
+        idx = torch.rand(q.shape[0], fill, generator=gen, device=q.device).argsort(1)[:, :min(count, fill)]
+        return q[torch.arange(q.shape[0], device=q.device)[:, None], idx]
 
-    def _positives(self, real: torch.Tensor, G: int, step: int) -> list[torch.Tensor]:
+    def _positives(self, real: torch.Tensor, G: int, rng) -> list[torch.Tensor]:
         """Real features [G * P, L, C] per map, sorted by class: the batch's, or drawn from the class queues."""
         cfg = self.cfg
         if not cfg.pos_queue:
@@ -188,41 +191,44 @@ class DriftLoss:
         per = allreal.view(G, allreal.shape[0] // G, *allreal.shape[1:])
         self._push("pos", per[:, :cfg.queue_push], cfg.pos_queue)
         P = cfg.pos_per_group or per.shape[1]
-        pos = self._sample("pos", P, _draw(step, 2))
+        pos = self._sample("pos", P, _draw(rng, 3))
         return self._features_global(pos.flatten(0, 1))
 
-    def _unconditional(self, real: torch.Tensor, pos_groups, G: int, U: int, step: int) -> list[torch.Tensor]:
+    def _unconditional(self, real: torch.Tensor, pos_groups, G: int, U: int, rng) -> list[torch.Tensor]:
         """Unconditional real features [L * G, U, C] per map (CFG negatives)."""
         cfg = self.cfg
         if cfg.uncond_source == "batch":  # one set from the positives, shared by every class group
-            B = pos_groups[0].shape[0]
-            idx = torch.randperm(B, generator=torch.Generator().manual_seed(step))[:U]
+            B, dev = pos_groups[0].shape[0], pos_groups[0].device
+            idx = torch.randperm(B, generator=_draw(rng, 2), device=dev)[:U]
             out = []
             for r_all in pos_groups:
-                unc = r_all[idx.to(r_all.device)].permute(1, 0, 2)  # [L, U, C]
+                unc = r_all[idx].permute(1, 0, 2)  # [L, U, C]
                 out.append(unc[:, None].expand(-1, G, -1, -1).reshape(-1, U, unc.shape[-1]))
             return out
-        gen = _draw(step, 3)
+        dev, n = real.device, G * U
+        gen = _draw(rng, 4)
         if cfg.uncond_queue:
             allreal = dist.all_gather_cat(real)
             self._push("unc", allreal[None], cfg.uncond_queue)
             fill = min(int(self.queues["unc_n"]), cfg.uncond_queue)
-            if fill >= G * U:  # without replacement over all groups: every group gets its own samples
-                idx = torch.rand(fill, generator=gen).argsort()[:G * U]
+            if fill >= n:  # without replacement over all groups: every group gets its own samples
+                idx = torch.rand(fill, generator=gen, device=dev).argsort()[:n]
             else:
-                idx = torch.randint(fill, (G * U,), generator=gen)
-            imgs = self.queues["unc"][0][idx.to(real.device)]
+                idx = torch.randint(fill, (n,), generator=gen, device=dev)
+            imgs = self.queues["unc"][0][idx]
         else:
-            from ..data import global_batch, load_dataset, to_model_range
-            if self.data is None:
-                self.data = load_dataset(cfg.uncond_data, "train")
-            images, labels = self.data
-            u8, _ = global_batch(images, labels, G * U, gen)  # with replacement, random flips
-            imgs = to_model_range(u8.to(real.device)).to(real.dtype)
+            from ..data import load_dataset, to_model_range
+            if self.data is None:  # standalone: loaded on first use, then kept on the device (no copy per step)
+                self.data = DeviceData(*load_dataset(cfg.uncond_data, "train"), dev)
+            d = self.data  # class-agnostic, with replacement, random flips; drawn here, gathered where the data is
+            idx = torch.randint(len(d.images), (n,), generator=gen, device=dev)
+            flip = torch.rand(n, generator=gen, device=dev) < 0.5
+            u8, _ = d.gather(idx.to(d.device), flip.to(d.device))  # copies only for CPU data (the naive path)
+            imgs = to_model_range(u8.to(dev)).to(real.dtype)
         return [_by_group(f, G) for f in self._features_global(imgs)]
 
     def __call__(self, model, batch: dict):
-        cfg, rng, real, y, step = self.cfg, batch["rng"], batch["x"], batch["y"], batch["step"]
+        cfg, rng, real, y = self.cfg, batch["rng"], batch["x"], batch["y"]
         n = real.shape[0]
         net = unwrap(model)
         num_classes = net.config.num_classes if y is not None else 0
@@ -238,8 +244,8 @@ class DriftLoss:
         gen_groups = self.features(gen)
         guided = bool(num_classes) and cfg.cfg_max > 1.0
         with torch.no_grad():
-            real_groups = self._positives(real, G, step)
-            unc_groups = self._unconditional(real, real_groups, G, cfg.uncond_per_group, step) if guided else None
+            real_groups = self._positives(real, G, rng)
+            unc_groups = self._unconditional(real, real_groups, G, cfg.uncond_per_group, rng) if guided else None
         total, logs = 0.0, {}
         for j, (g_local, r_all) in enumerate(zip(gen_groups, real_groups)):
             g_all = with_local_grad(g_local)  # [B, L, C] over the global batch

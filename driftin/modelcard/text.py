@@ -198,8 +198,15 @@ def build_card_text(folder: str | Path, repo_id: str | None = None, train_record
         b += [_table(["setting", "value"], rows), ""]
         if cfg.get("steps") is not None:
             b += [f"These weights are the EMA (decay {tc.get('ema_decay', '?')}) at step {cfg['steps']:,}.", ""]
+        chain_script = Path(root, "training", "chains", f"{folder.name}.sh") if root is not None else None
+        if cfg.get("chain") and chain_script is not None and chain_script.exists():  # trained in blocks: every block's command
+            starts = ", ".join(f"{int(c['step']):,}" for c in cfg["chain"] if isinstance(c, dict) and "step" in c)
+            b += [f"Trained in {len(cfg['chain']) + 1} blocks, each continuing the previous one's exported weights with "
+                  f"`--init-from` (blocks start at steps 0, {starts}). Every block's command "
+                  f"(`training/chains/{folder.name}.sh`):", "", "```bash", chain_script.read_text().strip(), "```", ""]
         b += ["Reproduce (any number of GPUs: the global batch and every random draw are fixed by the config, so the "
-              "trajectory does not depend on the world size; one process without `torchrun`):", "", "```bash",
+              "trajectory does not depend on the world size; one process without `torchrun`)"
+              + (", the last block as recorded" if cfg.get("chain") else "") + ":", "", "```bash",
               reproduce_command(cfg, root), "```", "",
               "Resume checkpoints (`runs/<run>/checkpoint.pt`, with optimizer state) are separate from these inference "
               f"weights; re-running the command resumes from the run folder `{tc.get('out', 'runs/<run>')}`.", ""]
@@ -227,7 +234,9 @@ _FILE_DOC = {"config.json": "architecture (`model`), objective, step, training r
              "model.safetensors.index.json": "which tensor lives in which shard",
              "README.md": "this card", "eval.json": "evaluation results (`python -m driftin.eval`)",
              "train_log.jsonl": "training log (step, loss, grad_norm, lr, img/s, peak memory)",
-             "training_curve.png": "loss and throughput vs step", "samples.png": "sample grid"}
+             "training_curve.png": "loss and throughput vs step", "samples.png": "sample grid",
+             "fid_curve.json": "FID-10k vs images seen over the EMA snapshots (`python -m driftin.eval.curve`)",
+             "fid_curve.png": "that curve as a plot"}
 
 
 def _file_doc(f: str) -> str:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import distributed as dist
-from ..data import DeviceData, global_batch, to_model_range
+from ..data import DeviceData, global_batch, stream_seed, to_model_range
 from ..diffusion import DDPMLoss, unwrap
 from ..unet import UNet
 from .recipe import TrainConfig, lr_at
@@ -18,8 +18,13 @@ class StepRandom:
     """Random draws of one step: made at global size from a (seed, step) generator, then sliced to this rank."""
 
     def __init__(self, seed: int, step: int, device):
-        self.gen = torch.Generator(device).manual_seed(seed * 1_000_003 + step)
+        self.gen = torch.Generator(device).manual_seed(self.base_seed(seed, step))
         self.device, self.r, self.w = device, dist.rank(), dist.world()
+
+    @staticmethod
+    def base_seed(seed: int, step: int) -> int:
+        """The step's own seed (noise, timesteps, guidance); other kinds of draws mix it with a stream id (data.stream_seed)."""
+        return seed * 1_000_003 + step
 
     def _slice(self, t):
         n = t.shape[0] // self.w
@@ -104,14 +109,16 @@ class Trainer:
             self.opt_flags = {"foreach": None, "fused": True} if cuda else {"foreach": True, "fused": None}
         self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, **self.opt_flags)
         self.objective = make_objective(cfg, self.device)
-        if hasattr(self.objective, "attach_data"):  # drift's fresh unconditional samples come from the same dataset
-            self.objective.attach_data(images, labels)
         kw = self.objective.batch_kwargs() if hasattr(self.objective, "batch_kwargs") else {}
         self.batch_classes = kw.get("num_classes", 0)  # drift: class-balanced, class-sorted batches
         if self.opts.device_data:
             self.data = DeviceData(images, labels, self.device, self.batch_classes)
+            images, labels = self.data.images, self.data.labels
         else:
             self.images, self.labels = images.cpu(), labels.cpu()
+            images, labels = self.images, self.labels
+        if hasattr(self.objective, "attach_data"):  # drift's fresh unconditional samples come from the same dataset:
+            self.objective.attach_data(images, labels)  # the device copy, so drawing them needs no host-device copy
         self.warm_start = 0  # the step the LR warmup (re)starts from
         self.net = None  # the model as the objective calls it (DDP and/or compiled); built by prepare()
         self.compiled = self.compile_ok = False
@@ -165,8 +172,9 @@ class Trainer:
         return lr_at(step, self.cfg, self.warm_start)
 
     def batch_indices(self, step: int):
-        """Global-batch image indices and flip mask of a step, drawn on the device from (seed, step)."""
-        gen = torch.Generator(self.device).manual_seed(self.cfg.seed * 7919 + step)
+        """Global-batch image indices and flip mask of a step, drawn on the device from (seed, step), stream 1:
+        never from the seed of StepRandom (equal seeds give equal bits: each image would get one fixed timestep)."""
+        gen = torch.Generator(self.device).manual_seed(stream_seed(StepRandom.base_seed(self.cfg.seed, step), 1))
         return self.data.indices(self.cfg.batch_size, gen)
 
     def batch(self, step: int) -> dict:
@@ -176,7 +184,7 @@ class Trainer:
             idx, mask = self.batch_indices(step)
             x_u8, y = self.data.gather(idx[sl], mask[sl])  # only this rank's rows are gathered
         else:  # the naive path: per-class index pools and draws on the CPU, then a host-to-device copy
-            x_u8, y = global_batch(self.images, self.labels, cfg.batch_size, torch.Generator().manual_seed(cfg.seed * 7919 + step),
+            x_u8, y = global_batch(self.images, self.labels, cfg.batch_size, torch.Generator().manual_seed(stream_seed(StepRandom.base_seed(cfg.seed, step), 1)),
                                    num_classes=self.batch_classes)
             x_u8, y = x_u8[sl].to(self.device), y[sl].to(self.device)
         x = to_model_range(x_u8)

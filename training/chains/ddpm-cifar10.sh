@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# weights/ddpm-cifar10 from scratch, block by block: each block is one GPU lease that continues the last one's
+# exported EMA weights (`--init-from`: step count, images seen, LR schedule and data order go on; the optimizer
+# and its warmup restart). config.json's "chain" records every boundary; train_log.jsonl holds all blocks, with
+# a {"event": "boundary"} record where one starts. Run from the repository root on a GPU machine.
+set -euo pipefail
+
+# block 1: steps 0 -> 18,000 (4.61M images), one H100 (before the #17 trainer: CPU-drawn data order).
+python -m driftin.train --config training/ddpm_cifar10.json --steps 18000 --out runs/ddpm-cifar10
+python -m driftin.train export runs/ddpm-cifar10 weights/ddpm-cifar10
+
+# block 2 ran at commit dc1a6fc, where the batch's image indices and the timesteps and noise were drawn from equal seeds
+# (fixed after it: data.stream_seed), so this command now draws other, independent numbers.
+# block 2: steps 18,000 -> 32,800 (8.40M images), 11 minutes on one H200 shared with the drift block;
+# compile mode reduce-overhead (CUDA graphs: 2.3x the default mode's steps/s alone, benchmarks/train_ddpm_profile_h200.md).
+python -m driftin.train --config training/ddpm_cifar10.json --init-from weights/ddpm-cifar10 --steps 200000 \
+    --compile-mode reduce-overhead --snapshot-every 4000 --max-minutes 11 --sample-every 0 --out runs/ddpm-cifar10-b2
+python -m driftin.train export runs/ddpm-cifar10-b2 weights/ddpm-cifar10

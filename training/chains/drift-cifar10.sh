@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# weights/drift-cifar10 from scratch, block by block: each block is one GPU lease that continues the last one's
+# exported EMA weights (`--init-from`: step count, images seen, LR schedule and data order go on; the optimizer
+# and its warmup restart). config.json's "chain" records every boundary; train_log.jsonl holds all blocks, with
+# a {"event": "boundary"} record where one starts. Run from the repository root on a GPU machine.
+set -euo pipefail
+
+# block 1: steps 0 -> 6,000 (3.84M images), one H100. Trained before the #19 fixes and the #17 trainer: the
+# three flags give the objective of that time; the data order then came from CPU generators (not bit-exact now).
+python -m driftin.train --config training/drift_cifar10.json --steps 6000 --out runs/drift-cifar10 \
+    --drift-rms-eps 1e-8 --drift-scale-self-pairs true --drift-field-autocast true
+python -m driftin.train export runs/drift-cifar10 weights/drift-cifar10
+
+# block 2 ran at commit dc1a6fc, where the batch's image indices and the guidance scales and noise were drawn from equal seeds
+# (fixed after it: data.stream_seed), so this command now draws other, independent numbers.
+# block 2: steps 6,000 -> 8,600 (5.50M images), 11 minutes on one H200 shared with the DDPM block
+# (scripts/gpu_lease.sh; FID-10k curve over the snapshots with python -m driftin.eval.curve).
+python -m driftin.train --config training/drift_cifar10.json --init-from weights/drift-cifar10 --steps 100000 \
+    --snapshot-every 1000 --max-minutes 11 --sample-every 0 --out runs/drift-cifar10-b2
+python -m driftin.train export runs/drift-cifar10-b2 weights/drift-cifar10
