@@ -41,21 +41,28 @@ bench() {
       --variants baseline compiled --steps 10 --warmup 3 --data cifar10 --out $O/train_drift_h200.json --md $O/train_drift_h200.md
 }
 
-# where a step's time goes (#17): device-busy vs wall time per step, op tables (the bench's --profile)
+# where a step's time goes (#17): device-busy vs wall time per step, op tables (the bench's --profile).
+# Measured 2026-12-01 (benchmarks/train_*_profile_h200.*): DDPM small 256 compiled vs graphs, drift small 1280
+# eager vs compiled (generator only). Next: the layout copies (channels_last off), drift with the encoder and
+# feature groups compiled (since 98d21ae+), DDPM graphs at batch 1,024.
 profile() {
-  run profile_ddpm timeout 420 python3 -m driftin.bench train --objectives ddpm --presets small --batch 256 \
-      --variants compiled graphs --steps 20 --warmup 5 --data cifar10 --profile $O/profile \
-      --out $O/train_ddpm_profile_h200.json --md $O/train_ddpm_profile_h200.md
-  run profile_drift timeout 420 python3 -m driftin.bench train --objectives drift --presets small --batch 1280 \
-      --variants eager compiled --steps 10 --warmup 3 --data cifar10 --profile $O/profile \
-      --out $O/train_drift_profile_h200.json --md $O/train_drift_profile_h200.md
+  local B="python3 -m driftin.bench train --data cifar10 --profile $O/profile"
+  run profile_ddpm $B --objectives ddpm --presets small --batch 256 1024 --variants graphs --steps 20 --warmup 5 \
+      --out $O/train_ddpm_graphs_h200.json --md $O/train_ddpm_graphs_h200.md
+  run profile_ddpm_nchw $B --objectives ddpm --presets small --batch 256 --variants graphs --steps 20 --warmup 5 \
+      --channels-last false --out $O/train_ddpm_nchw_h200.json --md $O/train_ddpm_nchw_h200.md
+  run profile_drift $B --objectives drift --presets small --batch 1280 --variants compiled --steps 10 --warmup 3 \
+      --out $O/train_drift_compiled_h200.json --md $O/train_drift_compiled_h200.md
+  run profile_drift_nchw $B --objectives drift --presets small --batch 1280 --variants compiled --steps 10 --warmup 3 \
+      --channels-last false --out $O/train_drift_nchw_h200.json --md $O/train_drift_nchw_h200.md
 }
 
-# the stronger drift encoder (#19): supervised GroupNorm ResNet-18 size, ENC_EPOCHS epochs
-ENC_EPOCHS=${ENC_EPOCHS:-60}
+# a stronger drift encoder (#19), ENC_EPOCHS epochs of ENC_RECIPE. The GroupNorm resnet recipe reached 87.8%
+# (benchmarks/encoder_resnet_cifar10_h200.json); the BatchNorm one (frozen in eval mode as an encoder) is next.
+ENC_EPOCHS=${ENC_EPOCHS:-60} ENC_RECIPE=${ENC_RECIPE:-training/encoder_resnet_bn_cifar10.json}
 encoder() {
-  run encoder_resnet python3 -m driftin.classifier train --config training/encoder_resnet_cifar10.json --epochs $ENC_EPOCHS \
-      --device cuda --out $O/encoder-resnet-cifar10
+  local name=$(basename $ENC_RECIPE .json)
+  run $name python3 -m driftin.classifier train --config $ENC_RECIPE --epochs $ENC_EPOCHS --device cuda --out $O/${name//_/-}
 }
 
 calibrate() {

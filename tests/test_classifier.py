@@ -218,3 +218,107 @@ def test_mae_pretrain_then_finetune_cli(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="not the"):
         C.train_classifier("resnet", None, epochs=1, batch=64, init=tmp_path / "mae", data=(tr, ty, te, tey),
                            arch_kwargs={"widths": (8, 16, 16, 64)}, device="cpu", progress=False)
+
+
+TINY_BN = {"widths": (8, 16, 16, 32), "blocks": (1, 1, 1, 1), "norm": "batch"}
+
+
+def _bn_net(seed=0):
+    """A tiny BatchNorm resnet with non-trivial norm weights and running statistics, in eval mode."""
+    torch.manual_seed(seed)
+    net = C.build_classifier("resnet", **TINY_BN)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            torch.nn.init.uniform_(m.weight, 0.5, 1.5)
+            torch.nn.init.uniform_(m.bias, -0.2, 0.2)
+    with torch.no_grad():  # train-mode passes move the running statistics off their (0, 1) start
+        for s in range(3):
+            net.train()(_x(8, seed=10 + s))
+    return net.eval()
+
+
+def test_batchnorm_resnet_saves_and_loads(tmp_path):
+    net = _bn_net()
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    assert not any(isinstance(m, torch.nn.GroupNorm) for m in net.modules())
+    C.save_classifier(net, tmp_path / "bn")
+    cfg = json.loads((tmp_path / "bn" / C.CONFIG_FILE).read_text())
+    assert cfg["norm"] == "batch" and cfg["arch"] == "resnet"
+    assert "BatchNorm" in (tmp_path / "bn" / "README.md").read_text()
+    back = C.load_classifier(tmp_path / "bn")
+    assert back.config == net.config and not back.training and not any(p.requires_grad for p in back.parameters())
+    assert all(not m.training for m in back.modules())
+    # running statistics travel with the weights: the loaded net is exactly the fp16-rounded one
+    net.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in net.state_dict().items()})
+    torch.testing.assert_close(back(_x()), net(_x()), atol=0, rtol=0)
+    for a, b in zip(back.features(_x()), net.features(_x())):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="unknown norm"):
+        C.build_classifier("resnet", norm="layer")
+
+
+def test_config_without_norm_loads_as_groupnorm(tmp_path):
+    torch.manual_seed(0)
+    net = C.build_classifier("resnet", widths=(8, 16, 16, 32), blocks=(1, 1, 1, 1)).eval()
+    assert net.config["norm"] == "group"  # the default
+    C.save_classifier(net, tmp_path / "old")
+    cfg = json.loads((tmp_path / "old" / C.CONFIG_FILE).read_text())
+    del cfg["norm"]  # as written before the option existed
+    (tmp_path / "old" / C.CONFIG_FILE).write_text(json.dumps(cfg))
+    back = C.load_classifier(tmp_path / "old")
+    assert back.config["norm"] == "group" and any(isinstance(m, torch.nn.GroupNorm) for m in back.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in back.modules())
+    torch.testing.assert_close(back(_x()), net(_x()), atol=2e-2, rtol=2e-2)
+
+
+def test_drift_encoder_from_batchnorm_classifier_is_frozen_and_per_sample(tmp_path):
+    from driftin.drift.encoders import build_encoder
+
+    net = _bn_net()
+    C.save_classifier(net, tmp_path / "bn")
+    enc = build_encoder("cifar", str(tmp_path / "bn"))
+    assert all(not m.training for m in enc.modules()) and not any(p.requires_grad for p in enc.parameters())
+    x = _x(6, seed=5)
+    alone, batched = enc(x[:1]), enc(x)
+    assert [m.shape[1] for m in batched] == [8, 16, 16, 32]
+    for a, b in zip(alone, batched):
+        torch.testing.assert_close(a, b[:1], atol=1e-5, rtol=1e-5)
+    # the check has teeth: in train mode the same net's features do depend on the batch
+    enc.net.train()
+    assert not torch.allclose(enc(x[:2])[1][:1], enc(x)[1][:1], atol=1e-3)
+
+
+def test_batchnorm_training_uses_train_mode_and_measures_in_eval_mode(tmp_path):
+    data = _data(128, seed=4)
+    model, info = C.train_classifier("resnet", tmp_path / "bn", epochs=1, batch=64, arch_kwargs=TINY_BN, data=data,
+                                     device="cpu", progress=False)
+    assert info["norm"] == "batch" and not model.training
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(int(m.num_batches_tracked) == 2 for m in bns)  # both steps ran BatchNorm in train mode
+    assert info["test_acc"] == round(C.accuracy(model, data[2], data[3]), 4)
+    # accuracy() measures in eval mode: the running statistics stay put and the mode comes back
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    C.accuracy(model, data[2], data[3])
+    assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_batchnorm_recipe_and_norm_flag(tmp_path, monkeypatch):
+    import driftin.classifier.cli as cli
+
+    root = Path(__file__).parents[1] / "training"
+    seen = {}
+    monkeypatch.setattr(cli, "train_classifier", lambda arch, out, **kw: seen.update(arch=arch, out=out, **kw))
+    C.main(["train", "--config", str(root / "encoder_resnet_bn_cifar10.json")])
+    assert seen["arch"] == "resnet" and seen["out"] == "weights/encoder-resnet-bn-cifar10" and seen["epochs"] == 60
+    assert seen["arch_kwargs"] == {"widths": [64, 128, 256, 512], "blocks": [2, 2, 2, 2], "norm": "batch"}
+    gn = json.loads((root / "encoder_resnet_cifar10.json").read_text())
+    bn = json.loads((root / "encoder_resnet_bn_cifar10.json").read_text())
+    assert {k: v for k, v in bn.items() if k not in ("norm", "out")} == {k: v for k, v in gn.items() if k != "out"}
+    C.main(["train", "--config", str(root / "encoder_resnet_cifar10.json"), "--norm", "batch"])  # the flag
+    assert seen["arch_kwargs"]["norm"] == "batch"
+    with pytest.raises(ValueError, match="evalnet has no norm"):
+        C.main(["train", "--arch", "evalnet", "--out", str(tmp_path / "e"), "--norm", "batch"])
+    with pytest.raises(ValueError, match="norm 'group'"):  # MAE pretraining refuses BatchNorm, before any data is read
+        C.main(["pretrain-mae", "--config", str(root / "encoder_resnet_mae_cifar10.json"), "--norm", "batch",
+                "--out", str(tmp_path / "mae")])

@@ -100,7 +100,7 @@ def run_one(cfg: TrainConfig, variant: str, device, images, labels, warmup: int,
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    if variant == "compiled":
+    if variant in ("compiled", "graphs"):
         torch._dynamo.reset()  # each row compiles its own model; stale guards would count against the recompile limit
     tr = Trainer(cfg, device, images, labels, VARIANTS[variant](cfg, device))
     try:
@@ -110,7 +110,8 @@ def run_one(cfg: TrainConfig, variant: str, device, images, labels, warmup: int,
         if profile_to:
             from driftin.bench.profile import profile_calls
 
-            row["profile"] = profile_calls(lambda i: tr.step(warmup + steps + i), profile_steps, device, profile_to)
+            step = tr.step
+            row["profile"] = profile_calls(lambda i: step(warmup + steps + i), profile_steps, device, profile_to)
         return row
     finally:
         del tr
@@ -147,6 +148,7 @@ def main(argv=None):
     ap.add_argument("--ddpm-config", default=RECIPES["ddpm"])
     ap.add_argument("--drift-config", default=RECIPES["drift"])
     ap.add_argument("--compile-mode", default=None, help="override the recipes' compile_mode (e.g. reduce-overhead)")
+    ap.add_argument("--channels-last", default=None, choices=["true", "false"], help="override the recipes' channels_last")
     ap.add_argument("--steps", type=int, default=30, help="timed steps")
     ap.add_argument("--warmup", type=int, default=10, help="untimed steps first (the first one compiles)")
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak for MFU (H100/H200 SXM: 989)")
@@ -190,7 +192,10 @@ def main(argv=None):
                     raise SystemExit(f"{recipe} is a {cfg.objective!r} recipe, not {objective!r}")
                 if a.compile_mode:
                     cfg = dataclasses.replace(cfg, compile_mode=a.compile_mode)
-                key = {"objective": objective, "preset": p, "batch": cfg.batch_size, "recipe": recipe}
+                if a.channels_last:
+                    cfg = dataclasses.replace(cfg, channels_last=a.channels_last == "true")
+                key = {"objective": objective, "preset": p, "batch": cfg.batch_size, "recipe": recipe,
+                       "channels_last": cfg.channels_last and device.type == "cuda"}
                 if objective == "drift" and cfg.class_cond and cfg.batch_size % cfg.num_classes:
                     result["rows"].extend({**key, "variant": v, "status": f"skipped: batch not a multiple of {cfg.num_classes} classes"}
                                           for v in a.variants)
@@ -215,7 +220,8 @@ def main(argv=None):
                     row = {**key, "variant": v, "params_m": params / 1e6, "flop_per_step": flops, "steps": a.steps, "warmup": a.warmup,
                            "compile_mode": cfg.compile_mode if v == "compiled" else None}
                     try:
-                        prof = Path(a.profile) / f"{objective}_{p}_{cfg.batch_size}_{v}.txt" if a.profile else None
+                        layout = "_nchw" if device.type == "cuda" and not cfg.channels_last else ""
+                        prof = Path(a.profile) / f"{objective}_{p}_{cfg.batch_size}_{v}{layout}.txt" if a.profile else None
                         row.update(run_one(cfg, v, device, images, labels, a.warmup, a.steps, prof, a.profile_steps), status="ok")
                     except Exception as e:  # noqa: BLE001
                         row.update(status=f"error: {type(e).__name__}: {str(e)[:300]}")

@@ -33,8 +33,9 @@ def write_card(folder: str | Path) -> Path:
 
 def write_card_from_info(out, info: dict) -> None:
     """README.md for the classifier folder `out` described by `info` (its config.json content)."""
-    enc_role = ("Feature encoder for the drift loss (`features(x)` -> 4 stage maps at 32/16/8/4). GroupNorm: "
-                "features do not depend on batch composition.")
+    enc_role = "Feature encoder for the drift loss (`features(x)` -> 4 stage maps at 32/16/8/4). " + (
+        "BatchNorm, used frozen in eval mode (a fixed per-channel affine): features do not depend on batch composition."
+        if info.get("norm") == "batch" else "GroupNorm: features do not depend on batch composition.")
     role = {"encoder": enc_role, "resnet": enc_role,
             "evalnet": "Evaluation network for FD / precision-recall / IS-analogue (`penultimate(x)` features, softmax). "
                        "Independent of the drift encoder (other architecture, seed, objective)."}[info["arch"]]

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .card import write_card
-from .nets import ARCHS
+from .nets import ARCHS, NORMS
 from .training import pretrain_mae, train_classifier
 
 DESCRIPTION = "Two small CIFAR-10 classifiers, one training loop, safetensors weights."
@@ -31,6 +31,7 @@ def main(argv=None):
         q.add_argument("--device")
         q.add_argument("--widths", type=lambda s: [int(v) for v in s.split(",")], help="override, e.g. 32,64,128")
         q.add_argument("--blocks", type=lambda s: [int(v) for v in s.split(",")], help="encoder/resnet: blocks per stage, e.g. 2,2,2,2")
+        q.add_argument("--norm", choices=NORMS, help="encoder/resnet: GroupNorm (default) or BatchNorm (frozen encoder: eval mode)")
         q.add_argument("--weight-decay", dest="weight_decay", type=float)
         q.add_argument("--compile", action="store_true", help="torch.compile the model (faster epochs, ~1 min compile)")
     t.add_argument("--label-smoothing", dest="label_smoothing", type=float)
@@ -50,7 +51,7 @@ def main(argv=None):
 
 def train_options(a: argparse.Namespace) -> dict:
     """train_classifier's / pretrain_mae's arguments from the recipe file (if any) overridden by the flags given."""
-    keys = ("arch", "out", "epochs", "batch", "lr", "seed", "device", "widths", "blocks", "weight_decay", "compile")
+    keys = ("arch", "out", "epochs", "batch", "lr", "seed", "device", "widths", "blocks", "norm", "weight_decay", "compile")
     keys += ("mask_ratio",) if a.cmd == "pretrain-mae" else ("label_smoothing", "init")
     recipe = json.loads(Path(a.config).read_text()) if a.config else {}
     unknown = sorted(set(recipe) - set(keys))
@@ -59,7 +60,8 @@ def train_options(a: argparse.Namespace) -> dict:
     o = {**recipe, **{k: getattr(a, k) for k in keys if getattr(a, k) not in (None, False)}}
     if not o.get("arch") or not o.get("out"):
         raise ValueError("need --arch and --out (or a --config that sets them)")
-    arch_kwargs = {k: o.pop(k) for k in ("widths", "blocks") if o.get(k)}
-    if "blocks" in arch_kwargs and o["arch"] == "evalnet":
-        raise ValueError("evalnet has no blocks option")
+    arch_kwargs = {k: o.pop(k) for k in ("widths", "blocks", "norm") if o.get(k)}
+    for k in ("blocks", "norm"):
+        if k in arch_kwargs and o["arch"] == "evalnet":
+            raise ValueError(f"evalnet has no {k} option")
     return {**o, "arch_kwargs": arch_kwargs or None}

@@ -1,4 +1,5 @@
-"""The classifier architectures: GroupNorm ResNet encoders (the drift loss's features) and the BatchNorm evalnet."""
+"""The classifier architectures: ResNet encoders (the drift loss's features; GroupNorm, or BatchNorm with norm="batch")
+and the BatchNorm evalnet."""
 from __future__ import annotations
 
 import math
@@ -23,21 +24,32 @@ class Normalize(nn.Module):
         return ((x + 1) * 0.5 - self.mean) / self.std
 
 
+NORMS = ("group", "batch")
+
+
 def _gn(c: int) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(32, c), c)  # gcd: tiny test widths still divide evenly
 
 
+def _norm(c: int, norm: str = "group") -> nn.Module:
+    """The encoders' norm layer, chosen here only. "group": per-sample in train and eval mode. "batch": per-sample in
+    eval mode only (then a fixed per-channel affine), which is how a frozen drift encoder runs (load_classifier: eval)."""
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; choose one of {list(NORMS)}")
+    return _gn(c) if norm == "group" else nn.BatchNorm2d(c)
+
+
 class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int):
+    def __init__(self, cin: int, cout: int, stride: int, norm: str = "group"):
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.norm1 = _gn(cout)
+        self.norm1 = _norm(cout, norm)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.norm2 = _gn(cout)
-        nn.init.zeros_(self.norm2.weight)  # each block starts as identity: trains faster without BatchNorm
+        self.norm2 = _norm(cout, norm)
+        nn.init.zeros_(self.norm2.weight)  # each block starts as identity (zero-init residual)
         self.skip = None
         if stride != 1 or cin != cout:
-            self.skip = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), _gn(cout))
+            self.skip = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), _norm(cout, norm))
 
     def forward(self, x):
         h = F.relu(self.norm1(self.conv1(x)))
@@ -46,18 +58,20 @@ class BasicBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-    """GroupNorm ResNet; stage i has widths[i] channels at 32 / 2**i resolution."""
+    """ResNet, GroupNorm by default (norm="batch": BatchNorm); stage i has widths[i] channels at 32 / 2**i resolution."""
 
     arch = "encoder"
 
-    def __init__(self, widths=(32, 64, 128, 256), blocks=(1, 1, 1, 1), num_classes: int = 10):
+    def __init__(self, widths=(32, 64, 128, 256), blocks=(1, 1, 1, 1), num_classes: int = 10, norm: str = "group"):
         super().__init__()
-        self.config = {"arch": self.arch, "widths": list(widths), "blocks": list(blocks), "num_classes": num_classes}
+        self.config = {"arch": self.arch, "widths": list(widths), "blocks": list(blocks), "num_classes": num_classes,
+                       "norm": norm}
         self.norm = Normalize()
-        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 1, 1, bias=False), _gn(widths[0]), nn.ReLU())
+        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 1, 1, bias=False), _norm(widths[0], norm), nn.ReLU())
         stages, cin = [], widths[0]
         for i, (w, n) in enumerate(zip(widths, blocks)):
-            stages.append(nn.Sequential(*[BasicBlock(cin if j == 0 else w, w, 2 if (i > 0 and j == 0) else 1) for j in range(n)]))
+            stages.append(nn.Sequential(*[BasicBlock(cin if j == 0 else w, w, 2 if (i > 0 and j == 0) else 1, norm)
+                                          for j in range(n)]))
             cin = w
         self.stages = nn.ModuleList(stages)
         self.head = nn.Linear(widths[-1], num_classes)
@@ -81,12 +95,12 @@ class Encoder(nn.Module):
 
 class ResNetEncoder(Encoder):
     """The Encoder at ResNet-18 size: a stronger feature space for the drift loss (the paper's encoder
-    ablation: the encoder matters most). Same stage maps at 32/16/8/4, GroupNorm throughout."""
+    ablation: the encoder matters most). Same stage maps at 32/16/8/4; GroupNorm, or BatchNorm with norm="batch"."""
 
     arch = "resnet"
 
-    def __init__(self, widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2), num_classes: int = 10):
-        super().__init__(widths, blocks, num_classes)
+    def __init__(self, widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2), num_classes: int = 10, norm: str = "group"):
+        super().__init__(widths, blocks, num_classes, norm)
 
 
 def _conv_bn(cin: int, cout: int) -> list[nn.Module]:

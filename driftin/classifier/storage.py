@@ -78,6 +78,7 @@ def load_classifier(path_or_name: str | Path, device=None) -> nn.Module:
     kwargs = {"widths": cfg["widths"], "num_classes": cfg.get("num_classes", 10)}
     if arch in ("encoder", "resnet"):
         kwargs["blocks"] = cfg["blocks"]
+        kwargs["norm"] = cfg.get("norm", "group")  # configs saved before the option: GroupNorm
     model = build_classifier(arch, **kwargs)
     sd = read_state_dict(folder)
     expected = model.state_dict()

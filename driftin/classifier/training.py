@@ -71,6 +71,9 @@ def pretrain_mae(arch: str = "resnet", out: str | Path | None = None, *, epochs:
 
     if arch not in ("encoder", "resnet"):
         raise ValueError(f"MAE pretraining is for the GroupNorm encoders ('encoder', 'resnet'), not {arch!r}")
+    if (arch_kwargs or {}).get("norm", "group") != "group":
+        raise ValueError(f"MAE pretraining needs norm 'group', not norm {arch_kwargs['norm']!r}: BatchNorm would learn its "
+                         "running statistics from masked images; train a BatchNorm encoder supervised (train --norm batch)")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cuda = device.type == "cuda"
     train_x = (data or load_cifar10_tar("train"))[0]

@@ -1,4 +1,4 @@
-"""The live demo behind the Gradio view (driftin/app.py), free of any UI code.
+"""The live demo behind the Gradio view (driftin/demo/view/, run by driftin/app.py), free of any UI code.
 
 Drift (one forward pass) and DDPM (DDIM steps) rendered side by side from the same seeds, with the model's own
 speed (GPU-synchronised wall time of the forward work only) measured apart from the rate at which frames reach
@@ -12,6 +12,8 @@ order (each only from the ones above it):
   engine     model slots (loading, how to get missing weights) and the Engine (locked, timed model calls)
   streams    LiveFrame, the DDIM worker, live_frames and walk_frames
   recording  Recorder, clip_frame, record
+
+view/ (the Gradio view, needs gradio) imports this package; this package never imports it.
 """
 from __future__ import annotations
 

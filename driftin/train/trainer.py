@@ -109,6 +109,8 @@ class Trainer:
             self.opt_flags = {"foreach": None, "fused": True} if cuda else {"foreach": True, "fused": None}
         self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, **self.opt_flags)
         self.objective = make_objective(cfg, self.device)
+        if self.opts.channels_last and hasattr(self.objective, "channels_last"):  # drift's encoder sees NHWC images
+            self.objective.channels_last()
         kw = self.objective.batch_kwargs() if hasattr(self.objective, "batch_kwargs") else {}
         self.batch_classes = kw.get("num_classes", 0)  # drift: class-balanced, class-sorted batches
         if self.opts.device_data:
@@ -207,6 +209,10 @@ class Trainer:
                 self.objective.compile(mode=mode)  # the whole DDPM loss (noising, model, MSE) as one graph
             else:
                 self.net = torch.compile(net, mode=mode)
+                if hasattr(self.objective, "compile") and not isinstance(self.objective, DDPMLoss):
+                    # drift: the frozen encoder + feature groups, never as CUDA graphs: it runs several times a
+                    # step (generated with grad, real without) and graph outputs would be overwritten in between
+                    self.objective.compile(mode=None if mode == "reduce-overhead" else mode)
             self.compiled = True
 
     def _forward_backward(self, batch: dict):
@@ -223,7 +229,7 @@ class Trainer:
         dist.print0(f"warning: the compiled step failed ({self.compile_error}); continuing eager "
                     "(set DRIFTIN_COMPILE_STRICT=1 to raise instead, or --compile false)")
         self.net = self.plain_net
-        if isinstance(self.objective, DDPMLoss):
+        if hasattr(self.objective, "compile"):
             self.objective.compile(False)
         self.compiled = False
 
