@@ -101,6 +101,7 @@ chain_one() {  # NAME RECIPE SNAPSHOT_EVERY EVAL_FLAGS [extra train flags...]
   run chain_$m python3 -m driftin.train --config $recipe --init-from $S/weights/$m-cifar10 --steps 10000000 \
       --snapshot-every $snap --max-minutes $CHAIN_MIN --sample-every 0 --out $O/chain_$m "$@"
   run export_$m python3 -m driftin.train export $O/chain_$m $O/chain_$m/export
+  cp $S/weights/$m-cifar10/fid_curve.json $O/chain_$m/ 2>/dev/null  # the committed curve: the new points are merged in
   run curve_$m python3 -m driftin.eval.curve $S/weights/$m-cifar10 $O/chain_$m/snapshots --label $m-cifar10 --n 10000 --batch 2500 --device cuda \
       --inception $FIDNET --evalnet $S/weights/evalnet-cifar10 --out $O/chain_$m/fid_curve.json --plot $O/chain_$m/fid_curve.png
   for f in $evalflags; do run eval_$m${f//[^0-9.]/} $EVAL --weights $O/chain_$m/export ${f//,/ } --out $O/chain_$m/export/eval.json; done
