@@ -189,3 +189,81 @@ def test_fid_curve_over_snapshots(tmp_path, monkeypatch, image_folder):
     assert all(p["fid"] > 0 and p["n"] == 4 for p in pts)
     assert json.loads(out.read_text())["points"] == data["points"]
     assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@needs_fid_helper
+def test_eval_context_reuses_networks_and_one_generator(tmp_path, monkeypatch, image_folder):
+    """With an EvalContext (as the curve uses): the evalnet, the Inception network and their reference statistics
+    are made once; snapshots of one architecture go into ONE generator object (weights copied in place, meta
+    taken over), whose numbers equal a context-free call's; another architecture gets a new object."""
+    import driftin.data
+    from driftin.classifier import EvalNet, save_classifier
+    from driftin.config import preset
+    from driftin.data import load_image_folder
+    from driftin.eval import __main__ as cli
+    from driftin.eval import features
+    from driftin.hub import load_pretrained, save_pretrained
+    from driftin.unet import UNet
+
+    imgs = load_image_folder(image_folder)[0]
+    ref = lambda split: (imgs, torch.zeros(len(imgs), dtype=torch.long))  # noqa: E731
+    monkeypatch.setenv("DRIFTIN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(features, "load_cifar10_tar", ref)
+    monkeypatch.setattr(driftin.data, "load_cifar10_tar", ref)
+    calls = {"evalnet": 0, "inception": 0, "evalref": 0, "inceptionref": 0}
+
+    def counted(name, fn):
+        def wrapper(*a, **k):
+            calls[name] += 1
+            return fn(*a, **k)
+        return wrapper
+
+    monkeypatch.setattr(cli, "load_evalnet", counted("evalnet", cli.load_evalnet))
+    monkeypatch.setattr(cli, "reference_stats", counted("evalref", cli.reference_stats))
+    monkeypatch.setattr(cli, "inception_reference_stats", counted("inceptionref", cli.inception_reference_stats))
+    real_inception = cli.InceptionFeatures
+
+    class CountedInception(real_inception):
+        def __init__(self, *a, **k):
+            calls["inception"] += 1
+            super().__init__(*a, **k)
+
+    monkeypatch.setattr(cli, "InceptionFeatures", CountedInception)
+
+    torch.manual_seed(0)
+    save_classifier(EvalNet(widths=(8, 16, 32)), tmp_path / "ev")
+    cfg = preset("tiny", zero_init_out=False)
+    snaps = {}
+    for step, c in ((10, cfg), (20, cfg), (30, preset("tiny", zero_init_out=False, base_channels=8))):
+        snaps[step] = tmp_path / "run" / "snapshots" / f"step_{step:07d}"
+        save_pretrained(UNet(c), snaps[step], {"objective": "drift", "steps": step, "train_config": {"batch_size": 64}})
+
+    def run(step, context, out):
+        return cli.main(["--weights", str(snaps[step]), "--n", "4", "--batch", "4", "--evalnet", str(tmp_path / "ev"),
+                         "--device", "cpu", "--pr-n", "4", "--kid-subsets", "2", "--out", str(tmp_path / out)],
+                        context=context)
+
+    ctx = cli.EvalContext()
+    cpu = torch.device("cpu")
+    e10 = run(10, ctx, "ctx.json")
+    model = ctx.generators[cpu]
+    ptrs = [p.data_ptr() for p in model.parameters()]
+    e20 = run(20, ctx, "ctx.json")
+    assert calls == {"evalnet": 1, "inception": 1, "evalref": 1, "inceptionref": 1}
+    assert ctx.generators[cpu] is model and [p.data_ptr() for p in model.parameters()] == ptrs  # copied in place
+    want = load_pretrained(snaps[20]).state_dict()
+    assert all(torch.equal(v, want[k]) for k, v in model.state_dict().items()) and model.meta["steps"] == 20
+    assert (e10["train_steps"], e10["model"]) == (10, str(snaps[10]))
+    assert (e20["train_steps"], e20["model"]) == (20, str(snaps[20]))
+
+    # nothing leaks between snapshots: the second snapshot scores exactly as on its own
+    fresh = run(20, None, "fresh.json")
+    assert calls["evalnet"] == 2 and calls["inception"] == 2  # a call without a context loads afresh
+    timing = {"seconds", "date", "sample_seconds", "sample_seconds_first_batch"}
+    assert {k: v for k, v in e20.items() if k not in timing} == {k: v for k, v in fresh.items() if k not in timing}
+    assert "fid" in fresh and "kid" in fresh and e10["fid"] != e20["fid"]
+
+    # another architecture: a new generator object, the networks still shared
+    e30 = run(30, ctx, "ctx.json")
+    assert ctx.generators[cpu] is not model and ctx.generators[cpu].config.base_channels == 8
+    assert e30["train_steps"] == 30 and calls["evalnet"] == 2 and calls["inception"] == 2

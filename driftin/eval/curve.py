@@ -5,7 +5,7 @@ blocks reads as one curve) and write the curve as JSON (+ a PNG plot).
         --out benchmarks/curve_drift.json --plot assets/curve_drift.png
 
 Snapshots are inference folders `step_XXXXXXX` (written by the trainer's `snapshot_every`); each is
-scored with `python -m driftin.eval` (same protocol: Inception FID/KID vs the train split, n samples, labels
+scored with `python -m driftin.eval`'s main (same protocol: Inception FID/KID vs the train split, n samples, labels
 i % 10, seeds 0..n-1), its entries merged into the curve file under the snapshot's step.
 """
 from __future__ import annotations
@@ -72,8 +72,12 @@ def main(argv=None):
     ap.add_argument("--plot", help="PNG of FID vs images seen")
     args = ap.parse_args(argv)
 
-    from driftin.eval.__main__ import main as evaluate
+    from driftin.eval.__main__ import EvalContext, main as evaluate
 
+    # One context for the whole curve: the evalnet, the Inception network and their reference statistics are
+    # loaded once, and every snapshot's weights go into one generator object (so the fast sampling path keeps
+    # its compiled code and CUDA graphs instead of building them again per snapshot).
+    ctx = EvalContext()
     out = Path(args.out)
     data = json.loads(out.read_text()) if out.exists() else {"points": []}
     for folder in snapshot_folders(args.roots):
@@ -82,7 +86,7 @@ def main(argv=None):
         cli = ["--weights", str(folder), "--n", str(args.n), "--batch", str(args.batch), "--guidance", str(args.guidance),
                "--steps", str(args.steps), "--inception", args.inception, "--out", str(folder / "eval.json"), "--pr-n", "5000"]
         cli += (["--device", args.device] if args.device else []) + (["--evalnet", args.evalnet] if args.evalnet else [])
-        e = evaluate(cli)
+        e = evaluate(cli, context=ctx)
         point = {"label": label, "folder": str(folder), "step": step, "images_seen": seen, "n": e["n"], "fid": e["fid"],
                  "kid": e.get("kid"), "method": e["method"], "sampler_steps": e["steps"], "guidance": e["guidance"],
                  "fd_evalnet": e["fd"], "git_commit": e["git_commit"]}
