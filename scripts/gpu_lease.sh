@@ -10,12 +10,16 @@
 #   call 3: bash scripts/gpu_lease.sh stage start bench evals ablation  (drift + ddpm weights from the tree)
 #   (phases: profile, encoder, calibrate, evals, bench, ablation, chains; knobs in ENC_* / ABL_* / CHAIN_* variables)
 #   later:  bash scripts/gpu_lease.sh status [seconds to wait]; bash scripts/gpu_lease.sh collect
+#   last:   bash scripts/gpu_lease.sh cache   -> compile_cache.tgz.partNN: keep them in .stage_c/ (ignored) and carry
+#           .stage_c in a stage call of the next lease: torch.compile then finds its inductor/triton caches (the
+#           same graphs compile in seconds instead of 60-90 s each; a changed graph or torch version just misses)
 #
 # Between calls, move aside the weight folders a call does not carry (the tree must stay under 64 MiB).
 # Set DRIFTIN_GIT_COMMIT to this checkout's HEAD as a literal: the device's .git can be older than its tree.
 set -u
 S=/root/stage O=/root/res C=/root/code  # not /root/out: that is the device's $OUT, emptied at every call
 export PYTHONUNBUFFERED=1 DRIFTIN_DATA=$S/cifar10 DRIFTIN_WEIGHTS=$S/weights DRIFTIN_CACHE=/root/cache
+export TORCHINDUCTOR_CACHE_DIR=/root/cache/inductor TRITON_CACHE_DIR=/root/cache/triton  # carried across leases (`cache`)
 FIDNET=$S/default_1.pt
 FID_SHA1=a16e4d89c0ecbc17a915dd76ea9e41211aa82562
 EVAL="python3 -m driftin.eval --batch 2500 --device cuda --inception $FIDNET --evalnet $S/weights/evalnet-cifar10"
@@ -24,6 +28,7 @@ stage() {
   mkdir -p $S/weights $O
   for p in .stage_a/* .stage_b/*; do [ -e "$p" ] && cp "$p" $S/; done
   [ -d data/cifar10 ] && mkdir -p $S/cifar10 && cp data/cifar10/*.tar.gz $S/cifar10/
+  [ -e .stage_c/compile_cache.tgz.part00 ] && mkdir -p /root/cache && cat .stage_c/compile_cache.tgz.part* | tar xzf - -C /root/cache
   for w in weights/*/; do [ -e "$w/config.json" ] && rm -rf "$S/$w" && cp -r "$w" "$S/$w"; done
   if [ ! -e $FIDNET ] && [ -e $S/fid.part00 ] && [ -e $S/fid.part01 ]; then cat $S/fid.part00 $S/fid.part01 > $FIDNET; fi
   [ -e $FIDNET ] && { echo "$FID_SHA1  $FIDNET" | sha1sum -c - || rm -f $FIDNET; }
@@ -128,5 +133,7 @@ case ${1:-} in
     #           a file over 16 MiB does not come back; here: cat FILE.part* > FILE)
     tar czf $OUT/results.tgz -C $O --exclude='*.safetensors' --exclude='*.pt' .
     for f in ${2:-}; do n=$(echo $f | tr / _); split -b 15M -d $O/$f $OUT/$n.part; done; ls -la $OUT ;;
-  *) echo "usage: $0 stage [start PHASE...] | start PHASE... | status [wait_s] | collect" >&2; exit 2 ;;
+  cache)  # the compile caches of this lease, for the next one (see the top)
+    tar czf - -C /root/cache inductor triton 2>/dev/null | split -b 15M -d - $OUT/compile_cache.tgz.part; ls -la $OUT ;;
+  *) echo "usage: $0 stage [start PHASE...] | start PHASE... | status [wait_s] | collect | cache" >&2; exit 2 ;;
 esac
