@@ -100,7 +100,9 @@ ablation() {
 # the staged weights (the committed export of the last block) for CHAIN_MIN minutes with EMA snapshots, export,
 # FID-10k over the snapshots (the curve, the starting weights as its first point), FID-50k of the export.
 # Then: collect "chain_drift/export/model-00001-of-00002.safetensors ..." and append the block to training/chains/.
-CHAIN_MIN=${CHAIN_MIN:-11}
+CHAIN_MIN=${CHAIN_MIN:-11} CHAIN_DRIFT_FLAGS=${CHAIN_DRIFT_FLAGS:-} CHAIN_DDPM_FLAGS=${CHAIN_DDPM_FLAGS:-}
+# e.g. CHAIN_DRIFT_FLAGS="--drift-encoder-weights $O/encoder-resnet-bn-cifar10" after the encoder phase (a recipe change
+# the card records: say it in training/chains/drift-cifar10.sh)
 chain_one() {  # NAME RECIPE SNAPSHOT_EVERY EVAL_FLAGS [extra train flags...]
   local m=$1 recipe=$2 snap=$3 evalflags=$4; shift 4
   run chain_$m python3 -m driftin.train --config $recipe --init-from $S/weights/$m-cifar10 --steps 10000000 \
@@ -112,8 +114,8 @@ chain_one() {  # NAME RECIPE SNAPSHOT_EVERY EVAL_FLAGS [extra train flags...]
   for f in $evalflags; do run eval_$m${f//[^0-9.]/} $EVAL --weights $O/chain_$m/export ${f//,/ } --out $O/chain_$m/export/eval.json; done
 }
 chains() {
-  chain_one drift training/drift_cifar10.json 1000 "--guidance,1 --guidance,1.5" &
-  chain_one ddpm training/ddpm_cifar10.json 4000 "--method,ddim,--steps,50" &
+  chain_one drift training/drift_cifar10.json 1000 "--guidance,1 --guidance,1.5" $CHAIN_DRIFT_FLAGS &
+  chain_one ddpm training/ddpm_cifar10.json 4000 "--method,ddim,--steps,50" $CHAIN_DDPM_FLAGS &
   wait
 }
 
