@@ -133,7 +133,8 @@ def markdown(result: dict) -> str:
             lines.append(f"| {r['objective']} | {r['preset']} | {r['batch']} | {r['variant']} | {r['status']} | | | | | | |")
             continue
         f = lambda v, fmt: "" if v is None else format(v, fmt)  # noqa: E731
-        lines.append(f"| {r['objective']} | {r['preset']} | {r['batch']} | {r['variant']}{' (eager fallback)' if r.get('compile_fallback') else ''} "
+        nchw = " NCHW" if m["device"].startswith("cuda") and r.get("channels_last") is False else ""
+        lines.append(f"| {r['objective']} | {r['preset']} | {r['batch']} | {r['variant']}{nchw}{' (eager fallback)' if r.get('compile_fallback') else ''} "
                      f"| {r['ms_per_step']:.2f} | {r['img_per_s']:,.0f} | {f(r['tflops'], '.1f')} | {f(r['mfu'], '.1%')} "
                      f"| {f(r.get('speedup_vs_baseline'), '.2f')} | {f(r['first_step_s'], '.1f')} | {f(r['peak_mem_gb'], '.1f')} |")
     return "\n".join(lines) + "\n"
