@@ -14,7 +14,8 @@
 #           .stage_c in a stage call of the next lease: torch.compile then finds its inductor/triton caches (the
 #           same graphs compile in seconds instead of 60-90 s each; a changed graph or torch version just misses)
 #
-# Between calls, move aside the weight folders a call does not carry (the tree must stay under 64 MiB).
+# Between calls, move aside the weight folders a call does not carry (the tree must stay under 64 MiB):
+# `bash scripts/lease_tree.sh a|b|c` lays the tree out for call 1/2/3 and prints its carry list; `... back` after.
 # Set DRIFTIN_GIT_COMMIT to this checkout's HEAD as a literal: the device's .git can be older than its tree.
 set -u
 S=/root/stage O=/root/res C=/root/code  # not /root/out: that is the device's $OUT, emptied at every call

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Lay out the working tree for one staging call of scripts/gpu_lease.sh: a call carries at most 64 MiB (tracked files
+# present + the carried ignored folders), so weight folders that call does not need wait in ../aside (outside the
+# repository) and come back with `back`. Prints the call's carry list and the size that will travel.
+#
+#   bash scripts/lease_tree.sh a      # FID part 1 + CIFAR-10            -> carry [".stage_a","data"]
+#   bash scripts/lease_tree.sh b      # FID part 2 + encoder + evalnet   -> carry [".stage_b"] (+ ".stage_c" if it fits)
+#   bash scripts/lease_tree.sh c      # the two generators               -> carry [] (+ ".stage_c" if it fits)
+#   bash scripts/lease_tree.sh back   # every weight folder back in weights/ (do this before committing)
+set -eu
+cd "$(dirname "$0")/.."
+ASIDE=../aside LIMIT=$((64 * 1024 * 1024))
+mkdir -p $ASIDE
+back() { for d in $ASIDE/*/; do [ -d "$d" ] && mv "$d" weights/; done; return 0; }
+keep() {  # keep only these weight folders in the tree
+  back
+  for d in weights/*/; do n=$(basename "$d"); [[ " $* " == *" $n "* ]] || mv "$d" $ASIDE/; done
+}
+size() { git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1; }
+carry() {  # carry FOLDER... (optional ones are added while they fit)
+  local total=$(size) list="" f s
+  for f in "$@"; do
+    [ -e "$f" ] || continue
+    s=$(du -sb "$f" | cut -f1)
+    if (( total + s < LIMIT )); then total=$((total + s)); list="$list\"$f\","; else echo "left out $f ($s bytes): over the limit"; fi
+  done
+  echo "carry: [${list%,}]   travels $((total / 1024 / 1024)) MiB of 64"
+}
+case ${1:-} in
+  a) keep; carry .stage_a data ;;
+  b) keep encoder-cifar10 evalnet-cifar10; carry .stage_b .stage_c ;;
+  c) keep drift-cifar10 ddpm-cifar10; carry .stage_c ;;
+  back) back; ls weights ;;
+  *) echo "usage: $0 a|b|c|back" >&2; exit 2 ;;
+esac
