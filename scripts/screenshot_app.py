@@ -167,6 +167,11 @@ def main(argv=None) -> int:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_bytes(png)
         print(f"saved {a.out} ({len(png) / 1e3:.0f} kB) after {time.time() - t0:.0f} s")
+        record = {"command": "python scripts/screenshot_app.py " + " ".join(sys.argv[1:] if argv is None else argv),
+                  "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "drift_weights": a.drift, "ddpm_weights": a.ddpm,
+                  "drift_status": state.get("drift", ""), "ddpm_status": state.get("ddpm", ""),
+                  "browser_drift_fps": state.get("browser")}
+        Path(a.out).with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")  # the numbers the README quotes
         print("drift:", state.get("drift", "").replace("\n", " "))
         print("ddpm: ", state.get("ddpm", "").replace("\n", " "))
         print("browser-measured drift panel:", state.get("browser"), "frames/s")
