@@ -55,9 +55,7 @@ def test_batch_images_and_their_timesteps_are_independent_draws(device_data):
         if device_data:
             idx = tr.batch_indices(step)[0]
         else:  # the naive path draws with the same seed on a CPU generator
-            from driftin.data import stream_seed
-            from driftin.train.trainer import StepRandom
-            idx = torch.randint(n, (256,), generator=torch.Generator().manual_seed(stream_seed(StepRandom.base_seed(0, step), 1)))
+            idx = torch.randint(n, (256,), generator=torch.Generator().manual_seed(tr.data_seed(step)))
         t = tr.batch(step)["rng"].randint(1000, 256)  # what DDPMLoss draws first
         same += int((t == idx % 1000).sum())
     assert same < 0.02 * 4 * 256  # ~1/1000 by chance; all of them with the old seeds

@@ -173,11 +173,14 @@ class Trainer:
     def lr(self, step: int) -> float:
         return lr_at(step, self.cfg, self.warm_start)
 
+    def data_seed(self, step: int) -> int:
+        """Seed of a step's batch draws (indices, flips): stream 1 of the step's seed, never StepRandom's own seed
+        (equal seeds give equal bits: each image would get one fixed timestep)."""
+        return stream_seed(StepRandom.base_seed(self.cfg.seed, step), 1)
+
     def batch_indices(self, step: int):
-        """Global-batch image indices and flip mask of a step, drawn on the device from (seed, step), stream 1:
-        never from the seed of StepRandom (equal seeds give equal bits: each image would get one fixed timestep)."""
-        gen = torch.Generator(self.device).manual_seed(stream_seed(StepRandom.base_seed(self.cfg.seed, step), 1))
-        return self.data.indices(self.cfg.batch_size, gen)
+        """Global-batch image indices and flip mask of a step, drawn on the device from data_seed(step)."""
+        return self.data.indices(self.cfg.batch_size, torch.Generator(self.device).manual_seed(self.data_seed(step)))
 
     def batch(self, step: int) -> dict:
         cfg = self.cfg
@@ -186,7 +189,7 @@ class Trainer:
             idx, mask = self.batch_indices(step)
             x_u8, y = self.data.gather(idx[sl], mask[sl])  # only this rank's rows are gathered
         else:  # the naive path: per-class index pools and draws on the CPU, then a host-to-device copy
-            x_u8, y = global_batch(self.images, self.labels, cfg.batch_size, torch.Generator().manual_seed(stream_seed(StepRandom.base_seed(cfg.seed, step), 1)),
+            x_u8, y = global_batch(self.images, self.labels, cfg.batch_size, torch.Generator().manual_seed(self.data_seed(step)),
                                    num_classes=self.batch_classes)
             x_u8, y = x_u8[sl].to(self.device), y[sl].to(self.device)
         x = to_model_range(x_u8)
