@@ -204,8 +204,9 @@ class DeviceData:
             self.pools, self.pool_sizes = table.to(self.device), torch.tensor(sizes, device=self.device)
 
     def indices(self, batch_size: int, generator: torch.Generator, flip: bool = True):
-        """Global-batch image indices and flip mask; class-balanced and sorted by class when num_classes > 0."""
-        dev = self.device
+        """Global-batch image indices and flip mask, on the generator's device; class-balanced and sorted by class
+        when num_classes > 0."""
+        dev = generator.device
         if self.num_classes:
             if batch_size % self.num_classes:
                 raise ValueError(f"batch size {batch_size} is not a multiple of {self.num_classes} classes")

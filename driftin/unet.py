@@ -155,9 +155,7 @@ class UNet(nn.Module):
         y: labels [B] (None or K = unconditional); alpha: guidance scale [B] (drift models only);
         style: models with style_tokens only (required there): indices [B, style_tokens] or a
         torch.Generator to draw them from (random_style)."""
-        # without styles, the 5-argument call: fast.py's fused copy overrides embed() with that signature
-        emb = self.embed(t, y, alpha, x.shape[0], x.device) if style is None else \
-            self.embed(t, y, alpha, x.shape[0], x.device, style)
+        emb = self.embed(t, y, alpha, x.shape[0], x.device, style)
         h = self.stem(x)
         hs = [h]
         for level, down in zip(self.down, self.downsample):

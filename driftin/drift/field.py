@@ -37,7 +37,6 @@ import torch
 
 from .blocked import PRECISIONS, _auto_block, _mm, _split_tf32, drift_field_blocked  # noqa: F401 (re-exported)
 from .dense import drift_field_reference, drift_field_torch
-from .lse import lse_merge  # noqa: F401 (re-exported)
 from .prep import KERNEL_NORMS, TEMPERATURES, _compute_dtype  # noqa: F401 (KERNEL_NORMS re-exported)
 
 IMPLS = ("reference", "torch", "lean", "triton", "auto")

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import distributed as dist
-from ..data import DeviceData, stream_seed
+from ..data import DeviceData, load_dataset, stream_seed, to_model_range
 from ..diffusion import unwrap
 from .encoders import build_encoder
 from .features import PATCH_STATS, PIXEL_MODES, feature_groups
@@ -130,6 +130,7 @@ class DriftLoss:
     def __init__(self, cfg: DriftConfig, device, num_classes: int = 0):
         self.cfg, self.field_loss, self.num_classes = cfg, drift_loss, num_classes
         enc = build_encoder(cfg.encoder, cfg.encoder_weights, cfg.encoder_resize)
+        self.device = torch.device(device)
         self.encoder = enc.to(device) if enc is not None else None
         self._features_compiled = None  # set by compile()
         self.data: DeviceData | None = None  # the dataset for uncond_source "separate" without a queue
@@ -147,7 +148,9 @@ class DriftLoss:
         return {k: v.clone() for k, v in self.queues.items()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.queues = {k: v.clone() for k, v in state.items()}
+        """Queues back on this objective's device; their fill counters (scalars) stay on the CPU, where reading
+        them is no device sync."""
+        self.queues = {k: v.to(self.device, copy=True) if v.dim() else v.clone() for k, v in state.items()}
 
     def _features_eager(self, x: torch.Tensor) -> list[torch.Tensor]:
         maps = self.encoder(x) if self.encoder is not None else []
@@ -197,19 +200,19 @@ class DriftLoss:
         idx = torch.rand(q.shape[0], fill, generator=gen, device=q.device).argsort(1)[:, :min(count, fill)]
         return q[torch.arange(q.shape[0], device=q.device)[:, None], idx]
 
-    def _positives(self, real: torch.Tensor, G: int, rng) -> list[torch.Tensor]:
-        """Real features [G * P, L, C] per map, sorted by class: the batch's, or drawn from the class queues."""
+    def _positives(self, real: torch.Tensor, allreal: torch.Tensor | None, G: int, rng) -> list[torch.Tensor]:
+        """Real features [G * P, L, C] per map, sorted by class: the batch's, or drawn from the class queues
+        (allreal: the global real batch [B, ...], sorted by class, gathered once per step when a queue is on)."""
         cfg = self.cfg
         if not cfg.pos_queue:
             return [dist.all_gather_cat(g) for g in self.features(real)]
-        allreal = dist.all_gather_cat(real)  # [B, ...] sorted by class
         per = allreal.view(G, allreal.shape[0] // G, *allreal.shape[1:])
         self._push("pos", per[:, :cfg.queue_push], cfg.pos_queue)
         P = cfg.pos_per_group or per.shape[1]
         pos = self._sample("pos", P, _draw(rng, 3))
         return self._features_global(pos.flatten(0, 1))
 
-    def _unconditional(self, real: torch.Tensor, pos_groups, G: int, U: int, rng) -> list[torch.Tensor]:
+    def _unconditional(self, real: torch.Tensor, allreal: torch.Tensor | None, pos_groups, G: int, U: int, rng) -> list[torch.Tensor]:
         """Unconditional real features [L * G, U, C] per map (CFG negatives)."""
         cfg = self.cfg
         if cfg.uncond_source == "batch":  # one set from the positives, shared by every class group
@@ -223,7 +226,6 @@ class DriftLoss:
         dev, n = real.device, G * U
         gen = _draw(rng, 4)
         if cfg.uncond_queue:
-            allreal = dist.all_gather_cat(real)
             self._push("unc", allreal[None], cfg.uncond_queue)
             fill = min(int(self.queues["unc_n"]), cfg.uncond_queue)
             if fill >= n:  # without replacement over all groups: every group gets its own samples
@@ -232,12 +234,10 @@ class DriftLoss:
                 idx = torch.randint(fill, (n,), generator=gen, device=dev)
             imgs = self.queues["unc"][0][idx]
         else:
-            from ..data import load_dataset, to_model_range
             if self.data is None:  # standalone: loaded on first use, then kept on the device (no copy per step)
                 self.data = DeviceData(*load_dataset(cfg.uncond_data, "train"), dev)
-            d = self.data  # class-agnostic, with replacement, random flips; drawn here, gathered where the data is
-            idx = torch.randint(len(d.images), (n,), generator=gen, device=dev)
-            flip = torch.rand(n, generator=gen, device=dev) < 0.5
+            d = self.data  # class-agnostic, with replacement, random flips; drawn on dev, gathered where the data is
+            idx, flip = d.indices(n, gen)
             u8, _ = d.gather(idx.to(d.device), flip.to(d.device))  # copies only for CPU data (the naive path)
             imgs = to_model_range(u8.to(dev)).to(real.dtype)
         return [_by_group(f, G) for f in self._features_global(imgs)]
@@ -259,8 +259,9 @@ class DriftLoss:
         gen_groups = self.features(gen)
         guided = bool(num_classes) and cfg.cfg_max > 1.0
         with torch.no_grad():
-            real_groups = self._positives(real, G, rng)
-            unc_groups = self._unconditional(real, real_groups, G, cfg.uncond_per_group, rng) if guided else None
+            allreal = dist.all_gather_cat(real) if cfg.pos_queue or (guided and cfg.uncond_queue) else None  # once a step
+            real_groups = self._positives(real, allreal, G, rng)
+            unc_groups = self._unconditional(real, allreal, real_groups, G, cfg.uncond_per_group, rng) if guided else None
         total, logs = 0.0, {}
         for j, (g_local, r_all) in enumerate(zip(gen_groups, real_groups)):
             g_all = with_local_grad(g_local)  # [B, L, C] over the global batch

@@ -135,8 +135,7 @@ class Trainer:
         self.load_optimizer(state["optimizer"])
         self.warm_start = int(state.get("meta", {}).get("warm_start", 0))
         if state.get("objective") and hasattr(self.objective, "load_state_dict"):  # drift's sample queues
-            # buffers go back to the device, fill counters (scalars) stay on the CPU where the objective keeps them
-            self.objective.load_state_dict({k: v.to(self.device) if v.dim() else v for k, v in state["objective"].items()})
+            self.objective.load_state_dict(state["objective"])
 
     def objective_state(self) -> dict | None:
         return self.objective.state_dict() if hasattr(self.objective, "state_dict") else None
