@@ -7,7 +7,7 @@ import torch
 
 from .diffusion import unwrap
 from .fast import FastOptions, fast_generate
-from .sampling import (ddim_sample, eager_sample, eps_fn, labels_tensor, make_noise, seed_list,  # noqa: F401 (re-exported)
+from .sampling import (eager_sample, eps_fn, labels_tensor, make_noise, seed_list,  # noqa: F401 (re-exported)
                        step_noise, style_for_seeds)
 
 METHODS = ("drift", "ddim")

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from driftin.bench.timing import Timer
 from driftin.data import CIFAR10_CLASSES, REPO, load_image_folder
 from driftin.eval import git_commit, markdown_table
 from driftin.eval.features import (DEFAULT_EVALNET, EvalFeatures, collect, default_device, generated_batches, load_evalnet,
@@ -104,14 +105,19 @@ def default_out(args) -> Path:
     return REPO / "benchmarks" / f"eval_{name}.json"
 
 
-def write_merged(path: Path, key: str, entry: dict) -> dict:
-    """Add/replace one entry in a JSON dict file, keeping the other entries."""
+def write_json(path: Path, data) -> None:
+    """Write JSON atomically (a temporary file, then a rename): a killed run never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = json.loads(path.read_text()) if path.exists() else {}
-    data[key] = entry
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, path)
+
+
+def write_merged(path: Path, key: str, entry: dict) -> dict:
+    """Add/replace one entry in a JSON dict file, keeping the other entries."""
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[key] = entry
+    write_json(path, data)
     return data
 
 
@@ -175,7 +181,7 @@ class Timed:
     """Wraps the batch iterator and adds up the seconds spent producing batches (device work included)."""
 
     def __init__(self, batches, device):
-        self.batches, self.device, self.times = iter(batches), device, []
+        self.batches, self.timer, self.times = iter(batches), Timer(device), []
 
     @property
     def seconds(self) -> float:
@@ -185,11 +191,8 @@ class Timed:
         return self
 
     def __next__(self):
-        t = time.perf_counter()
-        item = next(self.batches)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        self.times.append(time.perf_counter() - t)
+        item, ms = self.timer.wall(lambda: next(self.batches))  # StopIteration passes through
+        self.times.append(ms / 1e3)
         return item
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 
@@ -72,7 +71,7 @@ def main(argv=None):
     ap.add_argument("--plot", help="PNG of FID vs images seen")
     args = ap.parse_args(argv)
 
-    from driftin.eval.__main__ import EvalContext, main as evaluate
+    from driftin.eval.__main__ import EvalContext, main as evaluate, write_json
 
     # One context for the whole curve: the evalnet, the Inception network and their reference statistics are
     # loaded once, and every snapshot's weights go into one generator object (so the fast sampling path keeps
@@ -91,9 +90,7 @@ def main(argv=None):
                  "kid": e.get("kid"), "method": e["method"], "sampler_steps": e["steps"], "guidance": e["guidance"],
                  "fd_evalnet": e["fd"], "git_commit": e["git_commit"]}
         data["points"] = [p for p in data["points"] if not (p["label"] == label and p["step"] == step)] + [point]
-        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, out)
+        write_json(out, data)
         print(f"{label} step {step} ({seen / 1e6:.2f}M images): FID-{args.n // 1000}k {e['fid']:.2f}")
     if args.plot:
         plot(data["points"], Path(args.plot), f"{out.stem}: FID-{args.n // 1000}k vs images seen")
