@@ -3,7 +3,7 @@
 # 64 MiB a call, while the FID network (87 MB), the data (19 MB) and the generators (2 x 19 MB) together
 # are far more. Everything is staged outside the repository (/root/stage, kept while the machine is held),
 # the code is copied to /root/code when the work starts (so a later call's re-laid tree cannot change it
-# under a running job), and all outputs go to /root/out, packed into $OUT by `collect`.
+# under a running job), and all outputs go to /root/res, packed into $OUT by `collect`.
 #
 #   call 1: bash scripts/gpu_lease.sh stage     (carry .stage_a data)   FID network part 1 + CIFAR-10
 #   call 2: bash scripts/gpu_lease.sh stage     (carry .stage_b)        part 2 (+ encoder, evalnet from the tree)
@@ -22,7 +22,7 @@ S=/root/stage O=/root/res C=/root/code  # not /root/out: that is the device's $O
 export PYTHONUNBUFFERED=1 DRIFTIN_DATA=$S/cifar10 DRIFTIN_WEIGHTS=$S/weights DRIFTIN_CACHE=/root/cache
 export TORCHINDUCTOR_CACHE_DIR=/root/cache/inductor TRITON_CACHE_DIR=/root/cache/triton  # carried across leases (`cache`)
 FIDNET=$S/default_1.pt
-FID_SHA1=a16e4d89c0ecbc17a915dd76ea9e41211aa82562
+FID_SHA1=a16e4d89c0ecbc17a915dd76ea9e41211aa82562  # = driftin.eval.inception.FID_HELPER_SHA1 (tests/test_inception.py checks)
 EVAL="python3 -m driftin.eval --batch 2500 --device cuda --inception $FIDNET --evalnet $S/weights/evalnet-cifar10"
 
 stage() {
@@ -124,6 +124,9 @@ case ${1:-} in
   stage) stage; shift; [ "${1:-}" = start ] || exit 0 ;;&
   start|stage)
     [ "${1:-}" = start ] && shift
+    for phase in "$@"; do  # a misspelt phase fails now, not when the job reaches it
+      case $phase in profile|encoder|calibrate|evals|bench|ablation|chains) ;; *) echo "unknown phase $phase" >&2; exit 2 ;; esac
+    done
     rm -rf $C && mkdir -p $C $O && cp -a driftin training scripts benchmarks pyproject.toml $C/ 2>/dev/null
     # a plain command with & (no `cd && ...` list): the detached job must not hold this call's stdout open
     cd $C; setsid nohup bash scripts/gpu_lease.sh job "$@" > $O/job.log 2>&1 < /dev/null &
@@ -135,7 +138,7 @@ case ${1:-} in
   collect)  # collect ["FILE..."]: results without weights, plus the named files under $O (split in 15 MiB parts:
     #           a file over 16 MiB does not come back; here: cat FILE.part* > FILE)
     tar czf $OUT/results.tgz -C $O --exclude='*.safetensors' --exclude='*.pt' .
-    for f in ${2:-}; do n=$(echo $f | tr / _); split -b 15M -d $O/$f $OUT/$n.part; done; ls -la $OUT ;;
+    for f in ${2:-}; do n=$(echo "$f" | tr / _); split -b 15M -d "$O/$f" "$OUT/$n.part"; done; ls -la $OUT ;;
   cache)  # the compile caches of this lease, for the next one (see the top)
     tar czf - -C /root/cache inductor triton 2>/dev/null | split -b 15M -d - $OUT/compile_cache.tgz.part; ls -la $OUT ;;
   *) echo "usage: $0 stage [start PHASE...] | start PHASE... | status [wait_s] | collect | cache" >&2; exit 2 ;;

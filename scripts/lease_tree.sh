@@ -16,7 +16,9 @@ keep() {  # keep only these weight folders in the tree
   back
   for d in weights/*/; do n=$(basename "$d"); [[ " $* " == *" $n "* ]] || mv "$d" $ASIDE/; done
 }
-size() { git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1; }
+size() {  # tracked files present + untracked ones git does not ignore: what travels besides `carry`
+  git ls-files -z --cached --others --exclude-standard | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1
+}
 carry() {  # carry FOLDER... (optional ones are added while they fit)
   local total=$(size) list="" f s
   for f in "$@"; do

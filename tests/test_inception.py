@@ -267,3 +267,12 @@ def test_eval_context_reuses_networks_and_one_generator(tmp_path, monkeypatch, i
     e30 = run(30, ctx, "ctx.json")
     assert ctx.generators[cpu] is not model and ctx.generators[cpu].config.base_channels == 8
     assert e30["train_steps"] == 30 and calls["evalnet"] == 2 and calls["inception"] == 2
+
+
+def test_gpu_lease_script_checks_the_same_network_hash():
+    """scripts/gpu_lease.sh checks the reassembled FID network before any Python runs; its hash is the loader's."""
+    from pathlib import Path
+
+    from driftin.eval.inception import FID_HELPER_SHA1
+    script = (Path(__file__).resolve().parents[1] / "scripts" / "gpu_lease.sh").read_text()
+    assert f"FID_SHA1={FID_HELPER_SHA1} " in script

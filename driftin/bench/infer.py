@@ -32,16 +32,10 @@ import time
 
 import torch
 
-from driftin.bench.infer_calls import PATHS, Calls, make_models, flops_per_image as _flops_per_image  # noqa: F401
-from driftin.bench.infer_measure import Clock, bench_preset, profile_preset, time_generate, time_row  # noqa: F401
+from driftin.bench.infer_calls import PATHS
+from driftin.bench.infer_measure import Clock, bench_preset
 from driftin.bench.report import tables
 from driftin.bench.timing import Timer
-# importable from here as they were before the measurement moved to infer_calls.py / infer_measure.py
-from driftin import fast  # noqa: F401
-from driftin.bench.report import profile_call  # noqa: F401
-from driftin.config import preset  # noqa: F401
-from driftin.generate import generate, make_noise  # noqa: F401
-from driftin.unet import UNet, count_params  # noqa: F401
 
 DRIFT_BS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 TARGETS = {  # preset "base", fast path, H100

@@ -9,7 +9,7 @@ import torch
 
 from driftin import fast
 from driftin.bench.infer_calls import PATHS, Calls, flops_per_image, make_models
-from driftin.bench.report import profile_call
+from driftin.bench.profile import profile_call
 from driftin.bench.timing import Timer
 from driftin.generate import generate
 from driftin.unet import count_params

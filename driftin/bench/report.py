@@ -1,45 +1,5 @@
-"""What `driftin.bench infer` reports besides timings: kernel profiles (torch.profiler) and the markdown tables."""
+"""What `driftin.bench infer` reports besides timings: the markdown tables (kernel profiles: bench/profile.py)."""
 from __future__ import annotations
-
-import torch
-
-
-def _device_time_us(e) -> float:
-    for name in ("self_device_time_total", "self_cuda_time_total"):
-        v = getattr(e, name, None)
-        if v is not None:
-            return float(v)
-    return 0.0
-
-
-def profile_call(fn, reps: int, device, fallback=None) -> dict:
-    """Top kernels by GPU time per call (torch.profiler), of fn; if kernels inside CUDA graphs are not
-    visible to the profiler, of fallback (the same work run uncaptured)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    def run(f):
-        for _ in range(3):
-            f()
-        torch.cuda.synchronize(device)
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-            for _ in range(reps):
-                f()
-            torch.cuda.synchronize(device)
-        kernels = [e for e in prof.key_averages()
-                   if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA and _device_time_us(e) > 0]
-        return kernels
-
-    source = "graph replay"
-    kernels = run(fn)
-    if not kernels and fallback is not None:
-        source, kernels = "uncaptured step function (graph kernels not visible to the profiler)", run(fallback)
-    total = sum(_device_time_us(e) for e in kernels) / reps
-    kernels.sort(key=_device_time_us, reverse=True)
-    top = [{"kernel": e.key[:140], "us_per_call": round(_device_time_us(e) / reps, 2),
-            "launches_per_call": round(e.count / reps, 2),
-            "pct": round(100 * _device_time_us(e) / reps / total, 1) if total else None} for e in kernels[:15]]
-    return {"source": source, "kernel_us_per_call": round(total, 1),
-            "kernel_launches_per_call": round(sum(e.count for e in kernels) / reps, 1), "top": top}
 
 
 def _fmt(v, nd=3):

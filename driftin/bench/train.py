@@ -66,7 +66,7 @@ def count_flops(cfg: TrainConfig, device, images, labels) -> int:
     """FLOPs of one training step (forward + backward), counted on the eager step."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    tr = Trainer(cfg, device, images, labels, StepOptions.for_config(dataclasses.replace(cfg, compile=False), device))
+    tr = Trainer(cfg, device, images, labels, VARIANTS["eager"](cfg, device))
     tr.step(0)  # cuDNN / encoder set-up outside the count
     with FlopCounterMode(display=False) as fc:
         tr.step(1)
@@ -183,7 +183,7 @@ def main(argv=None):
         if a.md:
             Path(a.md).write_text(markdown(result))
 
-    real = None
+    datasets = {}  # "cifar10" or the synthetic data per class count
     for objective in a.objectives:
         recipe = a.ddpm_config if objective == "ddpm" else a.drift_config
         for p in a.presets:
@@ -202,20 +202,22 @@ def main(argv=None):
                                           for v in a.variants)
                     save()
                     continue
-                if a.data == "cifar10":
-                    if real is None:
+                data_key = "cifar10" if a.data == "cifar10" else cfg.num_classes  # made once, shared by the rows
+                if data_key not in datasets:
+                    if a.data == "cifar10":
                         from driftin.data import load_dataset
 
-                        real = load_dataset("cifar10", "train")
-                    images, labels = real
-                else:
-                    images, labels = synthetic_data(a.num_images, cfg.num_classes)
+                        datasets[data_key] = load_dataset("cifar10", "train")
+                    else:
+                        datasets[data_key] = synthetic_data(a.num_images, cfg.num_classes)
+                images, labels = datasets[data_key]
                 try:
                     flops = count_flops(cfg, device, images, labels)
                 except Exception as e:  # noqa: BLE001 - e.g. out of memory: record and go on
                     flops = None
                     print(f"{objective} {p} {cfg.batch_size}: FLOP count failed: {type(e).__name__}: {e}", flush=True)
-                params = count_params(UNet(cfg.model_config()))
+                with torch.device("meta"):  # shapes only: no weights initialised to count them
+                    params = count_params(UNet(cfg.model_config()))
                 base_ms = None
                 for v in a.variants:
                     row = {**key, "variant": v, "params_m": params / 1e6, "flop_per_step": flops, "steps": a.steps, "warmup": a.warmup,
