@@ -6,7 +6,7 @@
 Weights: a local folder, a name under $DRIFTIN_WEIGHTS / ./weights / the checkout's weights/, or a Hub repo id
 (env DRIFTIN_DRIFT / DRIFTIN_DDPM). The app starts without them and says what is missing or corrupt.
 Logic lives in the driftin/demo/ package, the view in driftin/demo/view/ (sessions, streams, endpoints, page,
-demo_app); this module is its command line and re-exports the view's names. API (gradio_client): /drift_frame,
+demo_app); this module is its command line. API (gradio_client): /drift_frame,
 /ddim, /record_gif.
 """
 from __future__ import annotations
@@ -18,15 +18,8 @@ import os
 import gradio as gr
 
 from .demo.view.demo_app import DEFAULT_DDPM, DEFAULT_DRIFT, DemoApp
-from .demo.view.page import CLASS_LABELS, CSS, HEAD, LAUNCH_KW, grid_radio  # noqa: F401
-from .demo.view.sessions import Session, log, rejected, session_key as _key  # noqa: F401
+from .demo.view.page import LAUNCH_KW
 from .paths import default_weights
-# importable from here as they were before the view moved to demo/view/
-from . import demo  # noqa: F401
-from .demo import (CLASS_CHOICES, GRID_SIZES, GUIDANCE_RANGE, MAX_STEPS, MIXED, RECORD_MAX_SECONDS,  # noqa: F401
-                   RECORD_MIN_SECONDS, UNCONDITIONAL)
-from .fast import FastOptions  # noqa: F401
-from .generate import resolve_device  # noqa: F401
 
 
 def build_app(drift: str = DEFAULT_DRIFT, ddpm: str = DEFAULT_DDPM, device: str = "auto", autostart: bool = False,

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .modelcard import MARKER, write_model_card
-from .repo_files import IGNORE_PATTERNS, default_ignore_patterns, list_upload_files  # noqa: F401 (re-exported)
+from .repo_files import IGNORE_PATTERNS, list_upload_files
 
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 

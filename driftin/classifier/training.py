@@ -2,7 +2,6 @@
 pretraining of the GroupNorm encoders. Results are saved through storage.save_classifier."""
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -12,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data import load_cifar10_tar, to_model_range
-from ..hub import CONFIG_FILE, write_config
+from ..hub import write_config
 from .card import write_card_from_info
 from .nets import ARCHS, _gn, build_classifier
 from .storage import load_classifier, save_classifier
@@ -224,7 +223,7 @@ def train_classifier(arch: str, out: str | Path | None = None, *, epochs=None, b
     if out is not None:
         save_classifier(model, out, info)
         model = load_classifier(out, device=device)  # report accuracy of the weights as shipped
-        info = json.loads((Path(out) / CONFIG_FILE).read_text())
+        info = dict(model.meta)  # config.json as load_classifier read it
     acc = accuracy(model, test_x, test_y)
     info["test_acc"] = round(acc, 4)
     if out is not None:

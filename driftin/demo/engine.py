@@ -133,26 +133,20 @@ class Engine:
         """uint8 [n, 3, 32, 32] on the CPU, and the model's seconds for the frame."""
         model = self.require("drift")
         self.check("drift", s)
-        with self.lock:
-            sync(self.device)
-            t0 = time.perf_counter()
-            x = self._generate(model, seeds=seeds, method="drift", class_labels=tile_labels(s, seeds),
-                               guidance=self.drift_guidance(s), output="uint8", device=self.device)
-            sync(self.device)
-            dt = time.perf_counter() - t0
-            x = x.cpu()
-        return x, dt
+        return self._timed_drift(model, s, tile_labels(s, seeds), seeds=seeds)
 
-    def drift_from_noise(self, noise: torch.Tensor, s: Settings, labels=None) -> tuple[torch.Tensor, float]:
-        """The drift generator on given noise (latent walks); labels: per-tile classes (default from s)."""
+    def drift_from_noise(self, noise: torch.Tensor, s: Settings) -> tuple[torch.Tensor, float]:
+        """The drift generator on given noise (latent walks), per-tile classes from s."""
         model = self.require("drift")
         self.check("drift", s)
-        if labels is None and s.label is not None:
-            labels = tile_labels(s, list(range(noise.shape[0])))
+        return self._timed_drift(model, s, tile_labels(s, list(range(noise.shape[0]))), noise=noise)
+
+    def _timed_drift(self, model, s: Settings, labels, **source) -> tuple[torch.Tensor, float]:
+        """One drift call from seeds= or noise=: uint8 images on the CPU and the model's seconds (device synced)."""
         with self.lock:
             sync(self.device)
             t0 = time.perf_counter()
-            x = self._generate(model, noise=noise, method="drift", class_labels=labels,
+            x = self._generate(model, **source, method="drift", class_labels=labels,
                                guidance=self.drift_guidance(s), output="uint8", device=self.device)
             sync(self.device)
             dt = time.perf_counter() - t0

@@ -1,5 +1,5 @@
 """The Gradio view over driftin.demo (needs gradio; the demo package itself never imports it). driftin/app.py is
-its entry point and re-exports every name below. One concept per module, each importing only the ones above it:
+its entry point (command line). One concept per module, each importing only the ones above it:
 
   sessions    per-browser-session state, request checks, `rejected` (one log line, one clear message)
   streams     the streaming handlers: live, latent walk, control changes, Stop

@@ -1,7 +1,6 @@
 """The streaming handlers: the live side-by-side stream, the latent walk, control changes of a running stream, Stop."""
 from __future__ import annotations
 
-import time
 
 import gradio as gr
 
@@ -55,14 +54,14 @@ class StreamHandlers(SessionHandlers):
         running = [self.sessions.get((key, k)) for k in ("live", "walk")]
         if any(running):
             s = self.settings(seed, random_seed, grid, steps, class_name, guidance, view, where="controls")
+            try:  # the same settings for every running stream: checked once
+                for kind in ("drift", "ddpm"):
+                    if (self.engine.drift if kind == "drift" else self.engine.ddpm).ok:
+                        self.engine.check(kind, s)
+            except ValueError as e:
+                raise rejected("controls", str(e)) from None
             for sess in running:
                 if sess is not None:
-                    try:
-                        for kind in ("drift", "ddpm"):
-                            if (self.engine.drift if kind == "drift" else self.engine.ddpm).ok:
-                                self.engine.check(kind, s)
-                    except ValueError as e:
-                        raise rejected("controls", str(e)) from None
                     sess.settings = s
 
     def stop(self, request: gr.Request = None, kinds=("live", "walk")):
@@ -80,9 +79,7 @@ class StreamHandlers(SessionHandlers):
         if sess is None:
             return
         sess.finish.set()
-        deadline = time.perf_counter() + timeout
-        while not sess.stop.wait(0.05) and time.perf_counter() < deadline:
-            pass
+        sess.stop.wait(timeout)
 
     def stop_walk(self, request: gr.Request = None):
         self.stop(request, ("walk",))
