@@ -8,7 +8,9 @@
 #   call 1: bash scripts/gpu_lease.sh stage     (carry .stage_a data)   FID network part 1 + CIFAR-10
 #   call 2: bash scripts/gpu_lease.sh stage     (carry .stage_b)        part 2 (+ encoder, evalnet from the tree)
 #   call 3: bash scripts/gpu_lease.sh stage start bench evals ablation  (drift + ddpm weights from the tree)
-#   (phases: profile, encoder, calibrate, evals, bench, ablation, chains; knobs in ENC_* / ABL_* / CHAIN_* variables)
+#   (phases: profile, encoder, calibrate, evals, bench, ablation, chains; knobs in ENC_* / ABL_* / CHAIN_* variables;
+#    A+B runs phases A and B at the same time. Jobs queue: a job started while another runs waits for it, so call 1
+#    can start what needs only the data, e.g. `stage start profile`, and call 3 `stage start encoder+chains`)
 #   later:  bash scripts/gpu_lease.sh status [seconds to wait]; bash scripts/gpu_lease.sh collect
 #   last:   bash scripts/gpu_lease.sh cache   -> compile_cache.tgz.partNN: keep them in .stage_c/ (ignored) and carry
 #           .stage_c in a stage call of the next lease: torch.compile then finds its inductor/triton caches (the
@@ -18,7 +20,8 @@
 # `bash scripts/lease_tree.sh a|b|c` lays the tree out for call 1/2/3 and prints its carry list; `... back` after.
 # Set DRIFTIN_GIT_COMMIT to this checkout's HEAD as a literal: the device's .git can be older than its tree.
 set -u
-S=/root/stage O=/root/res C=/root/code  # not /root/out: that is the device's $OUT, emptied at every call
+S=/root/stage O=/root/res  # not /root/out: that is the device's $OUT, emptied at every call
+C=/root/code/$(date +%s%N)  # each job runs its own copy of the code: a later `start` cannot change it under a running job
 export PYTHONUNBUFFERED=1 DRIFTIN_DATA=$S/cifar10 DRIFTIN_WEIGHTS=$S/weights DRIFTIN_CACHE=/root/cache
 export TORCHINDUCTOR_CACHE_DIR=/root/cache/inductor TRITON_CACHE_DIR=/root/cache/triton  # carried across leases (`cache`)
 FIDNET=$S/default_1.pt
@@ -53,14 +56,12 @@ bench() {
 # feature groups compiled (since 98d21ae+), DDPM graphs at batch 1,024.
 profile() {
   local B="python3 -m driftin.bench train --data cifar10 --profile $O/profile"
-  run profile_ddpm $B --objectives ddpm --presets small --batch 256 1024 --variants graphs --steps 20 --warmup 5 \
+  run profile_drift $B --objectives drift --presets small --batch 1280 --variants compiled --steps 10 --warmup 3 \
+      --out $O/train_drift_compiled_h200.json --md $O/train_drift_compiled_h200.md
+  run profile_ddpm $B --objectives ddpm --presets small --batch 1024 --variants graphs --steps 20 --warmup 5 \
       --out $O/train_ddpm_graphs_h200.json --md $O/train_ddpm_graphs_h200.md
   run profile_ddpm_nchw $B --objectives ddpm --presets small --batch 256 --variants graphs --steps 20 --warmup 5 \
       --channels-last false --out $O/train_ddpm_nchw_h200.json --md $O/train_ddpm_nchw_h200.md
-  run profile_drift $B --objectives drift --presets small --batch 1280 --variants compiled --steps 10 --warmup 3 \
-      --out $O/train_drift_compiled_h200.json --md $O/train_drift_compiled_h200.md
-  run profile_drift_nchw $B --objectives drift --presets small --batch 1280 --variants compiled --steps 10 --warmup 3 \
-      --channels-last false --out $O/train_drift_nchw_h200.json --md $O/train_drift_nchw_h200.md
 }
 
 # a stronger drift encoder (#19), ENC_EPOCHS epochs of ENC_RECIPE. The GroupNorm resnet recipe reached 87.8%
@@ -124,16 +125,20 @@ case ${1:-} in
   stage) stage; shift; [ "${1:-}" = start ] || exit 0 ;;&
   start|stage)
     [ "${1:-}" = start ] && shift
-    for phase in "$@"; do  # a misspelt phase fails now, not when the job reaches it
+    for phase in $(echo "$@" | tr + ' '); do  # a misspelt phase fails now, not when the job reaches it
       case $phase in profile|encoder|calibrate|evals|bench|ablation|chains) ;; *) echo "unknown phase $phase" >&2; exit 2 ;; esac
     done
-    rm -rf $C && mkdir -p $C $O && cp -a driftin training scripts benchmarks pyproject.toml $C/ 2>/dev/null
+    mkdir -p $C $O && cp -a driftin training scripts benchmarks pyproject.toml $C/ 2>/dev/null
     # a plain command with & (no `cd && ...` list): the detached job must not hold this call's stdout open
-    cd $C; setsid nohup bash scripts/gpu_lease.sh job "$@" > $O/job.log 2>&1 < /dev/null &
+    cd $C; setsid nohup bash scripts/gpu_lease.sh job "$@" >> $O/job.log 2>&1 < /dev/null &
     sleep 5; cat $O/job.log ;;
-  job) shift; cd $C; python3 -c "from driftin.data import load_cifar10_tar as l; l('train'); l('test')"; for phase in "$@"; do $phase; done; echo "== $(date +%T) all done"; touch $O/ALL.done ;;
-  status)
-    for ((i = 0; i < ${2:-0}; i += 15)); do [ -e $O/ALL.done ] && break; sleep 15; done
+  job) shift
+    exec 9> $O/.job.lock; echo "== $(date +%T) job $* queued"; flock 9  # one job at a time, in the order started
+    python3 -c "from driftin.data import load_cifar10_tar as l; l('train'); l('test')"
+    for phase in "$@"; do for p in ${phase//+/ }; do $p & done; wait; done
+    echo "== $(date +%T) job $* done" ;;
+  status)  # status [seconds]: wait up to that long for the queued jobs to finish, then show where they are
+    for ((i = 0; i < ${2:-0}; i += 15)); do flock -n $O/.job.lock true && break; sleep 15; done
     cat $O/job.log; tail -n 3 $O/*.log 2>/dev/null | tail -n 60; nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv ;;
   collect)  # collect ["FILE..."]: results without weights, plus the named files under $O (split in 15 MiB parts:
     #           a file over 16 MiB does not come back; here: cat FILE.part* > FILE)
