@@ -8,7 +8,7 @@
 #   call 1: bash scripts/gpu_lease.sh stage     (carry .stage_a data)   FID network part 1 + CIFAR-10
 #   call 2: bash scripts/gpu_lease.sh stage     (carry .stage_b)        part 2 (+ encoder, evalnet from the tree)
 #   call 3: bash scripts/gpu_lease.sh stage start bench evals ablation  (drift + ddpm weights from the tree)
-#   (phases: profile, encoder, calibrate, evals, bench, ablation, chains; knobs in ENC_* / ABL_* / CHAIN_* variables;
+#   (phases: profile, encoder, calibrate, evals, bench, ablation, chains, trial; knobs in ENC_* / ABL_* / CHAIN_* variables;
 #    A+B runs phases A and B at the same time. Jobs queue: a job started while another runs waits for it, so call 1
 #    can start what needs only the data, e.g. `stage start profile`, and call 3 `stage start encoder+chains`)
 #   later:  bash scripts/gpu_lease.sh status [seconds to wait]; bash scripts/gpu_lease.sh collect
@@ -34,6 +34,7 @@ stage() {
   [ -d data/cifar10 ] && mkdir -p $S/cifar10 && cp data/cifar10/*.tar.gz $S/cifar10/
   [ -e .stage_c/compile_cache.tgz.part00 ] && mkdir -p /root/cache && cat .stage_c/compile_cache.tgz.part* | tar xzf - -C /root/cache
   for w in weights/*/; do [ -e "$w/config.json" ] && rm -rf "$S/$w" && cp -r "$w" "$S/$w"; done
+  for w in .stage_enc/*/; do [ -e "$w/config.json" ] && cp -r "$w" $S/weights/; done  # encoders not (yet) in git
   if [ ! -e $FIDNET ] && [ -e $S/fid.part00 ] && [ -e $S/fid.part01 ]; then cat $S/fid.part00 $S/fid.part01 > $FIDNET; fi
   [ -e $FIDNET ] && { echo "$FID_SHA1  $FIDNET" | sha1sum -c - || rm -f $FIDNET; }
   ls -la $S $S/weights; nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv
@@ -105,20 +106,27 @@ ablation() {
 CHAIN_MIN=${CHAIN_MIN:-11} CHAIN_DRIFT_FLAGS=${CHAIN_DRIFT_FLAGS:-} CHAIN_DDPM_FLAGS=${CHAIN_DDPM_FLAGS:-}
 # e.g. CHAIN_DRIFT_FLAGS="--drift-encoder-weights $O/encoder-resnet-bn-cifar10" after the encoder phase (a recipe change
 # the card records: say it in training/chains/drift-cifar10.sh)
-chain_one() {  # NAME RECIPE SNAPSHOT_EVERY EVAL_FLAGS [extra train flags...]
-  local m=$1 recipe=$2 snap=$3 evalflags=$4; shift 4
-  run chain_$m python3 -m driftin.train --config $recipe --init-from $S/weights/$m-cifar10 --steps 10000000 \
-      --snapshot-every $snap --max-minutes $CHAIN_MIN --sample-every 0 --out $O/chain_$m "$@"
-  run export_$m python3 -m driftin.train export $O/chain_$m $O/chain_$m/export
-  cp $S/weights/$m-cifar10/fid_curve.json $O/chain_$m/ 2>/dev/null  # the committed curve: the new points are merged in
-  run curve_$m python3 -m driftin.eval.curve $S/weights/$m-cifar10 $O/chain_$m/snapshots --label $m-cifar10 --n 10000 --batch 2500 --device cuda \
-      --inception $FIDNET --evalnet $S/weights/evalnet-cifar10 --out $O/chain_$m/fid_curve.json --plot $O/chain_$m/fid_curve.png
-  for f in $evalflags; do run eval_$m${f//[^0-9.]/} $EVAL --weights $O/chain_$m/export ${f//,/ } --out $O/chain_$m/export/eval.json; done
+chain_one() {  # ARM MODEL RECIPE SNAPSHOT_EVERY EVAL_FLAGS [extra train flags...]; output in $O/chain_ARM
+  local a=$1 m=$2 recipe=$3 snap=$4 evalflags=$5; shift 5
+  run chain_$a python3 -m driftin.train --config $recipe --init-from $S/weights/$m-cifar10 --steps 10000000 \
+      --snapshot-every $snap --max-minutes $CHAIN_MIN --sample-every 0 --out $O/chain_$a "$@"
+  run export_$a python3 -m driftin.train export $O/chain_$a $O/chain_$a/export
+  cp $S/weights/$m-cifar10/fid_curve.json $O/chain_$a/ 2>/dev/null  # the committed curve: the new points are merged in
+  run curve_$a python3 -m driftin.eval.curve $S/weights/$m-cifar10 $O/chain_$a/snapshots --label $m-cifar10 --n 10000 --batch 2500 --device cuda \
+      --inception $FIDNET --evalnet $S/weights/evalnet-cifar10 --out $O/chain_$a/fid_curve.json --plot $O/chain_$a/fid_curve.png
+  for f in $evalflags; do run eval_$a${f//[^0-9.]/} $EVAL --weights $O/chain_$a/export ${f//,/ } --out $O/chain_$a/export/eval.json; done
 }
 chains() {
-  chain_one drift training/drift_cifar10.json 1000 "--guidance,1 --guidance,1.5" $CHAIN_DRIFT_FLAGS &
-  chain_one ddpm training/ddpm_cifar10.json 4000 "--method,ddim,--steps,50" $CHAIN_DDPM_FLAGS &
+  chain_one drift drift training/drift_cifar10.json 1000 "--guidance,1 --guidance,1.5" $CHAIN_DRIFT_FLAGS &
+  chain_one ddpm ddpm training/ddpm_cifar10.json 4000 "--method,ddim,--steps,50" $CHAIN_DDPM_FLAGS &
   wait
+}
+# a second arm of the drift block from the same start weights with other flags (`chains+trial`: both arms share the GPU
+# under equal conditions, same minutes): the arm with the lower FID-50k is the one to ship, the other is the ablation row.
+# e.g. CHAIN_TRIAL_FLAGS="--drift-encoder-weights $S/weights/encoder-resnet-bn-cifar10" (staged from .stage_enc/)
+CHAIN_TRIAL_FLAGS=${CHAIN_TRIAL_FLAGS:-}
+trial() {
+  chain_one drift_trial drift training/drift_cifar10.json 1000 "--guidance,1 --guidance,1.5" $CHAIN_DRIFT_FLAGS $CHAIN_TRIAL_FLAGS
 }
 
 case ${1:-} in
@@ -126,7 +134,7 @@ case ${1:-} in
   start|stage)
     [ "${1:-}" = start ] && shift
     for phase in $(echo "$@" | tr + ' '); do  # a misspelt phase fails now, not when the job reaches it
-      case $phase in profile|encoder|calibrate|evals|bench|ablation|chains) ;; *) echo "unknown phase $phase" >&2; exit 2 ;; esac
+      case $phase in profile|encoder|calibrate|evals|bench|ablation|chains|trial) ;; *) echo "unknown phase $phase" >&2; exit 2 ;; esac
     done
     mkdir -p $C $O && cp -a driftin training scripts benchmarks pyproject.toml $C/ 2>/dev/null
     # a plain command with & (no `cd && ...` list): the detached job must not hold this call's stdout open
