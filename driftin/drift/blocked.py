@@ -59,9 +59,8 @@ def _mm(a: torch.Tensor, b: torch.Tensor, precision: str, bias=None, alpha: floa
 
 def _dist_torch(G, xn, row0, P, self_neg):
     D = (G + xn[..., None]).clamp_min_(0).sqrt_()
-    if self_neg:  # column P + (row0 + i) of row i is x_i itself
-        i = torch.arange(D.shape[1], device=D.device)
-        D[:, i, P + row0 + i] = float("inf")  # logit -inf for every tau
+    if self_neg:  # column P + (row0 + i) of row i is x_i itself: logit -inf for every tau. A diagonal view, not
+        D.diagonal(P + row0, 1, 2).fill_(float("inf"))  # index tensors: that assignment syncs with the host on CUDA
     return D
 
 

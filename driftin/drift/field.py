@@ -37,7 +37,7 @@ import torch
 
 from .blocked import PRECISIONS, _auto_block, _mm, _split_tf32, drift_field_blocked  # noqa: F401 (re-exported)
 from .dense import drift_field_reference, drift_field_torch
-from .prep import KERNEL_NORMS, TEMPERATURES, _compute_dtype  # noqa: F401 (KERNEL_NORMS re-exported)
+from .prep import KERNEL_NORMS, TEMPERATURES, _compute_dtype, _weight_tensor  # noqa: F401 (KERNEL_NORMS re-exported)
 
 IMPLS = ("reference", "torch", "lean", "triton", "auto")
 # Above this many distance entries (L * N * K) "auto" streams instead of materialising the matrix.
@@ -126,13 +126,11 @@ def feature_scale(x: torch.Tensor, ys, *, weights=None, shared: bool = False, co
             part = torch.zeros(L, dtype=dt, device=x.device)
             for i in range(0, N, block):
                 d = torch.cdist(xd[:, i:i + block], Y)
-                if is_self:  # exactly zero on the diagonal (matmul-based cdist leaves rounding there)
-                    r = torch.arange(d.shape[1], device=d.device)
-                    d[:, r, i + r] = 0.0
+                if is_self:  # exactly zero on the diagonal (matmul-based cdist leaves rounding there); a view,
+                    d.diagonal(i, 1, 2).zero_()  # not index tensors: indexed assignment syncs with the host
                 part += d.sum((1, 2))
             n_pairs = N * K - (N if is_self and not count_self_pairs else 0)
-            w = torch.ones(L, dtype=dt, device=x.device) if w is None else \
-                torch.as_tensor(w, dtype=dt, device=x.device).reshape(-1).expand(L)
+            w = _weight_tensor(1.0 if w is None else w, L, dt, x.device)
             total += w * part
             count += w * n_pairs
         if shared:

@@ -189,8 +189,10 @@ class DriftLoss:
         n = int(self.queues[name + "_n"])  # a CPU scalar: reading it is no device sync
         if imgs.shape[1] > size:  # more than the queue holds: only the newest fit (and no slot is written twice)
             n, imgs = n + imgs.shape[1] - size, imgs[:, -size:]
-        k = imgs.shape[1]
-        q[:, torch.arange(n, n + k, device=q.device) % size] = imgs.to(q.dtype)
+        k, s = imgs.shape[1], n % size
+        a = min(k, size - s)  # slots s.. to the end, then the rest from slot 0: plain slices, no index tensors
+        q[:, s:s + a] = imgs[:, :a]  # (an indexed assignment is an index_put_, which can sync with the host)
+        q[:, :k - a] = imgs[:, a:]
         self.queues[name + "_n"] = torch.tensor(n + k)
 
     def _sample(self, name: str, count: int, gen: torch.Generator) -> torch.Tensor:

@@ -29,7 +29,7 @@ def _prepare(x, pos, neg, extra_neg, extra_weight):
     negs = x if self_neg else (neg.detach().to(dt) - center).contiguous()  # [L, M, C]
     if extra_neg is not None and extra_neg.shape[1] > 0:
         extra = (extra_neg.detach().to(dt) - center).contiguous()  # [L, U, C]
-        w = torch.as_tensor(extra_weight, dtype=dt, device=x.device).reshape(-1).expand(L).contiguous()
+        w = _weight_tensor(extra_weight, L, dt, x.device).contiguous()
     else:
         extra, w = None, None
     for name, t in (("pos", pos), ("neg", negs), ("extra_neg", extra)):
@@ -37,6 +37,14 @@ def _prepare(x, pos, neg, extra_neg, extra_weight):
             raise ValueError(f"{name} has shape {tuple(t.shape)}, expected [L={L}, *, C={C}]")
     return dict(x=x, pos=pos, negs=negs, extra=extra, w=w, self_neg=self_neg, L=L, N=N, C=C,
                 P=pos.shape[1], M=negs.shape[1], U=0 if extra is None else extra.shape[1])
+
+
+def _weight_tensor(w, L: int, dtype, device) -> torch.Tensor:
+    """A float or a [1] / [L] tensor as a [L] tensor. A float is filled in on the device: torch.as_tensor(float,
+    device=cuda) is a blocking host-to-device copy (a sync)."""
+    if isinstance(w, (int, float)):
+        return torch.full((L,), float(w), dtype=dtype, device=device)
+    return torch.as_tensor(w, dtype=dtype, device=device).reshape(-1).expand(L)
 
 
 def _columns(p):
@@ -53,9 +61,10 @@ def _self_mask(p, rows: slice, K: int, device) -> torch.Tensor | None:
     """Boolean [n_rows, K], True at the masked self pair (x_i, x_i) among the negatives."""
     if not p["self_neg"]:
         return None
-    i = torch.arange(rows.start, rows.stop, device=device)
-    m = torch.zeros(len(i), K, dtype=torch.bool, device=device)
-    m[torch.arange(len(i), device=device), p["P"] + i] = True
+    m = torch.zeros(rows.stop - rows.start, K, dtype=torch.bool, device=device)
+    # row i's self pair is column P + rows.start + i: a diagonal view, not index tensors (an indexed
+    # assignment of a Python scalar copies it host-to-device on CUDA: a sync)
+    m.diagonal(p["P"] + rows.start).fill_(True)
     return m
 
 
