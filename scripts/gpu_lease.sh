@@ -8,7 +8,7 @@
 #   call 1: bash scripts/gpu_lease.sh stage     (carry .stage_a data)   FID network part 1 + CIFAR-10
 #   call 2: bash scripts/gpu_lease.sh stage     (carry .stage_b)        part 2 (+ encoder, evalnet from the tree)
 #   call 3: bash scripts/gpu_lease.sh stage start bench evals ablation  (drift + ddpm weights from the tree)
-#   (phases: profile, encoder, calibrate, evals, bench, ablation, chains, trial; knobs in ENC_* / ABL_* / CHAIN_* variables;
+#   (phases: profile, encoder, refs, calibrate, evals, bench, ablation, chains, trial; knobs in ENC_* / ABL_* / CHAIN_* variables;
 #    A+B runs phases A and B at the same time. Jobs queue: a job started while another runs waits for it, so call 1
 #    can start what needs only the data, e.g. `stage start profile`, and call 3 `stage start encoder+chains`)
 #   later:  bash scripts/gpu_lease.sh status [seconds to wait]; bash scripts/gpu_lease.sh collect
@@ -73,6 +73,13 @@ encoder() {
   run $name python3 -m driftin.classifier train --config $ENC_RECIPE --epochs $ENC_EPOCHS --device cuda --out $O/${name//_/-}
 }
 
+# the evalnet and Inception statistics of the 50k reference images, computed once into $DRIFTIN_CACHE (a fresh machine
+# has none): run beside the trainings (`chains+refs`), while they compile, so the curves and evals after them only read
+# the cache instead of each computing both at once
+refs() {
+  run refs $EVAL --weights $S/weights/drift-cifar10 --n 2500 --no-fast --out $O/refs_warmup.json
+}
+
 calibrate() {
   run calibrate python3 -m driftin.eval.calibrate --out $O/fd_calibration.json --device cuda --inception $FIDNET \
       --evalnet $S/weights/evalnet-cifar10
@@ -134,7 +141,7 @@ case ${1:-} in
   start|stage)
     [ "${1:-}" = start ] && shift
     for phase in $(echo "$@" | tr + ' '); do  # a misspelt phase fails now, not when the job reaches it
-      case $phase in profile|encoder|calibrate|evals|bench|ablation|chains|trial) ;; *) echo "unknown phase $phase" >&2; exit 2 ;; esac
+      case $phase in profile|encoder|refs|calibrate|evals|bench|ablation|chains|trial) ;; *) echo "unknown phase $phase" >&2; exit 2 ;; esac
     done
     mkdir -p $C $O && cp -a driftin training scripts benchmarks pyproject.toml $C/ 2>/dev/null
     # a plain command with & (no `cd && ...` list): the detached job must not hold this call's stdout open
