@@ -191,8 +191,8 @@ class FastSampler:
                "noise": None, "sigmas": sigmas}
         if y is not None:
             ins["y"] = torch.cat([y, torch.full_like(y, K)]) if guided else y.clone()
-        if eta > 0 and steps > 1:
-            ins["noise"] = predraw_noise(seeds, steps, noise.shape[1:]).to(dev)
+        if eta > 0 and steps > 1:  # a static buffer: _fill_ddim draws the request's noise into it (also on a miss)
+            ins["noise"] = torch.empty(steps - 1, *noise.shape, device=dev)
         return ins
 
     def _fill_ddim(self, e, noise, y, guidance, eta, seeds, steps, guided):
