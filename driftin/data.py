@@ -130,6 +130,10 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 _pools_cache: dict = {}  # one entry: the labels tensor (held weakly) the class pools were built for
 
 
+# the kinds of draw of one training step, each its own stream (stream_seed); one table so no two share an id
+STREAMS = {"batch": 1, "uncond_from_batch": 2, "class_queue": 3, "uncond_queue": 4}
+
+
 def stream_seed(base: int, stream: int) -> int:
     """Seed of one kind of draw (`stream` >= 1) of a step whose own generator is seeded with `base`, by splitmix64.
 

@@ -267,3 +267,10 @@ def test_a_failing_compile_falls_back_to_eager_with_the_same_step(monkeypatch):
     strict, _, _ = _compiled_trainer(monkeypatch, broken)
     with pytest.raises(Exception, match="no compiler here"):
         strict.step(0)
+
+
+def test_each_kind_of_draw_has_its_own_stream():
+    """Two kinds of draw on one stream id would draw the same bits (the seed-collision bug this table prevents)."""
+    from driftin.data import STREAMS
+
+    assert len(set(STREAMS.values())) == len(STREAMS) and min(STREAMS.values()) >= 1

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import distributed as dist
-from ..data import DeviceData, global_batch, stream_seed, to_model_range
+from ..data import STREAMS, DeviceData, global_batch, stream_seed, to_model_range
 from ..diffusion import DDPMLoss, unwrap
 from ..unet import UNet
 from .recipe import TrainConfig, lr_at
@@ -175,7 +175,7 @@ class Trainer:
     def data_seed(self, step: int) -> int:
         """Seed of a step's batch draws (indices, flips): stream 1 of the step's seed, never StepRandom's own seed
         (equal seeds give equal bits: each image would get one fixed timestep)."""
-        return stream_seed(StepRandom.base_seed(self.cfg.seed, step), 1)
+        return stream_seed(StepRandom.base_seed(self.cfg.seed, step), STREAMS["batch"])
 
     def batch_indices(self, step: int):
         """Global-batch image indices and flip mask of a step, drawn on the device from data_seed(step)."""
