@@ -109,7 +109,8 @@ ablation() {
 # one block of both chains (#21), the two models at once (each step leaves the GPU partly idle): continue each from
 # the staged weights (the committed export of the last block) for CHAIN_MIN minutes with EMA snapshots, export,
 # FID-10k over the snapshots (the curve, the starting weights as its first point), FID-50k of the export.
-# Then: collect "chain_drift/export/model-00001-of-00002.safetensors ..." and append the block to training/chains/.
+# Then: collect "chain_drift/export/model-00001-of-00002.safetensors ..." and land it with scripts/land_chain.py (weights,
+# curve, log, grid, card, assets; it prints the block's command for training/chains/).
 CHAIN_MIN=${CHAIN_MIN:-11} CHAIN_DRIFT_FLAGS=${CHAIN_DRIFT_FLAGS:-} CHAIN_DDPM_FLAGS=${CHAIN_DDPM_FLAGS:-}
 # e.g. CHAIN_DRIFT_FLAGS="--drift-encoder-weights $O/encoder-resnet-bn-cifar10" after the encoder phase (a recipe change
 # the card records: say it in training/chains/drift-cifar10.sh)

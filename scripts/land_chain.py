@@ -1,0 +1,103 @@
+"""Land one GPU lease's chain block into weights/: what `bash scripts/gpu_lease.sh collect "..."` brought back.
+
+    python scripts/land_chain.py /work/.device/N                       # drift and ddpm, from their main arms
+    python scripts/land_chain.py /work/.device/N --arm drift=drift_trial --no-assets
+
+For each model: rebuilds the exported shards from their 15 MiB parts (checked by opening them), copies the export
+(shards, index, config.json, eval.json), the merged FID curve and the block's log (appended to train_log.jsonl) into
+weights/<model>-cifar10/, samples a new grid, rewrites the card, and prints the block's command for
+training/chains/<model>-cifar10.sh (the run's own arguments, device paths made local). Then the comparison grid, GIF
+and app screenshot (unless --no-assets). The README tables and the chain script's comments stay hand-written: they
+say what changed and why.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+from safetensors import safe_open
+
+ROOT = Path(__file__).resolve().parents[1]
+DEVICE_WEIGHTS, DEVICE_RESULTS = "/root/stage/weights/", "/root/res/"
+EXPORT_FILES = ("model.safetensors.index.json", "config.json", "eval.json")
+
+
+def rebuild_shards(files_at: Path, arm: str, export: Path) -> list[Path]:
+    """The export's shards, each the concatenation of its parts (collect names them chain_<arm>_export_<file>.partNN)."""
+    index = json.loads((export / "model.safetensors.index.json").read_text())
+    shards = []
+    for name in sorted(set(index["weight_map"].values())):
+        parts = sorted(files_at.glob(f"chain_{arm}_export_{name}.part*"))
+        if not parts:
+            raise FileNotFoundError(f"no parts of {name} for arm {arm!r} in {files_at}: was it named in `collect`?")
+        with open(export / name, "wb") as out:
+            for p in parts:
+                out.write(p.read_bytes())
+        with safe_open(export / name, "pt") as f:  # a missing or truncated part fails here, not in the app
+            missing = {k for k, v in index["weight_map"].items() if v == name} - set(f.keys())
+        if missing:
+            raise ValueError(f"{name} lacks {len(missing)} tensors of its index (e.g. {sorted(missing)[0]})")
+        shards.append(export / name)
+    return shards
+
+
+def block_command(train_args: list[str], model: str, block: int) -> str:
+    """The block's two commands as they run from a checkout (device paths replaced by the repository's)."""
+    args, run = list(train_args), f"runs/{model}-cifar10-b{block}"
+    for i, a in enumerate(args):
+        if a.startswith(DEVICE_WEIGHTS):
+            args[i] = "weights/" + a[len(DEVICE_WEIGHTS):]
+        elif i and args[i - 1] == "--out":
+            args[i] = run
+    train = "python -m driftin.train " + " ".join(args)
+    return f"{train}\npython -m driftin.train export {run} weights/{model}-cifar10"
+
+
+def land(res: Path, files_at: Path, model: str, arm: str) -> str:
+    src, dst = res / f"chain_{arm}", ROOT / "weights" / f"{model}-cifar10"
+    for shard in rebuild_shards(files_at, arm, src / "export"):
+        shutil.copy2(shard, dst / shard.name)
+    for name in EXPORT_FILES:
+        shutil.copy2(src / "export" / name, dst / name)
+    for name in ("fid_curve.json", "fid_curve.png"):
+        if (src / name).exists():
+            shutil.copy2(src / name, dst / name)
+    with open(dst / "train_log.jsonl", "a") as log:
+        log.write((src / "log.jsonl").read_text())
+    config = json.loads((dst / "config.json").read_text())
+    sample = ["--n", "100", "--nrow", "10"] + (["--method", "ddim", "--steps", "50"] if model == "ddpm" else [])
+    subprocess.run([sys.executable, "-m", "driftin.sample", "--weights", str(dst), *sample, "--out", str(dst / "samples.png")],
+                   check=True, cwd=ROOT)
+    subprocess.run([sys.executable, "-m", "driftin.publish", "card", str(dst)], check=True, cwd=ROOT)
+    return block_command(config["train_args"], model, len(config.get("chain", [])) + 1)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("files_at", type=Path, help="the folder the collect call's files came back in (results.tgz + parts)")
+    ap.add_argument("--arm", action="append", default=[], help="MODEL=ARM: land this arm's export (e.g. drift=drift_trial)")
+    ap.add_argument("--models", nargs="+", default=["drift", "ddpm"])
+    ap.add_argument("--no-assets", action="store_true", help="skip the comparison grid, GIF and app screenshot")
+    a = ap.parse_args(argv)
+    arms = {m: m for m in a.models} | dict(kv.split("=", 1) for kv in a.arm)
+    res = ROOT / "runs" / f"lease-{a.files_at.name}"
+    res.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(a.files_at / "results.tgz") as tar:
+        tar.extractall(res, filter="data")
+    for model in a.models:
+        print(f"\n# {model}: landed arm {arms[model]!r}; block command for training/chains/{model}-cifar10.sh:\n"
+              + land(res, a.files_at, model, arms[model]))
+    if not a.no_assets:
+        for cmd in (["scripts/make_assets.py", "compare"], ["scripts/make_assets.py", "gif"],
+                    ["scripts/screenshot_app.py", "--ddpm-min-step", "22"]):
+            subprocess.run([sys.executable, *cmd], check=True, cwd=ROOT)
+    print(f"\nresults unpacked in {res}; now: the README tables, the chain scripts' comments, benchmarks/ from the lease")
+
+
+if __name__ == "__main__":
+    main()

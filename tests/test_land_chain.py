@@ -1,0 +1,55 @@
+"""scripts/land_chain.py: shards rebuilt from the parts a lease returns, and the block's command made local."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "land_chain.py"
+spec = importlib.util.spec_from_file_location("land_chain", SCRIPT)
+land_chain = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(land_chain)
+
+
+def _export(tmp_path):
+    """An export folder with its index and one shard, split into 3 parts the way `gpu_lease.sh collect` names them."""
+    export, files_at = tmp_path / "res" / "chain_drift_trial" / "export", tmp_path / "device"
+    export.mkdir(parents=True)
+    files_at.mkdir()
+    tensors = {"a.weight": torch.randn(64, 64), "b.bias": torch.arange(10.0)}
+    save_file(tensors, tmp_path / "shard.safetensors")
+    blob = (tmp_path / "shard.safetensors").read_bytes()
+    name = "model-00001-of-00001.safetensors"
+    (export / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {k: name for k in tensors}}))
+    third = len(blob) // 3 + 1
+    for i in range(3):
+        (files_at / f"chain_drift_trial_export_{name}.part{i:02d}").write_bytes(blob[i * third:(i + 1) * third])
+    return export, files_at, name, tensors
+
+
+def test_shards_are_rebuilt_from_their_parts_in_order(tmp_path):
+    export, files_at, name, tensors = _export(tmp_path)
+    (shard,) = land_chain.rebuild_shards(files_at, "drift_trial", export)
+    assert shard == export / name
+    got = load_file(shard)
+    assert got.keys() == tensors.keys() and all(torch.equal(got[k], tensors[k]) for k in tensors)
+
+
+def test_a_lost_part_or_arm_is_an_error_not_a_shipped_shard(tmp_path):
+    export, files_at, name, _ = _export(tmp_path)
+    (files_at / f"chain_drift_trial_export_{name}.part02").unlink()  # truncated: the header promises more bytes
+    with pytest.raises(Exception):
+        land_chain.rebuild_shards(files_at, "drift_trial", export)
+    with pytest.raises(FileNotFoundError, match="arm 'drift'"):
+        land_chain.rebuild_shards(files_at, "drift", export)
+
+
+def test_block_command_runs_from_a_checkout():
+    args = ["--config", "training/ddpm_cifar10.json", "--init-from", "/root/stage/weights/ddpm-cifar10", "--steps", "10000000",
+            "--max-minutes", "10", "--out", "/root/res/chain_ddpm", "--ema-decay", "0.9999"]
+    assert land_chain.block_command(args, "ddpm", 4) == (
+        "python -m driftin.train --config training/ddpm_cifar10.json --init-from weights/ddpm-cifar10 --steps 10000000 "
+        "--max-minutes 10 --out runs/ddpm-cifar10-b4 --ema-decay 0.9999\n"
+        "python -m driftin.train export runs/ddpm-cifar10-b4 weights/ddpm-cifar10")
