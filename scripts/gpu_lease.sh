@@ -5,8 +5,8 @@
 # the code is copied to /root/code when the work starts (so a later call's re-laid tree cannot change it
 # under a running job), and all outputs go to /root/res, packed into $OUT by `collect`.
 #
-#   call 1: bash scripts/gpu_lease.sh stage     (carry .stage_a data)   FID network part 1 + CIFAR-10
-#   call 2: bash scripts/gpu_lease.sh stage     (carry .stage_b)        part 2 (+ encoder, evalnet from the tree)
+#   call 1: bash scripts/gpu_lease.sh stage     (carry .stage_a data/cifar10/train.tar.gz)   FID network part 1 + train split
+#   call 2: bash scripts/gpu_lease.sh stage     (carry .stage_b data/cifar10/test.tar.gz)    part 2 + test split (+ encoder, evalnet)
 #   call 3: bash scripts/gpu_lease.sh stage start bench evals ablation  (drift + ddpm weights from the tree)
 #   (phases: profile, encoder, refs, calibrate, evals, bench, ablation, chains, trial; knobs in ENC_* / ABL_* / CHAIN_* variables;
 #    A+B runs phases A and B at the same time. Jobs queue: a job started while another runs waits for it, so call 1
@@ -31,7 +31,7 @@ EVAL="python3 -m driftin.eval --batch 2500 --device cuda --inception $FIDNET --e
 stage() {
   mkdir -p $S/weights $O
   for p in .stage_a/* .stage_b/*; do [ -e "$p" ] && cp "$p" $S/; done
-  [ -d data/cifar10 ] && mkdir -p $S/cifar10 && cp data/cifar10/*.tar.gz $S/cifar10/
+  ls data/cifar10/*.tar.gz > /dev/null 2>&1 && mkdir -p $S/cifar10 && cp data/cifar10/*.tar.gz $S/cifar10/
   [ -e .stage_c/compile_cache.tgz.part00 ] && mkdir -p /root/cache && cat .stage_c/compile_cache.tgz.part* | tar xzf - -C /root/cache
   for w in weights/*/; do [ -e "$w/config.json" ] && rm -rf "$S/$w" && cp -r "$w" "$S/$w"; done
   for w in .stage_enc/*/; do [ -e "$w/config.json" ] && cp -r "$w" $S/weights/; done  # encoders not (yet) in git
