@@ -43,10 +43,11 @@ stage() {
 # run NAME CMD...: one logged step of the job, its outcome marked by $O/NAME.done or $O/NAME.failed
 run() { local name=$1; shift; echo "== $(date +%T) $name"; ( "$@" ) > $O/$name.log 2>&1 && touch $O/$name.done || { touch $O/$name.failed; echo "   $name FAILED"; }; }
 
-# the trainer's own step vs a naive eager bf16 step (#17); capped so the lease keeps time for the rest
+# the trainer's own step (as the recipes run it: DDPM with CUDA graphs, drift compiled) vs a naive eager bf16 step (#17),
+# both presets; capped so the lease keeps time for the rest
 bench() {
-  run bench_ddpm timeout 300 python3 -m driftin.bench train --objectives ddpm --presets small base --batch 256 1024 \
-      --variants baseline compiled --steps 15 --warmup 3 --data cifar10 --out $O/train_ddpm_h200.json --md $O/train_ddpm_h200.md
+  run bench_ddpm timeout 360 python3 -m driftin.bench train --objectives ddpm --presets small base --batch 256 1024 \
+      --variants baseline graphs --steps 15 --warmup 3 --data cifar10 --out $O/train_ddpm_h200.json --md $O/train_ddpm_h200.md
   run bench_drift timeout 240 python3 -m driftin.bench train --objectives drift --presets small base --batch 1280 \
       --variants baseline compiled --steps 10 --warmup 3 --data cifar10 --out $O/train_drift_h200.json --md $O/train_drift_h200.md
 }
