@@ -21,6 +21,14 @@ REPO = paths.project_root()  # the checkout, or the CWD for an installed package
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
+def class_index(name: str, num_classes: int = len(CIFAR10_CLASSES)) -> int | None:
+    """A CIFAR-10 class name (any case) or an index below num_classes -> the index; anything else -> None."""
+    s = str(name).strip().lower()
+    if s in CIFAR10_CLASSES[:num_classes]:
+        return CIFAR10_CLASSES.index(s)
+    return int(s) if s.isdigit() and int(s) < num_classes else None
+
+
 def cache_dir() -> Path:
     return paths.cache_dir()
 

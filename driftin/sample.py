@@ -10,7 +10,7 @@ import sys
 
 import torch
 
-from .data import CIFAR10_CLASSES
+from .data import CIFAR10_CLASSES, class_index
 from .fast import FastOptions
 from .generate import generate, resolve_device
 from .hub import load_pretrained
@@ -29,10 +29,8 @@ def class_labels(cls: str | None, n: int, num_classes: int):
         raise ValueError(f"--class {cls}: this model is unconditional; use --class unconditional")
     if cls == "all":
         return torch.arange(n) % num_classes
-    if cls in CIFAR10_CLASSES:
-        return CIFAR10_CLASSES.index(cls)
-    if cls.isdigit() and int(cls) < num_classes:
-        return int(cls)
+    if (index := class_index(cls, num_classes)) is not None:
+        return index
     raise ValueError(f"--class {cls!r}: use all, unconditional, a class name ({', '.join(CIFAR10_CLASSES)}) "
                      f"or an index 0..{num_classes - 1}")
 

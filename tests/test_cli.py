@@ -89,6 +89,18 @@ def test_sample_defaults_to_a_class_per_image(tiny, tmp_path, monkeypatch, capsy
     assert "dragon" in capsys.readouterr().err
 
 
+def test_class_names_and_indices_mean_the_same_in_the_cli_and_the_app():
+    from driftin.data import class_index
+    from driftin.demo import parse_class
+    from driftin.sample import class_labels
+
+    for name, want in (("cat", 3), (" Truck", 9), ("0", 0), ("9", 9), ("10", None), ("dragon", None), ("-1", None)):
+        assert class_index(name) == want
+        if want is not None:
+            assert class_labels(name, 4, 10) == want and parse_class(name) == want
+    assert class_index("truck", num_classes=5) is None and class_index("4", num_classes=5) == 4
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_app_bad_device_is_one_line(capsys, tmp_path):
     pytest.importorskip("gradio")

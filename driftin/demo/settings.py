@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data import CIFAR10_CLASSES
+from ..data import CIFAR10_CLASSES, class_index
 
 # Server-side bounds (the UI sliders use the same numbers, but requests are checked here too).
 GRID_SIZES = (1, 4, 9, 16)
@@ -63,10 +63,8 @@ def parse_class(name) -> int | str | None:
         return None
     if s in (MIXED, "all"):
         return MIXED
-    if s in CIFAR10_CLASSES:
-        return CIFAR10_CLASSES.index(s)
-    if s.isdigit() and int(s) < len(CIFAR10_CLASSES):
-        return int(s)
+    if (index := class_index(s)) is not None:
+        return index
     raise ValueError(f"unknown class {name!r}; choose one of {', '.join(CLASS_CHOICES)}")
 
 
