@@ -1,0 +1,43 @@
+"""scripts/ablation_table.py: rows from run folders, including the arms of a chain block continued from weights."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ablation_table.py"
+spec = importlib.util.spec_from_file_location("ablation_table", SCRIPT)
+table = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(table)
+
+
+def _arm(root, name, encoder, fids):
+    """A chain arm as gpu_lease.sh leaves it: config, a log starting with its boundary record, export/eval.json."""
+    d = root / name
+    (d / "export").mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({"batch_size": 640, "steps": 10_000_000, "out": str(d),
+                                               "drift": {"encoder_weights": encoder}}))
+    log = [{"event": "boundary", "step": 8600, "images_seen": 5_504_000},
+           {"step": 8650, "loss": 31.0, "img_per_s": 100.0, "images_seen": 5_536_000},
+           {"step": 8700, "loss": 30.0, "img_per_s": 3000.0, "images_seen": 5_568_000}]
+    (d / "log.jsonl").write_text("\n".join(json.dumps(r) for r in log) + "\n")
+    (d / "export" / "eval.json").write_text(json.dumps(
+        {f"drift_steps1_g{g}": {"fid": f, "kid": 0.01, "fd": 0.8, "n": 50_000} for g, f in fids.items()}))
+
+
+def test_chain_arms_are_rows_counted_from_their_boundary(tmp_path):
+    _arm(tmp_path, "chain_drift", "", {1: 23.5, 1.5: 22.5})
+    _arm(tmp_path, "chain_drift_trial", "enc-bn", {1: 21.0})
+    out = table.main([str(tmp_path), "--rows", "chain_drift", "chain_drift_trial", "--reference", "chain_drift",
+                      "--entry", "drift_steps1_g1", "--out", str(tmp_path / "t.json"), "--md", str(tmp_path / "t.md")])
+    main, trial = out["rows"]
+    assert (main["steps"], main["images_seen"], main["from_step"], main["fid"]) == (100, 64_000, 8600, 23.5)
+    assert main["change"] == {} and trial["change"] == {"drift.encoder_weights": "enc-bn"} and trial["fid"] == 21.0
+    assert main["img_per_s_median"] == 3000.0  # the first window (compile) left out
+    assert "21.00 (50k)" in (tmp_path / "t.md").read_text()
+
+
+def test_an_eval_with_several_entries_needs_one_named(tmp_path):
+    _arm(tmp_path, "chain_drift", "", {1: 23.5, 1.5: 22.5})
+    with pytest.raises(ValueError, match="--entry"):
+        table.main([str(tmp_path), "--reference", "chain_drift", "--out", str(tmp_path / "t.json")])
