@@ -41,7 +41,8 @@ stage() {
 }
 
 # run NAME CMD...: one logged step of the job, its outcome marked by $O/NAME.done or $O/NAME.failed
-run() { local name=$1; shift; echo "== $(date +%T) $name"; ( "$@" ) > $O/$name.log 2>&1 && touch $O/$name.done || { touch $O/$name.failed; echo "   $name FAILED"; }; }
+# (9>&-: the job's queue lock stays with the job, not with anything a step leaves running)
+run() { local name=$1; shift; echo "== $(date +%T) $name"; ( "$@" ) > $O/$name.log 2>&1 9>&- && touch $O/$name.done || { touch $O/$name.failed; echo "   $name FAILED"; }; }
 
 # the trainer's own step (as the recipes run it: DDPM with CUDA graphs, drift compiled) vs a naive eager bf16 step (#17),
 # both presets; capped so the lease keeps time for the rest
