@@ -2,7 +2,7 @@
 # One GPU lease on the lent H200, staged over several device calls: the working tree travels at most
 # 64 MiB a call, while the FID network (87 MB), the data (19 MB) and the generators (2 x 19 MB) together
 # are far more. Everything is staged outside the repository (/root/stage, kept while the machine is held),
-# the code is copied to /root/code when the work starts (so a later call's re-laid tree cannot change it
+# the code is copied to /root/code/<time> when a job starts (so a later call's re-laid tree cannot change it
 # under a running job), and all outputs go to /root/res, packed into $OUT by `collect`.
 #
 #   call 1: bash scripts/gpu_lease.sh stage     (carry .stage_a data/cifar10/train.tar.gz)   FID network part 1 + train split
@@ -54,9 +54,9 @@ bench() {
 }
 
 # where a step's time goes (#17): device-busy vs wall time per step, op tables (the bench's --profile).
-# Measured 2026-12-01 (benchmarks/train_*_profile_h200.*): DDPM small 256 compiled vs graphs, drift small 1280
-# eager vs compiled (generator only). Next: the layout copies (channels_last off), drift with the encoder and
-# feature groups compiled (since 98d21ae+), DDPM graphs at batch 1,024.
+# Measured 2026-12-01 (benchmarks/train_*_h200.*, benchmarks/profiles/): these rows, after DDPM small 256 compiled vs
+# graphs and drift small 1280 eager vs generator-only compiled. Next: the drift step without its host syncs (since
+# 1cb4cd9), and what the ~23% elementwise copies of the DDPM graphs step are.
 profile() {
   local B="python3 -m driftin.bench train --data cifar10 --profile $O/profile"
   run profile_drift $B --objectives drift --presets small --batch 1280 --variants compiled --steps 10 --warmup 3 \
