@@ -96,7 +96,7 @@ def test_api_documents_what_the_server_accepts(served):
     assert a.shape == (live.grid_side(9),) * 2 + (3,) and np.array_equal(a, b)
     from pathlib import Path
 
-    assert not list(Path(live.__file__).parent.glob("*.pyi"))  # no Gradio stub files written into the package
+    assert not list(Path(live.__file__).parent.rglob("*.pyi"))  # no Gradio stub files written into the package
 
 
 def test_default_class_is_one_per_tile(served, weights):

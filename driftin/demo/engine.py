@@ -99,16 +99,27 @@ class Engine:
         self.lock = FairLock()
 
     # ---- helpers
+    def slot(self, kind: str) -> Slot:
+        return self.drift if kind == "drift" else self.ddpm
+
     def require(self, kind: str) -> torch.nn.Module:
-        slot = self.drift if kind == "drift" else self.ddpm
+        slot = self.slot(kind)
         if not slot.ok:
             raise ValueError(slot.error)
         return slot.model
 
-    def check(self, kind: str, s: Settings) -> None:
-        cfg = self.require(kind).config
-        if s.label is not None and not cfg.num_classes:
+    def check(self, kind: str, s: Settings) -> torch.nn.Module:
+        """The loaded model of this kind, if the settings suit it (ValueError saying why not)."""
+        model = self.require(kind)
+        if s.label is not None and not model.config.num_classes:
             raise ValueError(f"the {kind} model is unconditional: choose class '{UNCONDITIONAL}'")
+        return model
+
+    def check_loaded(self, s: Settings) -> None:
+        """check() for every model that loaded (a stream shows the ones that did)."""
+        for kind in ("drift", "ddpm"):
+            if self.slot(kind).ok:
+                self.check(kind, s)
 
     def drift_guidance(self, s: Settings) -> float:
         return s.guidance if self.require("drift").config.guidance_input else 1.0
@@ -131,15 +142,11 @@ class Engine:
     # ---- model calls
     def drift_images(self, seeds: list[int], s: Settings) -> tuple[torch.Tensor, float]:
         """uint8 [n, 3, 32, 32] on the CPU, and the model's seconds for the frame."""
-        model = self.require("drift")
-        self.check("drift", s)
-        return self._timed_drift(model, s, tile_labels(s, seeds), seeds=seeds)
+        return self._timed_drift(self.check("drift", s), s, tile_labels(s, seeds), seeds=seeds)
 
     def drift_from_noise(self, noise: torch.Tensor, s: Settings) -> tuple[torch.Tensor, float]:
         """The drift generator on given noise (latent walks), per-tile classes from s."""
-        model = self.require("drift")
-        self.check("drift", s)
-        return self._timed_drift(model, s, tile_labels(s, list(range(noise.shape[0]))), noise=noise)
+        return self._timed_drift(self.check("drift", s), s, tile_labels(s, list(range(noise.shape[0]))), noise=noise)
 
     def _timed_drift(self, model, s: Settings, labels, **source) -> tuple[torch.Tensor, float]:
         """One drift call from seeds= or noise=: uint8 images on the CPU and the model's seconds (device synced)."""
@@ -158,8 +165,7 @@ class Engine:
                     stop: threading.Event | None = None) -> torch.Tensor:
         """Final uint8 images; on_step(i, x_t, x0_pred, model_seconds_of_step_i) after every step (images as
         uint8 CPU tensors), run outside the lock. Raises Stopped when `stop` gets set."""
-        model = self.require("ddpm")
-        self.check("ddpm", s)
+        model = self.check("ddpm", s)
         state = {"t0": 0.0}
 
         def callback(i, x_t, x0):

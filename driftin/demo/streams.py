@@ -146,9 +146,7 @@ def live_frames(engine: Engine, get_settings: Callable[[], Settings], stop: thre
         return cur if cur is not None and len(cur) == s.grid else frame_seeds(s, base, 0)
 
     s = get_settings()
-    for kind in ("drift", "ddpm"):
-        if (engine.drift if kind == "drift" else engine.ddpm).ok:
-            engine.check(kind, s)
+    engine.check_loaded(s)
     worker = DDIMWorker(engine, get_settings, seeds_now, stop) if engine.ddpm.ok else None
     finish = finish or threading.Event()
     drift_meter, ui = WorkMeter(), RateMeter()

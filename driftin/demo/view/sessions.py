@@ -63,7 +63,6 @@ class SessionHandlers:
 
     def _check(self, kind: str, s: demo.Settings, where: str = "request") -> None:
         try:
-            self.engine.require(kind)
             self.engine.check(kind, s)
         except ValueError as e:
             raise rejected(where, str(e)) from None

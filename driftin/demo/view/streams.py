@@ -55,9 +55,7 @@ class StreamHandlers(SessionHandlers):
         if any(running):
             s = self.settings(seed, random_seed, grid, steps, class_name, guidance, view, where="controls")
             try:  # the same settings for every running stream: checked once
-                for kind in ("drift", "ddpm"):
-                    if (self.engine.drift if kind == "drift" else self.engine.ddpm).ok:
-                        self.engine.check(kind, s)
+                self.engine.check_loaded(s)
             except ValueError as e:
                 raise rejected("controls", str(e)) from None
             for sess in running:
