@@ -1,6 +1,7 @@
 """driftin.modelcard: README.md + training_curve.png generated from a weights folder's data. Offline, CPU."""
 import dataclasses
 import json
+from pathlib import Path
 import shutil
 
 import pytest
@@ -173,3 +174,14 @@ def test_card_shows_the_recorded_training_command(tmp_path):
     folder = tmp_path / "ddpm-tiny"
     save_pretrained(UNet(preset("tiny")), folder, meta)
     assert cmd in write_model_card(folder).read_text()
+
+
+def test_chain_blocks_shown_however_the_folder_is_named(monkeypatch):
+    """A card built for "." (python -m driftin.publish card . from inside the folder) still finds its chain script."""
+    from driftin.modelcard import build_card_text
+
+    folder = Path(__file__).resolve().parents[1] / "weights" / "drift-cifar10"
+    if not (folder / "config.json").exists() or not json.loads((folder / "config.json").read_text()).get("chain"):
+        pytest.skip("no chained drift weights in this checkout")
+    monkeypatch.chdir(folder)
+    assert "(`training/chains/drift-cifar10.sh`)" in build_card_text(".")

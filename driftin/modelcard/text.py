@@ -198,12 +198,12 @@ def build_card_text(folder: str | Path, repo_id: str | None = None, train_record
         b += [_table(["setting", "value"], rows), ""]
         if cfg.get("steps") is not None:
             b += [f"These weights are the EMA (decay {tc.get('ema_decay', '?')}) at step {cfg['steps']:,}.", ""]
-        chain_script = Path(root, "training", "chains", f"{folder.name}.sh") if root is not None else None
+        chain_script = Path(root, "training", "chains", f"{name}.sh") if root is not None else None
         if cfg.get("chain") and chain_script is not None and chain_script.exists():  # trained in blocks: every block's command
             starts = ", ".join(f"{int(c['step']):,}" for c in cfg["chain"] if isinstance(c, dict) and "step" in c)
             b += [f"Trained in {len(cfg['chain']) + 1} blocks, each continuing the previous one's exported weights with "
                   f"`--init-from` (blocks start at steps 0, {starts}). Every block's command "
-                  f"(`training/chains/{folder.name}.sh`):", "", "```bash", chain_script.read_text().strip(), "```", ""]
+                  f"(`training/chains/{name}.sh`):", "", "```bash", chain_script.read_text().strip(), "```", ""]
         b += ["Reproduce (any number of GPUs: the global batch and every random draw are fixed by the config, so the "
               "trajectory does not depend on the world size; one process without `torchrun`)"
               + (", the last block as recorded" if cfg.get("chain") else "") + ":", "", "```bash",
