@@ -126,8 +126,9 @@ chain_one() {  # ARM MODEL RECIPE SNAPSHOT_EVERY EVAL_FLAGS [extra train flags..
       --inception $FIDNET --evalnet $S/weights/evalnet-cifar10 --out $O/chain_$a/fid_curve.json --plot $O/chain_$a/fid_curve.png
   for f in $evalflags; do run eval_$a${f//[^0-9.]/} $EVAL --weights $O/chain_$a/export ${f//,/ } --out $O/chain_$a/export/eval.json; done
 }
+DRIFT_ARM="drift training/drift_cifar10.json 1000"  # model, recipe, snapshot interval: one for both drift arms
 chains() {
-  chain_one drift drift training/drift_cifar10.json 1000 "--guidance,1 --guidance,1.5" $CHAIN_DRIFT_FLAGS &
+  chain_one drift $DRIFT_ARM "--guidance,1 --guidance,1.5" $CHAIN_DRIFT_FLAGS &
   chain_one ddpm ddpm training/ddpm_cifar10.json 4000 "--method,ddim,--steps,50" $CHAIN_DDPM_FLAGS &
   wait
 }
@@ -137,7 +138,7 @@ chains() {
 # e.g. CHAIN_TRIAL_FLAGS="--drift-encoder-weights $S/weights/encoder-resnet-bn-cifar10" (staged from .stage_enc/)
 CHAIN_TRIAL_FLAGS=${CHAIN_TRIAL_FLAGS:-}
 trial() {
-  chain_one drift_trial drift training/drift_cifar10.json 1000 "--guidance,1" $CHAIN_DRIFT_FLAGS $CHAIN_TRIAL_FLAGS
+  chain_one drift_trial $DRIFT_ARM "--guidance,1" $CHAIN_DRIFT_FLAGS $CHAIN_TRIAL_FLAGS
 }
 
 case ${1:-} in

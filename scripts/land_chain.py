@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -54,7 +55,7 @@ def block_command(train_args: list[str], model: str, block: int) -> str:
             args[i] = "weights/" + a[len(DEVICE_WEIGHTS):]
         elif i and args[i - 1] == "--out":
             args[i] = run
-    train = "python -m driftin.train " + " ".join(args)
+    train = "python -m driftin.train " + shlex.join(args)  # quoted as the card's reproduce_command quotes
     return f"{train}\npython -m driftin.train export {run} weights/{model}-cifar10"
 
 
