@@ -118,7 +118,7 @@ def test_eval_and_speed_files_read_as_driftin_writes_them(tmp_path):
     assert load_eval(tmp_path) == []
     (tmp_path / "infer_h100.json").write_text(json.dumps({"meta": {"gpu": "H100"}, "rows": [{"kind": "drift", "bs": 1}]}))
     (tmp_path / "infer_bad.json").write_text(json.dumps({"drift-tiny": {"img_per_s": 1e5}}))  # not bench infer output
-    assert load_speed(tmp_path) == [("infer_h100.json", [{"kind": "drift", "bs": 1}])]
+    assert load_speed(tmp_path) == [("infer_h100.json", {"gpu": "H100"}, [{"kind": "drift", "bs": 1}])]
 
 
 def test_training_command_uses_a_matching_recipe(tmp_path):

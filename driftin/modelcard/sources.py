@@ -80,15 +80,16 @@ def copy_speed_files(folder: str | Path, repo_root: str | Path | None) -> list[P
     return copied
 
 
-def load_speed(folder: str | Path) -> list[tuple[str, list[dict]]]:
-    """(file name, rows) of the folder's infer_*.json as `python -m driftin.bench infer` writes them
+def load_speed(folder: str | Path) -> list[tuple[str, dict, list[dict]]]:
+    """(file name, meta, rows) of the folder's infer_*.json as `python -m driftin.bench infer` writes them
     ({"meta": ..., "rows": [...]}); files without rows are skipped."""
     out = []
     for f in sorted(Path(folder).glob("infer_*.json")):
         raw = _read_json(f)
         rows = [r for r in raw.get("rows", []) if isinstance(r, dict)] if isinstance(raw, dict) else []
         if rows:
-            out.append((f.name, rows))
+            meta = raw.get("meta")
+            out.append((f.name, meta if isinstance(meta, dict) else {}, rows))
     return out
 
 

@@ -171,11 +171,10 @@ def build_card_text(folder: str | Path, repo_id: str | None = None, train_record
                   "![FID curve](fid_curve.png)"]
     else:
         b += [f"No evaluation yet: run `python -m driftin.eval --weights {local}`, then regenerate this card."]
-    for fname, rows in speed:
+    for fname, meta, rows in speed:
         cols, cells = _speed_rows(rows, tc.get("preset"), drift)
         if cells:
-            meta = (_read_json(folder / fname) or {}).get("meta") or {}
-            on = f" on {meta['gpu']}" if isinstance(meta, dict) and meta.get("gpu") else ""
+            on = f" on {meta['gpu']}" if meta.get("gpu") else ""
             b += ["", f"Sampling speed{on} (`{fname}`, `python -m driftin.bench infer`; GPU time per call, this "
                   "architecture with random weights):", "", _table(cols, cells)]
 
