@@ -35,10 +35,8 @@ def time_row(row: dict, calls: Calls, timer: Timer, args, flops) -> None:
     fn = calls.caller(path, kind, steps, bs, guidance)
     try:
         with torch.no_grad():
-            t0 = time.perf_counter()
-            out = fn()
-            timer.sync()
-            row["first_call_s"] = round(time.perf_counter() - t0, 3)
+            out, ms = timer.wall(fn)
+            row["first_call_s"] = round(ms / 1e3, 3)
             if path != "eager-fp32":
                 info = dict(fast.last_info) if cuda or path.startswith("fast") else {"path": "static"}
                 row["exec_path"] = info.get("path")
