@@ -227,3 +227,21 @@ def test_bench_quick(tmp_path):
         if r["path"] != "eager-fp32":
             assert r["max_abs_diff"] < 1e-4, r
     assert "| batch |" in (tmp_path / "t.md").read_text()
+
+
+def test_bench_ok_row_and_targets():
+    """The bench's one row lookup: the first "ok" row of (preset, path, kind, bs), and steps when given."""
+    from driftin.bench.infer import check_targets
+    from driftin.bench.infer_measure import ok_row
+
+    def row(kind, bs, steps, status="ok", **kw):
+        return {"preset": "base", "path": "fast", "kind": kind, "bs": bs, "steps": steps, "status": status, **kw}
+
+    rows = [row("drift", 1, None, "error: x"), row("drift", 1, None, img_s=2000.0), row("drift", 256, None, img_s=100.0),
+            row("ddim", 1, 25, ms=5.0), row("ddim", 1, 50, ms=20.0), {**row("ddim", 1, 50, ms=1.0), "path": "eager-fp32"}]
+    assert ok_row(rows, "base", "fast", "drift", 1) is rows[1]
+    assert ok_row(rows, "base", "fast", "ddim", 1) is rows[3] and ok_row(rows, "base", "fast", "ddim", 1, 50) is rows[4]
+    assert ok_row(rows, "base", "fast", "ddim", 16, 50) is None and ok_row(rows, "small", "fast", "drift", 1) is None
+    t = check_targets({"rows": rows})
+    assert t["drift_bs1_img_s"] == {"goal": 1500.0, "value": 2000.0, "met": True}
+    assert t["drift_bs256_img_s"]["met"] is False and t["ddim50_bs1_ms"] == {"goal": 25.0, "value": 20.0, "met": True}

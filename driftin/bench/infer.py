@@ -33,7 +33,7 @@ import time
 import torch
 
 from driftin.bench.infer_calls import PATHS
-from driftin.bench.infer_measure import Clock, bench_preset
+from driftin.bench.infer_measure import Clock, bench_preset, ok_row
 from driftin.bench.report import tables
 from driftin.bench.timing import Timer
 
@@ -104,18 +104,14 @@ def fill_defaults(args: argparse.Namespace, cuda: bool) -> None:
 
 def check_targets(result: dict) -> dict:
     """The issue's speed targets for the base preset's fast path: goal, measured value, met."""
-    def find(kind, bs, steps=None, preset_name="base", path="fast"):
-        return next((r for r in result["rows"] if (r["preset"], r["path"], r["kind"], r["bs"]) == (preset_name, path, kind, bs)
-                     and (steps is None or r["steps"] == steps) and r["status"] == "ok"), None)
-
     targets = {}
     for key, goal in TARGETS.items():
         if key.startswith("drift"):
-            r = find("drift", 1 if "bs1_" in key else 256)
+            r = ok_row(result["rows"], "base", "fast", "drift", 1 if "bs1_" in key else 256)
             value = r and r["img_s"]
             met = value is not None and value >= goal
         else:
-            r = find("ddim", 1, 50)
+            r = ok_row(result["rows"], "base", "fast", "ddim", 1, 50)
             value = r and r["ms"]
             met = value is not None and value <= goal
         targets[key] = {"goal": goal, "value": value, "met": bool(met)}

@@ -28,6 +28,12 @@ class Clock:
         print(f"[{self():6.1f}s] {msg}", flush=True)
 
 
+def ok_row(rows: list[dict], preset: str, path: str, kind: str, bs: int, steps: int | None = None) -> dict | None:
+    """The first row of (preset, path, kind, bs) - and steps, unless None - whose status is "ok"; None if there is none."""
+    return next((r for r in rows if (r["preset"], r["path"], r["kind"], r["bs"]) == (preset, path, kind, bs)
+                 and (steps is None or r["steps"] == steps) and r["status"] == "ok"), None)
+
+
 def time_row(row: dict, calls: Calls, timer: Timer, args, flops) -> None:
     """Fill one result row: first call, exec path and agreement with the reference, then the timings."""
     path, kind, steps, bs, guidance = row["path"], row["kind"], row["steps"] or 1, row["bs"], row["guidance"]
@@ -68,8 +74,8 @@ def time_generate(result: dict, name: str, nets: dict, args, timer: Timer, clock
     for bs in args.batch_sizes:
         if clock() > deadline:
             break
-        row = next(r for r in result["rows"] if (r["preset"], r["path"], r["kind"], r["bs"]) == (name, "fast", "drift", bs))
-        if row["status"] != "ok":
+        row = ok_row(result["rows"], name, "fast", "drift", bs)
+        if row is None:
             continue
         y = (torch.arange(bs) % 10).tolist()
         g = lambda: generate(nets["drift"], seeds=list(range(bs)), method="drift", class_labels=y,  # noqa: E731
@@ -84,10 +90,8 @@ def profile_preset(result: dict, name: str, nets: dict, calls: Calls, args, devi
     prof = {}
 
     def profile_row(kind, steps, bs, guidance, reps, key):
-        match = (name, "fast", kind, bs) + ((steps,) if kind == "ddim" else ())
-        row = next((r for r in result["rows"]
-                    if (r["preset"], r["path"], r["kind"], r["bs"]) + ((r["steps"],) if kind == "ddim" else ()) == match), None)
-        if row is None or row["status"] != "ok":
+        row = ok_row(result["rows"], name, "fast", kind, bs, steps if kind == "ddim" else None)
+        if row is None:
             return
         fn = calls.caller("fast", kind, steps, bs, guidance)
         try:
