@@ -8,7 +8,7 @@ import torch
 from driftin.data import STREAMS
 from driftin.config import preset
 from driftin.drift.field import drift_loss
-from driftin.drift.objective import DriftConfig, DriftLoss, _draw, sample_alpha
+from driftin.drift.objective import DriftConfig, DriftLoss, sample_alpha
 from driftin.train import StepRandom
 from driftin.unet import UNet
 
@@ -218,15 +218,15 @@ def test_draws_are_a_function_of_seed_and_step_not_of_the_global_rng(kw):
 def test_draw_streams_are_independent_of_each_other_and_of_the_step_rng():
     first = lambda gen: torch.rand(4, generator=gen)  # noqa: E731
     rng = StepRandom(0, 3, "cpu")
-    seen = [first(rng.gen)] + [first(_draw(StepRandom(seed, step, "cpu"), k))
+    seen = [first(rng.gen)] + [first(StepRandom(seed, step, "cpu").stream(k))
                                for seed, step in ((0, 3), (0, 4), (1, 3)) for k in STREAMS]
     assert len({tuple(t.tolist()) for t in seen}) == len(seen)
-    assert torch.equal(first(_draw(StepRandom(0, 3, "cpu"), list(STREAMS)[1])), seen[2])  # a function of (seed, step, kind)
+    assert torch.equal(first(StepRandom(0, 3, "cpu").stream(list(STREAMS)[1])), seen[2])  # a function of (seed, step, kind)
 
 
 def test_queue_is_a_ring_buffer_and_is_sampled_without_replacement():
     obj = DriftLoss(DriftConfig(**ENERGY), "cpu", num_classes=G)
-    draw = lambda step: _draw(StepRandom(0, step, "cpu"), "class_queue")  # noqa: E731
+    draw = lambda step: StepRandom(0, step, "cpu").stream("class_queue")  # noqa: E731
     push = lambda first, k: obj._push("q", torch.arange(first, first + 2 * k).view(2, k).float(), 5)  # noqa: E731
     push(0, 3)  # row 0 gets 0 1 2, row 1 gets 3 4 5, into slots 0-2
     one = obj._sample("q", 4, draw(0))

@@ -12,7 +12,7 @@ from driftin.checkpoint import load_checkpoint
 from driftin.data import DeviceData
 from driftin.diffusion import ddpm_mse
 from driftin.hub import load_pretrained
-from driftin.train import StepOptions, Trainer, TrainConfig, export, lr_at, train
+from driftin.train import StepOptions, StepRandom, Trainer, TrainConfig, export, lr_at, train
 
 TINY = dict(preset="tiny", batch_size=8, num_classes=2, bf16=False, warmup=1, log_every=1, sample_every=0, lr=1e-3)
 
@@ -55,7 +55,7 @@ def test_batch_images_and_their_timesteps_are_independent_draws(device_data):
         if device_data:
             idx = tr.batch_indices(step)[0]
         else:  # the naive path draws with the same seed on a CPU generator
-            idx = torch.randint(n, (256,), generator=torch.Generator().manual_seed(tr.data_seed(step)))
+            idx = torch.randint(n, (256,), generator=StepRandom(cfg.seed, step, "cpu").stream("batch"))
         t = tr.batch(step)["rng"].randint(1000, 256)  # what DDPMLoss draws first
         same += int((t == idx % 1000).sum())
     assert same < 0.02 * 4 * 256  # ~1/1000 by chance; all of them with the old seeds

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import distributed as dist
-from ..data import STREAMS, DeviceData, load_dataset, stream_seed, to_model_range
+from ..data import DeviceData, load_dataset, to_model_range
 from ..diffusion import unwrap
 from .encoders import build_encoder
 from .features import PATCH_STATS, PIXEL_MODES, feature_groups
@@ -111,13 +111,6 @@ def with_local_grad(local: torch.Tensor) -> torch.Tensor:
     full = dist.all_gather_cat(local)
     n, r = local.shape[0], dist.rank()
     return torch.cat([full[: r * n], local, full[(r + 1) * n:]])
-
-
-def _draw(rng, kind: str) -> torch.Generator:
-    """A generator for one kind of draw of one step (data.STREAMS), on the batch's device: a CPU draw would need a
-    blocking host-to-device copy (a stream sync) every step. Seeded from the step's own seed, so it is the same on
-    every rank and unrelated to rng.gen and to the other kinds (the trainer's batch draw among them)."""
-    return torch.Generator(rng.gen.device).manual_seed(stream_seed(rng.gen.initial_seed(), STREAMS[kind]))
 
 
 def _by_group(t: torch.Tensor, G: int) -> torch.Tensor:
@@ -211,7 +204,7 @@ class DriftLoss:
         per = allreal.view(G, allreal.shape[0] // G, *allreal.shape[1:])
         self._push("pos", per[:, :cfg.queue_push], cfg.pos_queue)
         P = cfg.pos_per_group or per.shape[1]
-        pos = self._sample("pos", P, _draw(rng, "class_queue"))
+        pos = self._sample("pos", P, rng.stream("class_queue"))
         return self._features_global(pos.flatten(0, 1))
 
     def _unconditional(self, real: torch.Tensor, allreal: torch.Tensor | None, pos_groups, G: int, U: int, rng) -> list[torch.Tensor]:
@@ -219,14 +212,14 @@ class DriftLoss:
         cfg = self.cfg
         if cfg.uncond_source == "batch":  # one set from the positives, shared by every class group
             B, dev = pos_groups[0].shape[0], pos_groups[0].device
-            idx = torch.randperm(B, generator=_draw(rng, "uncond_from_batch"), device=dev)[:U]
+            idx = torch.randperm(B, generator=rng.stream("uncond_from_batch"), device=dev)[:U]
             out = []
             for r_all in pos_groups:
                 unc = r_all[idx].permute(1, 0, 2)  # [L, U, C]
                 out.append(unc[:, None].expand(-1, G, -1, -1).reshape(-1, U, unc.shape[-1]))
             return out
         dev, n = real.device, G * U
-        gen = _draw(rng, "uncond_queue")
+        gen = rng.stream("uncond_queue")
         if cfg.uncond_queue:
             self._push("unc", allreal[None], cfg.uncond_queue)
             fill = min(int(self.queues["unc_n"]), cfg.uncond_queue)

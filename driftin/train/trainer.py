@@ -18,13 +18,21 @@ class StepRandom:
     """Random draws of one step: made at global size from a (seed, step) generator, then sliced to this rank."""
 
     def __init__(self, seed: int, step: int, device):
-        self.gen = torch.Generator(device).manual_seed(self.base_seed(seed, step))
+        self.seed = self.base_seed(seed, step)
+        self.gen = torch.Generator(device).manual_seed(self.seed)
         self.device, self.r, self.w = device, dist.rank(), dist.world()
 
     @staticmethod
     def base_seed(seed: int, step: int) -> int:
-        """The step's own seed (noise, timesteps, guidance); other kinds of draws mix it with a stream id (data.stream_seed)."""
+        """The step's own seed (noise, timesteps, guidance); other kinds of draws mix it with a stream id (stream)."""
         return seed * 1_000_003 + step
+
+    def stream(self, kind: str, device=None) -> torch.Generator:
+        """A fresh generator for one kind of draw of this step (data.STREAMS: the batch's images, the drift queues),
+        on `device` (default: the step's device; a CPU draw for device data would need a blocking host-to-device
+        copy every step). Seeded with stream_seed(step seed, stream id): the same on every rank, and unrelated to
+        self.gen and to the other kinds (equal seeds give equal bits: each image would get one fixed timestep)."""
+        return torch.Generator(device or self.device).manual_seed(stream_seed(self.seed, STREAMS[kind]))
 
     def _slice(self, t):
         n = t.shape[0] // self.w
@@ -172,14 +180,9 @@ class Trainer:
     def lr(self, step: int) -> float:
         return lr_at(step, self.cfg, self.warm_start)
 
-    def data_seed(self, step: int) -> int:
-        """Seed of a step's batch draws (indices, flips): stream 1 of the step's seed, never StepRandom's own seed
-        (equal seeds give equal bits: each image would get one fixed timestep)."""
-        return stream_seed(StepRandom.base_seed(self.cfg.seed, step), STREAMS["batch"])
-
     def batch_indices(self, step: int):
-        """Global-batch image indices and flip mask of a step, drawn on the device from data_seed(step)."""
-        return self.data.indices(self.cfg.batch_size, torch.Generator(self.device).manual_seed(self.data_seed(step)))
+        """Global-batch image indices and flip mask of a step, drawn on the device from the step's "batch" stream."""
+        return self.data.indices(self.cfg.batch_size, StepRandom(self.cfg.seed, step, self.device).stream("batch"))
 
     def batch(self, step: int) -> dict:
         cfg = self.cfg
@@ -188,7 +191,7 @@ class Trainer:
             idx, mask = self.batch_indices(step)
             x_u8, y = self.data.gather(idx[sl], mask[sl])  # only this rank's rows are gathered
         else:  # the naive path: per-class index pools and draws on the CPU, then a host-to-device copy
-            x_u8, y = global_batch(self.images, self.labels, cfg.batch_size, torch.Generator().manual_seed(self.data_seed(step)),
+            x_u8, y = global_batch(self.images, self.labels, cfg.batch_size, StepRandom(cfg.seed, step, "cpu").stream("batch"),
                                    num_classes=self.batch_classes)
             x_u8, y = x_u8[sl].to(self.device), y[sl].to(self.device)
         x = to_model_range(x_u8)
