@@ -85,7 +85,7 @@ def time_generate(result: dict, name: str, nets: dict, args, timer: Timer, clock
     clock.log(f"{name}: generate() end-to-end timings done")
 
 
-def profile_preset(result: dict, name: str, nets: dict, calls: Calls, args, device) -> dict:
+def profile_preset(result: dict, name: str, calls: Calls, args) -> dict:
     """Kernel profiles of the fast path: drift at the smallest and largest batch, the longest DDIM at batch 1."""
     prof = {}
 
@@ -97,8 +97,8 @@ def profile_preset(result: dict, name: str, nets: dict, calls: Calls, args, devi
         try:
             with torch.no_grad():
                 fn()
-                entry = fast.get_sampler(nets[kind], PATHS["fast"], device).last_entry
-                p = profile_call(fn, reps, device, fallback=entry.run_fn)
+                entry = fast.get_sampler(calls.nets[kind], PATHS["fast"], calls.device).last_entry
+                p = profile_call(fn, reps, calls.device, fallback=entry.run_fn)
             p["latency_ms"] = row["ms"]
             p["gpu_busy_pct"] = round(100 * p["kernel_us_per_call"] / 1e3 / row["ms"], 1)
             if kind == "ddim":
@@ -144,7 +144,7 @@ def bench_preset(result: dict, name: str, deadline: float, args, device, timer: 
     if not args.no_generate and "fast" in args.paths and cuda:
         time_generate(result, name, nets, args, timer, clock, deadline)
     if cuda and args.profile != "never" and "fast" in args.paths and clock() < deadline + 30:
-        result["profiles"][name] = profile_preset(result, name, nets, calls, args, device)
+        result["profiles"][name] = profile_preset(result, name, calls, args)
         clock.log(f"{name}: profiles done")
 
     del nets, calls  # free the models before the next preset
