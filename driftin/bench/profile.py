@@ -60,8 +60,6 @@ def _device_time_us(e) -> float:
 def profile_call(fn, reps: int, device, fallback=None) -> dict:
     """Top kernels by GPU time per call (torch.profiler), of fn; if kernels inside CUDA graphs are not
     visible to the profiler, of fallback (the same work run uncaptured)."""
-    from torch.profiler import ProfilerActivity, profile
-
     def run(f):
         for _ in range(3):
             f()
@@ -71,7 +69,7 @@ def profile_call(fn, reps: int, device, fallback=None) -> dict:
                 f()
             torch.cuda.synchronize(device)
         kernels = [e for e in prof.key_averages()
-                   if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA and _device_time_us(e) > 0]
+                   if getattr(e, "device_type", None) == DeviceType.CUDA and _device_time_us(e) > 0]
         return kernels
 
     source = "graph replay"
