@@ -37,7 +37,7 @@ def run(cfg, steps=1, model=None):
     for s in range(steps):
         calls.clear()
         x, y = batch(s)
-        loss, logs = obj(net, {"x": x, "y": y, "rng": StepRandom(0, s, "cpu"), "step": s})
+        loss, logs = obj(net, {"x": x, "y": y, "rng": StepRandom(0, s, "cpu")})
         assert torch.isfinite(loss)
     return calls, logs, obj
 
@@ -130,7 +130,7 @@ def test_separate_unconditionals_from_the_dataset():
     seen = []
     obj.field_loss = lambda x, pos, **kw: (seen.append(kw), drift_loss(x, pos, **kw))[1]
     x, y = batch(0)
-    obj(net, {"x": x, "y": y, "rng": StepRandom(0, 0, "cpu"), "step": 0})
+    obj(net, {"x": x, "y": y, "rng": StepRandom(0, 0, "cpu")})
     unc = seen[0]["extra_neg"].view(G * 3, 3, 32, 32)
     pool = (data.float() / 127.5 - 1)
     for im in unc:  # each is a dataset image, possibly flipped
@@ -181,10 +181,10 @@ def test_restored_queues_continue_like_an_uninterrupted_run():
     resumed = DriftLoss(cfg, "cpu", num_classes=G)
     resumed.load_state_dict(first.state_dict())  # ... then step 2 in a fresh objective with the saved queues
     x, y = batch(2)
-    _, logs_b = resumed(net, {"x": x, "y": y, "rng": StepRandom(0, 2, "cpu"), "step": 2})
+    _, logs_b = resumed(net, {"x": x, "y": y, "rng": StepRandom(0, 2, "cpu")})
     assert logs_b["loss"].item() == logs_a["loss"].item()
     empty = DriftLoss(cfg, "cpu", num_classes=G)  # without the state the step differs (fewer queued samples)
-    _, logs_c = empty(net, {"x": x, "y": y, "rng": StepRandom(0, 2, "cpu"), "step": 2})
+    _, logs_c = empty(net, {"x": x, "y": y, "rng": StepRandom(0, 2, "cpu")})
     assert logs_c["loss"].item() != logs_a["loss"].item()
 
 
@@ -209,7 +209,7 @@ def test_draws_are_a_function_of_seed_and_step_not_of_the_global_rng(kw):
         for s in range(2):
             x, y = batch(s)
             torch.manual_seed(global_seed + s)  # the global RNG differs from run to run
-            out.append(obj(net, {"x": x, "y": y, "rng": StepRandom(0, s, "cpu"), "step": s})[0])
+            out.append(obj(net, {"x": x, "y": y, "rng": StepRandom(0, s, "cpu")})[0])
         return torch.stack(out)
 
     assert torch.equal(losses(1), losses(123))

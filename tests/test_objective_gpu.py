@@ -27,7 +27,7 @@ def _batch(step):
     g = torch.Generator("cuda").manual_seed(step)
     x = torch.rand(G * PER, 3, 32, 32, generator=g, device="cuda") * 2 - 1
     y = torch.arange(G, device="cuda").repeat_interleave(PER)
-    return {"x": x, "y": y, "rng": StepRandom(0, step, "cuda"), "step": step}
+    return {"x": x, "y": y, "rng": StepRandom(0, step, "cuda")}
 
 
 def _steps(cfg, data_device, steps=3, check_from=2):

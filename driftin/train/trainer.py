@@ -197,7 +197,7 @@ class Trainer:
         x = to_model_range(x_u8)
         if self.opts.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return {"x": x, "y": y if cfg.class_cond else None, "rng": StepRandom(cfg.seed, step, self.device), "step": step}
+        return {"x": x, "y": y if cfg.class_cond else None, "rng": StepRandom(cfg.seed, step, self.device)}
 
     def prepare(self) -> None:
         """Wrap the model for DDP and compile; called by the first step (after any weights were loaded)."""
