@@ -181,7 +181,7 @@ class FastSampler:
         out = e()
         return out.clone() if e.graph is not None else out
 
-    def _ddim_inputs(self, noise, steps, y, guided, eta, seeds):
+    def _ddim_inputs(self, noise, steps, y, guided, eta):
         n, dev, K = noise.shape[0], self.device, self.config.num_classes
         ts, coefs, sigmas = ddim_coefficients(steps, float(eta))
         nb = 2 * n if guided else n
@@ -195,7 +195,7 @@ class FastSampler:
             ins["noise"] = torch.empty(steps - 1, *noise.shape, device=dev)
         return ins
 
-    def _fill_ddim(self, e, noise, y, guidance, eta, seeds, steps, guided):
+    def _fill_ddim(self, e, noise, y, guidance, seeds, steps, guided):
         ins = e.inputs
         ins["x"].copy_(noise)
         if y is not None:
@@ -213,7 +213,7 @@ class FastSampler:
         name = "ddim_guided" if guided else "ddim"
 
         def make():
-            ins = self._ddim_inputs(noise, steps, y, guided, eta, seeds)
+            ins = self._ddim_inputs(noise, steps, y, guided, eta)
             ins["g"].fill_(float(guidance))
             return ins
 
@@ -227,7 +227,7 @@ class FastSampler:
                 return x
 
             e = self._entry(("ddim", n, steps, eta, guided, y is not None), make, run)
-            self._fill_ddim(e, noise, y, guidance, eta, seeds, steps, guided)
+            self._fill_ddim(e, noise, y, guidance, seeds, steps, guided)
             self.last_entry = e
             out = e()
             return out.clone() if e.graph is not None else out
@@ -243,7 +243,7 @@ class FastSampler:
             return self._fn(name)(ins["x"], ins["t"], ins["y"], ins["g"] if guided else None, ins["c"])
 
         e = self._entry(("ddim_step", n, steps, eta, guided, y is not None), make_step, run_step)
-        self._fill_ddim(e, noise, y, guidance, eta, seeds, steps, guided)
+        self._fill_ddim(e, noise, y, guidance, seeds, steps, guided)
         ins, x = e.inputs, noise.float()
         self.last_entry = e
         for i in range(steps):
