@@ -157,3 +157,16 @@ def test_cli_generator(tiny_net, u8, tmp_path, monkeypatch):
     main(args + ["--steps", "1"])  # a second entry is merged, not overwritten
     data = json.loads((tmp_path / "gen" / "eval.json").read_text())
     assert set(data) == {"ddim_steps2_g1_uncond_n6", "ddim_steps1_g1_uncond_n6"}
+
+
+def test_write_json_is_atomic_and_formatted(tmp_path):
+    """The one JSON writer (eval results, curves, the training bench): indent 2, a trailing newline, written
+    through a temporary file renamed into place, so nothing else is left in the folder."""
+    from driftin.eval import write_json
+
+    data = {"rows": [{"ms": 1.5, "status": "ok", "x": None}], "meta": {"name": "é"}}
+    out = tmp_path / "sub" / "r.json"
+    write_json(out, data)
+    write_json(out, {**data, "more": 1})
+    assert out.read_text() == json.dumps({**data, "more": 1}, indent=2) + "\n"
+    assert [p.name for p in out.parent.iterdir()] == ["r.json"]

@@ -37,6 +37,7 @@ import torch
 
 from driftin.bench.timing import Timer
 from driftin.config import from_dict
+from driftin.eval import write_json
 from driftin.train import StepOptions, Trainer, TrainConfig
 from driftin.unet import UNet, count_params
 
@@ -179,7 +180,7 @@ def main(argv=None):
     out.parent.mkdir(parents=True, exist_ok=True)
 
     def save():
-        out.write_text(json.dumps(result, indent=2) + "\n")  # after every row: a killed run keeps what it measured
+        write_json(out, result)  # after every row, atomically: a killed run keeps what it measured
         if a.md:
             Path(a.md).write_text(markdown(result))
 

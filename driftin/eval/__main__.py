@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 
 from driftin.bench.timing import Timer
 from driftin.data import CIFAR10_CLASSES, REPO, load_image_folder
-from driftin.eval import git_commit, markdown_table
+from driftin.eval import git_commit, markdown_table, write_json
 from driftin.eval.features import (DEFAULT_EVALNET, EvalFeatures, collect, default_device, generated_batches, load_evalnet,
                                    reference_stats, state_hash)
 from driftin.eval.inception import InceptionFeatures, InceptionWeightsError, inception_metrics, inception_reference_stats
@@ -103,14 +102,6 @@ def default_out(args) -> Path:
         return Path(args.weights) / "eval.json"
     name = Path(args.images).name if args.images else args.weights.replace("/", "_")
     return REPO / "benchmarks" / f"eval_{name}.json"
-
-
-def write_json(path: Path, data) -> None:
-    """Write JSON atomically (a temporary file, then a rename): a killed run never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def write_merged(path: Path, key: str, entry: dict) -> dict:

@@ -71,7 +71,8 @@ def main(argv=None):
     ap.add_argument("--plot", help="PNG of FID vs images seen")
     args = ap.parse_args(argv)
 
-    from driftin.eval.__main__ import EvalContext, main as evaluate, write_json
+    from driftin.eval import write_json
+    from driftin.eval.__main__ import EvalContext, main as evaluate
 
     # One context for the whole curve: the evalnet, the Inception network and their reference statistics are
     # loaded once, and every snapshot's weights go into one generator object (so the fast sampling path keeps
