@@ -18,6 +18,7 @@ from .config import UNetConfig, diff_keys, from_dict, to_dict
 from .unet import UNet
 
 CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"  # unsharded weights; sharded ones come with WEIGHTS_FILE + ".index.json"
 MAX_SHARD = "15MB"  # every tracked file stays small enough for the GPU machine's transfer limits
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
 
@@ -100,20 +101,20 @@ def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    index = folder / "model.safetensors.index.json"
+    index = folder / f"{WEIGHTS_FILE}.index.json"
     if index.exists():
         try:
             files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise WeightsCorrupt(f"weights index {index} is corrupt: {type(e).__name__}: {e}") from e
-    elif (folder / "model.safetensors").exists():
-        files = ["model.safetensors"]
+    elif (folder / WEIGHTS_FILE).exists():
+        files = [WEIGHTS_FILE]
     else:
         pickles = [f.name for f in folder.iterdir() if f.suffix in PICKLE_SUFFIXES]
         if pickles:
             raise WeightsCorrupt(f"{folder} holds pickle checkpoint(s) {pickles}, not safetensors; driftin loads safetensors only "
                                "(a pickle can run code). Export with driftin.hub.save_pretrained or `python -m driftin.train export`.")
-        raise WeightsMissing(f"no model.safetensors or model.safetensors.index.json in {folder}")
+        raise WeightsMissing(f"no {WEIGHTS_FILE} or {WEIGHTS_FILE}.index.json in {folder}")
     sd = {}
     for name in files:
         path = folder / name
@@ -133,9 +134,9 @@ def load_pretrained(path_or_repo: str | Path, device=None, config: UNetConfig | 
     """UNet in eval mode with `.meta` (objective, training details) from a folder or Hub repo id.
     `config`: the architecture the caller expects; a mismatch names the differing keys."""
     folder = resolve(path_or_repo, revision)
-    cfg_path = folder / "config.json"
+    cfg_path = folder / CONFIG_FILE
     if not cfg_path.exists():
-        raise WeightsMissing(f"{folder} has no config.json")
+        raise WeightsMissing(f"{folder} has no {CONFIG_FILE}")
     try:
         meta = json.loads(cfg_path.read_text())
     except (ValueError, UnicodeDecodeError) as e:
