@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from ..data import REPO
 from ..hub import CONFIG_FILE, PICKLE_SUFFIXES as HUB_PICKLE_SUFFIXES, WEIGHTS_FILE, read_state_dict, write_weights
-from ..paths import weights_candidates  # $DRIFTIN_WEIGHTS, ./weights, the checkout's weights/
+from ..paths import find_weights  # $DRIFTIN_WEIGHTS, ./weights, the checkout's weights/
 from .card import write_card_from_info
 from .nets import build_classifier
 
@@ -46,9 +46,11 @@ def resolve_weights_dir(path_or_name: str | Path) -> Path:
         if p.suffix == ".safetensors":
             return p.parent
         raise ValueError(f"{p} is a file; pass the folder holding {WEIGHTS_FILE} and {CONFIG_FILE}")
-    for cand in (p, *weights_candidates(str(path_or_name))):
-        if cand.is_dir():
-            return cand
+    if p.is_dir():
+        return p
+    found = find_weights(str(path_or_name))  # absolute, like hub.resolve's
+    if found is not None:
+        return found
     s = str(path_or_name)
     if s.count("/") == 1 and not s.startswith((".", "/")):  # looks like owner/name: try the hub
         try:
