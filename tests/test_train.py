@@ -9,7 +9,8 @@ import torch
 
 from driftin.checkpoint import load_checkpoint
 from driftin.data import class_pools, global_batch
-from driftin.train import TrainConfig, parse_args, train
+from driftin.train import COMPILE_MODES, TrainConfig, parse_args, train
+from driftin.train.recipe import uses_cudagraphs, without_cudagraphs
 
 TINY = dict(preset="tiny", batch_size=8, num_classes=2, bf16=False, warmup=1, log_every=1, sample_every=0, lr=1e-3)
 
@@ -52,6 +53,34 @@ def test_cli_flags_and_recipe(tmp_path):
         TrainConfig(objective="gan")
     with pytest.raises(ValueError, match="compile_mode"):
         TrainConfig(compile_mode="fastest")
+
+
+@pytest.mark.parametrize("mode", COMPILE_MODES)
+def test_cudagraph_modes_agree_with_torch(mode):
+    """The trainer's CUDA-graph decisions (the step-begin mark, the drift features compiled without graphs) follow
+    what torch.compile does with each mode; the mode minus graphs keeps every other option of the mode."""
+    list_mode_options = getattr(getattr(torch, "_inductor", None), "list_mode_options", None)
+    if list_mode_options is None:
+        pytest.skip("torch._inductor.list_mode_options is not available")
+    opts = list_mode_options(mode)
+    assert uses_cudagraphs(mode) == bool(opts.get("triton.cudagraphs", False))
+    plain = without_cudagraphs(mode)
+    assert plain is None or plain in COMPILE_MODES
+    assert list_mode_options(plain or "default") == {k: v for k, v in opts.items() if k != "triton.cudagraphs"}
+
+
+@pytest.mark.parametrize("mode", COMPILE_MODES)
+def test_drift_features_are_compiled_without_cudagraphs(monkeypatch, mode):
+    from driftin.train import StepOptions, Trainer
+
+    images, labels = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8), torch.arange(8) % 2
+    cfg = TrainConfig(**{**TINY, "objective": "drift", "drift": {"encoder": "pixels"}})
+    tr = Trainer(cfg, "cpu", images, labels, StepOptions(compile=True, compile_mode=mode))
+    seen = []
+    monkeypatch.setattr(tr.objective, "compile", lambda enabled=True, **kw: seen.append(kw))
+    tr.prepare()  # torch.compile is lazy: nothing is compiled until a call
+    assert seen == [{"mode": without_cudagraphs(None if mode == "default" else mode)}]
+    assert not uses_cudagraphs(seen[0]["mode"])
 
 
 def free_port():

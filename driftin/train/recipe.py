@@ -8,6 +8,19 @@ from ..drift.objective import DriftConfig
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# the modes whose compiled graphs run as CUDA graphs (inductor's triton.cudagraphs), each with the same mode minus graphs
+CUDAGRAPH_MODES = {"reduce-overhead": "default", "max-autotune": "max-autotune-no-cudagraphs"}
+
+
+def uses_cudagraphs(mode: str | None) -> bool:
+    """Whether torch.compile(mode=mode) replays its graphs as CUDA graphs (None: the default mode, no graphs)."""
+    return mode in CUDAGRAPH_MODES
+
+
+def without_cudagraphs(mode: str | None) -> str | None:
+    """`mode` minus CUDA graphs, for torch.compile(mode=...): None for the default mode."""
+    mode = CUDAGRAPH_MODES.get(mode, mode)
+    return None if mode == "default" else mode
 
 
 @dataclass(frozen=True)
@@ -27,7 +40,7 @@ class TrainConfig:
     ema_decay: float = 0.9995
     bf16: bool = True
     compile: bool = False
-    compile_mode: str = "default"  # torch.compile mode: "default" | "reduce-overhead" (CUDA graphs) | "max-autotune"...
+    compile_mode: str = "default"  # torch.compile mode (COMPILE_MODES); "reduce-overhead" and "max-autotune" use CUDA graphs
     channels_last: bool = True  # NHWC model and inputs on CUDA (ignored elsewhere)
     seed: int = 0
     log_every: int = 100

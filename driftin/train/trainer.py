@@ -11,7 +11,7 @@ from .. import distributed as dist
 from ..data import STREAMS, DeviceData, global_batch, stream_seed, to_model_range
 from ..diffusion import DDPMLoss, unwrap
 from ..unet import UNet
-from .recipe import TrainConfig, lr_at
+from .recipe import TrainConfig, lr_at, uses_cudagraphs, without_cudagraphs
 
 
 class StepRandom:
@@ -217,11 +217,11 @@ class Trainer:
                 if hasattr(self.objective, "compile") and not isinstance(self.objective, DDPMLoss):
                     # drift: the frozen encoder + feature groups, never as CUDA graphs: it runs several times a
                     # step (generated with grad, real without) and graph outputs would be overwritten in between
-                    self.objective.compile(mode=None if mode == "reduce-overhead" else mode)
+                    self.objective.compile(mode=without_cudagraphs(mode))
             self.compiled = True
 
     def _forward_backward(self, batch: dict):
-        if self.compiled and "reduce-overhead" in self.opts.compile_mode:
+        if self.compiled and uses_cudagraphs(self.opts.compile_mode):
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs may be overwritten
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
             loss, logs = self.objective(self.net, batch)
