@@ -221,8 +221,9 @@ def main(argv=None):
                     params = count_params(UNet(cfg.model_config()))
                 base_ms = None
                 for v in a.variants:
+                    opts = VARIANTS[v](cfg, device)  # the variant's own mode: "graphs" compiles with reduce-overhead
                     row = {**key, "variant": v, "params_m": params / 1e6, "flop_per_step": flops, "steps": a.steps, "warmup": a.warmup,
-                           "compile_mode": cfg.compile_mode if v == "compiled" else None}
+                           "compile_mode": opts.compile_mode if opts.compile else None}
                     try:
                         layout = "_nchw" if device.type == "cuda" and not cfg.channels_last else ""
                         prof = Path(a.profile) / f"{objective}_{p}_{cfg.batch_size}_{v}{layout}.txt" if a.profile else None
