@@ -118,7 +118,7 @@ def _blocked_field(p, Y, colw, invt, kernel_norm, block, precision, ew):
         lse = lse_merge(cmax, csum).transpose(0, 1)  # [T, L, K] over this block's rows
         c = torch.logaddexp(c, lse) if len(blocks) > 1 else lse
         dmin = torch.minimum(dmin, dm)
-    if kernel_norm == "none":  # exp(logit - max logit of the group); see module doc
+    if kernel_norm == "none":  # exp(logit - max logit of the group); see the field.py module doc
         r = (-dmin[None, :, None] * invt[:, None, None]).expand(T, L, N).contiguous()
     elif kernel_norm == "both":  # A = exp(logit - r/2 - c/2)
         r = r.mul_(0.5)

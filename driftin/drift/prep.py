@@ -22,7 +22,7 @@ def _prepare(x, pos, neg, extra_neg, extra_weight):
     L, N, C = x.shape
     x = x.detach().to(dt)
     pos = pos.detach().to(dt)
-    center = pos.mean(1, keepdim=True)  # [L, 1, C]; translation invariance, see module doc
+    center = pos.mean(1, keepdim=True)  # [L, 1, C]; translation invariance, see the field.py module doc
     x = (x - center).contiguous()
     pos = (pos - center).contiguous()
     self_neg = neg is None
