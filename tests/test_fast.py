@@ -245,3 +245,16 @@ def test_bench_ok_row_and_targets():
     t = check_targets({"rows": rows})
     assert t["drift_bs1_img_s"] == {"goal": 1500.0, "value": 2000.0, "met": True}
     assert t["drift_bs256_img_s"]["met"] is False and t["ddim50_bs1_ms"] == {"goal": 25.0, "value": 20.0, "met": True}
+
+
+def test_bench_timer_syncs_its_own_device(monkeypatch):
+    """Timer.sync (and so wall, call, measure) waits for the device the timer was made for, not the current one."""
+    from driftin.bench.timing import Timer
+
+    synced = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synced.append(device))
+    out, ms = Timer("cuda:1").wall(lambda: 7)
+    assert out == 7 and ms >= 0 and synced == [torch.device("cuda:1")] * 2
+    synced.clear()
+    Timer(torch.device("cpu")).wall(lambda: None)
+    assert synced == []

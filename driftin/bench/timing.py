@@ -14,11 +14,13 @@ import torch
 
 class Timer:
     def __init__(self, device):
-        self.cuda = torch.device(device).type == "cuda"
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
 
     def sync(self) -> None:
+        """Wait for this timer's device (a bare "cuda": the current one)."""
         if self.cuda:
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(self.device)
 
     def call(self, fn):
         """(fn's result, ms of the call): device time between events on CUDA, host time elsewhere."""
