@@ -387,6 +387,6 @@ def test_drift_config_checks_its_options_and_the_objective_passes_them():
     torch.manual_seed(0)
     net = UNet(preset("tiny"))
     real = torch.rand(4, 3, 32, 32) * 2 - 1
-    loss, logs = obj(net, {"x": real, "y": None, "rng": StepRandom(0, 0, "cpu"), "step": 0})
+    loss, logs = obj(net, {"x": real, "y": None, "rng": StepRandom(0, 0, "cpu")})
     assert seen and all(kw["impl"] == "lean" and kw["precision"] == "tf32" and kw["kernel_norm"] == "y" for kw in seen)
     assert torch.isfinite(loss) and logs["loss"].item() == pytest.approx(loss.detach().item())
