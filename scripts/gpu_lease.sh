@@ -113,9 +113,10 @@ ablation() {
 # FID-10k over the snapshots (the curve, the starting weights as its first point), FID-50k of the export.
 # Then: collect "chain_drift/export/model-00001-of-00002.safetensors ..." and land it with scripts/land_chain.py (weights,
 # curve, log, grid, card, assets; it prints the block's command for training/chains/).
-CHAIN_MIN=${CHAIN_MIN:-11} CHAIN_DRIFT_FLAGS=${CHAIN_DRIFT_FLAGS:-} CHAIN_DDPM_FLAGS=${CHAIN_DDPM_FLAGS:-}
-# e.g. CHAIN_DRIFT_FLAGS="--drift-encoder-weights $O/encoder-resnet-bn-cifar10" after the encoder phase (a recipe change
-# the card records: say it in training/chains/drift-cifar10.sh)
+# The defaults are the flags of the last block (training/chains/*.sh): a block changing them says so in its chain script.
+CHAIN_MIN=${CHAIN_MIN:-10}
+CHAIN_DRIFT_FLAGS=${CHAIN_DRIFT_FLAGS:---warmup 100 --drift-encoder-weights $S/weights/encoder-resnet-bn-cifar10}
+CHAIN_DDPM_FLAGS=${CHAIN_DDPM_FLAGS:---warmup 200 --ema-decay 0.9999}
 chain_one() {  # ARM MODEL RECIPE SNAPSHOT_EVERY EVAL_FLAGS [extra train flags...]; output in $O/chain_ARM
   local a=$1 m=$2 recipe=$3 snap=$4 evalflags=$5; shift 5
   run chain_$a python3 -m driftin.train --config $recipe --init-from $S/weights/$m-cifar10 --steps 10000000 \
@@ -135,7 +136,8 @@ chains() {
 # a second arm of the drift block from the same start weights with other flags (`chains+trial`: both arms share the GPU
 # under equal conditions, same minutes): the arm with the lower FID-50k is the one to ship, the other is the ablation row
 # (the trial arm is scored at guidance 1 only, to keep the lease's evaluation time; score 1.5 if it is shipped).
-# e.g. CHAIN_TRIAL_FLAGS="--drift-encoder-weights $S/weights/encoder-resnet-bn-cifar10" (staged from .stage_enc/)
+# e.g. CHAIN_TRIAL_FLAGS="--drift-encoder-weights $S/weights/<an encoder staged from .stage_enc/>" (block 4 chose the
+# BatchNorm ResNet-18 this way: benchmarks/ablation_block4.md)
 CHAIN_TRIAL_FLAGS=${CHAIN_TRIAL_FLAGS:-}
 trial() {
   chain_one drift_trial $DRIFT_ARM "--guidance,1" $CHAIN_DRIFT_FLAGS $CHAIN_TRIAL_FLAGS

@@ -4,8 +4,8 @@
     python scripts/land_chain.py /work/.device/N --arm drift=drift_trial --no-assets
 
 For each model: rebuilds the exported shards from their 15 MiB parts (checked by opening them), copies the export
-(shards, index, config.json, eval.json), the merged FID curve and the block's log (appended to train_log.jsonl) into
-weights/<model>-cifar10/, samples a new grid, rewrites the card, and prints the block's command for
+(shards, index, config.json with device weight paths made local, eval.json), the merged FID curve and the block's log
+(appended to train_log.jsonl) into weights/<model>-cifar10/, samples a new grid, rewrites the card, and prints the block's command for
 training/chains/<model>-cifar10.sh (the run's own arguments, device paths made local). Then the comparison grid, GIF
 and app screenshot (unless --no-assets). The README tables and the chain script's comments stay hand-written: they
 say what changed and why.
@@ -47,15 +47,46 @@ def rebuild_shards(files_at: Path, arm: str, export: Path) -> list[Path]:
     return shards
 
 
+def local_paths(value):
+    """`value` (a config, a list, a string) with the device's weight folders named as a checkout has them
+    (/root/stage/weights/X -> weights/X): a shipped config.json and its card must name files the repository holds."""
+    if isinstance(value, str):
+        return "weights/" + value[len(DEVICE_WEIGHTS):] if value.startswith(DEVICE_WEIGHTS) else value
+    if isinstance(value, list):
+        return [local_paths(v) for v in value]
+    if isinstance(value, dict):
+        return {k: local_paths(v) for k, v in value.items()}
+    return value
+
+
+def block_of(config: dict) -> int:
+    """The block a config's run was: "chain" lists the boundaries it started after (block 1 has none)."""
+    return len(config.get("chain", [])) + 1
+
+
+def run_folder(model: str, block: int) -> str:
+    return f"runs/{model}-cifar10-b{block}"
+
+
+def local_args(train_args: list[str], run: str) -> list[str]:
+    """The run's arguments as they run from a checkout: weight folders the repository's, --out the block's run folder."""
+    args = local_paths(list(train_args))
+    return [run if i and args[i - 1] == "--out" else a for i, a in enumerate(args)]
+
+
+def local_config(config: dict, model: str) -> dict:
+    """A landed config.json naming what a checkout has: the card's reproduce command and resume folder come from it."""
+    config = local_paths(config)
+    run = run_folder(model, block_of(config))
+    config["train_args"] = local_args(config["train_args"], run)
+    config["train_config"]["out"] = run
+    return config
+
+
 def block_command(train_args: list[str], model: str, block: int) -> str:
     """The block's two commands as they run from a checkout (device paths replaced by the repository's)."""
-    args, run = list(train_args), f"runs/{model}-cifar10-b{block}"
-    for i, a in enumerate(args):
-        if a.startswith(DEVICE_WEIGHTS):
-            args[i] = "weights/" + a[len(DEVICE_WEIGHTS):]
-        elif i and args[i - 1] == "--out":
-            args[i] = run
-    train = "python -m driftin.train " + shlex.join(args)  # quoted as the card's reproduce_command quotes
+    run = run_folder(model, block)
+    train = "python -m driftin.train " + shlex.join(local_args(train_args, run))  # quoted as the card's command
     return f"{train}\npython -m driftin.train export {run} weights/{model}-cifar10"
 
 
@@ -70,12 +101,13 @@ def land(res: Path, files_at: Path, model: str, arm: str) -> str:
             shutil.copy2(src / name, dst / name)
     with open(dst / "train_log.jsonl", "a") as log:
         log.write((src / "log.jsonl").read_text())
-    config = json.loads((dst / "config.json").read_text())
+    config = local_config(json.loads((dst / "config.json").read_text()), model)
+    (dst / "config.json").write_text(json.dumps(config, indent=2) + "\n")  # as the export wrote it (driftin.hub)
     sample = ["--n", "100", "--nrow", "10"] + (["--method", "ddim", "--steps", "50"] if model == "ddpm" else [])
     subprocess.run([sys.executable, "-m", "driftin.sample", "--weights", str(dst), *sample, "--out", str(dst / "samples.png")],
                    check=True, cwd=ROOT)
     subprocess.run([sys.executable, "-m", "driftin.publish", "card", str(dst)], check=True, cwd=ROOT)
-    return block_command(config["train_args"], model, len(config.get("chain", [])) + 1)
+    return block_command(config["train_args"], model, block_of(config))
 
 
 def main(argv=None):

@@ -5,7 +5,7 @@
 #
 #   bash scripts/lease_tree.sh a      # FID part 1 + CIFAR-10 train      -> carry [".stage_a","data/cifar10/train.tar.gz"]
 #   bash scripts/lease_tree.sh b      # FID part 2 + test split + encoder + evalnet -> carry [".stage_b","data/cifar10/test.tar.gz"] (+ ".stage_c")
-#   bash scripts/lease_tree.sh c      # the two generators               -> carry [] (+ ".stage_enc", ".stage_c" if they fit)
+#   bash scripts/lease_tree.sh c      # the two generators + drift encoder -> carry [] (+ ".stage_enc", ".stage_c" if they fit)
 #   bash scripts/lease_tree.sh back   # every weight folder back in weights/ (do this before committing)
 set -eu
 cd "$(dirname "$0")/.."
@@ -31,7 +31,7 @@ carry() {  # carry FOLDER... (optional ones are added while they fit)
 case ${1:-} in
   a) keep; carry .stage_a data/cifar10/train.tar.gz ;;  # tests/test_shipped.py checks these sets fit
   b) keep encoder-cifar10 evalnet-cifar10; carry .stage_b data/cifar10/test.tar.gz .stage_c ;;
-  c) keep drift-cifar10 ddpm-cifar10; carry .stage_enc .stage_c ;;
+  c) keep drift-cifar10 ddpm-cifar10 encoder-resnet-bn-cifar10; carry .stage_enc .stage_c ;;
   back) back; ls weights ;;
   *) echo "usage: $0 a|b|c|back" >&2; exit 2 ;;
 esac

@@ -53,3 +53,23 @@ def test_block_command_runs_from_a_checkout():
         "python -m driftin.train --config training/ddpm_cifar10.json --init-from weights/ddpm-cifar10 --steps 10000000 "
         "--max-minutes 10 --out runs/ddpm-cifar10-b4 --ema-decay 0.9999\n"
         "python -m driftin.train export runs/ddpm-cifar10-b4 weights/ddpm-cifar10")
+
+
+def test_a_landed_config_names_the_repositorys_weight_folders_not_the_devices():
+    config = {"train_config": {"drift": {"encoder_weights": "/root/stage/weights/encoder-resnet-bn-cifar10"}, "lr": 3e-4},
+              "chain": [{"init_from": "/root/stage/weights/drift-cifar10", "step": 6000}],
+              "train_args": ["--out", "/root/res/chain_drift"]}
+    assert land_chain.local_paths(config) == {
+        "train_config": {"drift": {"encoder_weights": "weights/encoder-resnet-bn-cifar10"}, "lr": 3e-4},
+        "chain": [{"init_from": "weights/drift-cifar10", "step": 6000}],
+        "train_args": ["--out", "/root/res/chain_drift"]}  # outputs stay as they ran: block_command names its own
+
+
+def test_a_landed_configs_command_and_resume_folder_are_the_blocks_local_ones():
+    config = {"chain": [{"step": 6000}, {"step": 8600}], "train_config": {"out": "/root/res/chain_ddpm"},
+              "train_args": ["--init-from", "/root/stage/weights/ddpm-cifar10", "--out", "/root/res/chain_ddpm"]}
+    local = land_chain.local_config(config, "ddpm")  # two boundaries before it: block 3
+    assert local["train_args"] == ["--init-from", "weights/ddpm-cifar10", "--out", "runs/ddpm-cifar10-b3"]
+    assert local["train_config"]["out"] == "runs/ddpm-cifar10-b3"
+    assert land_chain.block_command(config["train_args"], "ddpm", land_chain.block_of(config)).endswith(
+        "export runs/ddpm-cifar10-b3 weights/ddpm-cifar10")

@@ -66,18 +66,22 @@ def test_eval_json_has_standard_fid_and_the_shipped_evalnet(name, evalnet_hash):
         assert f"{entry['fd']:.2f}" in card, f"{key} evalnet FD missing from the card"
 
 
-def test_drift_was_trained_with_the_shipped_encoder():
+def test_drift_was_trained_with_a_shipped_encoder():
+    """The encoder the drift model's config names (the recipe's default or, since block 4, a weights folder) ships
+    beside it and gives the feature maps its config says: a continued block must find the same features."""
     from driftin.drift.encoders import DEFAULT_CIFAR_ENCODER
 
     cfg = json.loads((WEIGHTS / "drift-cifar10" / "config.json").read_text())["train_config"]["drift"]
-    assert cfg["encoder"] == "cifar" and cfg["encoder_weights"] in ("", "weights/encoder-cifar10")
+    assert cfg["encoder"] == "cifar"
     assert DEFAULT_CIFAR_ENCODER == WEIGHTS / "encoder-cifar10"
-    enc = load_classifier(DEFAULT_CIFAR_ENCODER)
+    folder = WEIGHTS.parent / cfg["encoder_weights"] if cfg["encoder_weights"] else DEFAULT_CIFAR_ENCODER
+    assert folder.parent == WEIGHTS and (folder / "config.json").is_file(), f"{folder} is not a shipped weights folder"
+    enc = load_classifier(folder)
     maps = enc.features(torch.zeros(1, 3, 32, 32))
-    assert [m.shape[1] for m in maps] == json.loads((DEFAULT_CIFAR_ENCODER / "config.json").read_text())["widths"]
+    assert [m.shape[1] for m in maps] == json.loads((folder / "config.json").read_text())["widths"]
 
 
-@pytest.mark.parametrize("name", ["encoder-cifar10", "evalnet-cifar10"])
+@pytest.mark.parametrize("name", ["encoder-cifar10", "encoder-resnet-bn-cifar10", "evalnet-cifar10"])
 def test_classifier_card_metadata_matches_config(name):
     from huggingface_hub import ModelCard
 
@@ -91,7 +95,7 @@ def test_classifier_card_metadata_matches_config(name):
 LEASE_CALLS = {
     "a": ((), 43_667_731 + 16_191_976),  # .stage_a/fid.part00 + data/cifar10/train.tar.gz
     "b": (("encoder-cifar10", "evalnet-cifar10"), 43_667_730 + 3_241_103),  # .stage_b/fid.part01 + test.tar.gz
-    "c": (("drift-cifar10", "ddpm-cifar10"), 0),
+    "c": (("drift-cifar10", "ddpm-cifar10", "encoder-resnet-bn-cifar10"), 0),  # the drift chain's encoder since block 4
 }
 
 

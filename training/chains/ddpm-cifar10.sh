@@ -23,3 +23,9 @@ python -m driftin.train export runs/ddpm-cifar10-b2 weights/ddpm-cifar10
 python -m driftin.train --config training/ddpm_cifar10.json --init-from weights/ddpm-cifar10 --steps 10000000 \
     --snapshot-every 4000 --max-minutes 10 --sample-every 0 --out runs/ddpm-cifar10-b3 --warmup 200 --ema-decay 0.9999
 python -m driftin.train export runs/ddpm-cifar10-b3 weights/ddpm-cifar10
+
+# block 4 (commit 8964c2b): steps 45,400 -> 53,600 (13.72M images), 10 minutes on one H200 shared with two drift arms;
+# same flags as block 3.
+python -m driftin.train --config training/ddpm_cifar10.json --init-from weights/ddpm-cifar10 --steps 10000000 \
+    --snapshot-every 4000 --max-minutes 10 --sample-every 0 --out runs/ddpm-cifar10-b4 --warmup 200 --ema-decay 0.9999
+python -m driftin.train export runs/ddpm-cifar10-b4 weights/ddpm-cifar10

@@ -24,3 +24,12 @@ python -m driftin.train export runs/drift-cifar10-b2 weights/drift-cifar10
 python -m driftin.train --config training/drift_cifar10.json --init-from weights/drift-cifar10 --steps 10000000 \
     --snapshot-every 1000 --max-minutes 10 --sample-every 0 --out runs/drift-cifar10-b3 --warmup 100
 python -m driftin.train export runs/drift-cifar10-b3 weights/drift-cifar10
+
+# block 4 (commit 8964c2b): steps 11,300 -> 13,050 (8.35M images), 10 minutes on one H200 shared with the DDPM block
+# and a second drift arm. Encoder switched to the BatchNorm ResNet-18 (weights/encoder-resnet-bn-cifar10, 90.3% test
+# accuracy; was weights/encoder-cifar10, 84%): the two arms ran from the same weights for the same minutes and this one
+# scored FID-50k 20.13 vs 21.72 at guidance 1 (benchmarks/ablation_block4.md), so it is the one shipped.
+python -m driftin.train --config training/drift_cifar10.json --init-from weights/drift-cifar10 --steps 10000000 \
+    --snapshot-every 1000 --max-minutes 10 --sample-every 0 --out runs/drift-cifar10-b4 --warmup 100 \
+    --drift-encoder-weights weights/encoder-resnet-bn-cifar10
+python -m driftin.train export runs/drift-cifar10-b4 weights/drift-cifar10
