@@ -28,7 +28,7 @@ def profile_calls(fn, calls: int, device, table_path: str | Path | None = None, 
         for i in range(calls):
             fn(i)
 
-    with profile(activities=acts) as prof:
+    with profile(activities=acts, record_shapes=True) as prof:  # shapes: which tensors the copies move
         wall_ms = Timer(device).wall(loop)[1] / calls
     events = prof.events()
     on_device = [e for e in events if e.device_type == DeviceType.CUDA]
@@ -44,9 +44,22 @@ def profile_calls(fn, calls: int, device, table_path: str | Path | None = None, 
         if cuda:
             parts += ["## by self device time", ka.table(sort_by="self_device_time_total", row_limit=rows)]
         parts += ["## by self host time", ka.table(sort_by="self_cpu_time_total", row_limit=rows)]
+        parts += ["## copies by input shape (layout changes and materialised views: which tensors they move)",
+                  copies_by_shape(prof, cuda, rows)]
         Path(table_path).parent.mkdir(parents=True, exist_ok=True)
         Path(table_path).write_text("\n\n".join(parts) + "\n")
     return summary
+
+
+def copies_by_shape(prof, cuda: bool, rows: int = 30) -> str:
+    """The aten::copy_ calls grouped by their input shapes, the most expensive first (device time on a GPU,
+    host time on a CPU): a layout conversion shows up as the shape of the activation it converts."""
+    copies = [e for e in prof.key_averages(group_by_input_shape=True) if e.key == "aten::copy_"]
+    total = (lambda e: _device_time_us(e)) if cuda else (lambda e: float(e.self_cpu_time_total))
+    copies.sort(key=total, reverse=True)
+    lines = ["| input shapes | calls | total us |", "| --- | ---: | ---: |"]
+    lines += [f"| {e.input_shapes} | {e.count} | {total(e):,.0f} |" for e in copies[:rows]]
+    return "\n".join(lines)
 
 
 def _device_time_us(e) -> float:
