@@ -146,6 +146,8 @@ def test_bad_inputs_are_one_line_errors(served, caplog, capfd):
         next(app.ddim(steps=10_000))
     with pytest.raises(gr.Error, match="length"):
         app.record_gif(seconds=11)
+    with pytest.raises(gr.Error, match="frames per walk segment"):
+        next(app.walk(**OK, frames_per_segment=0))
 
 
 def test_record_length_slider_matches_the_server(served):

@@ -10,7 +10,7 @@ import gradio as gr
 
 from driftin import demo
 from driftin.demo import MIXED
-from .sessions import SessionHandlers, rejected, session_key
+from .sessions import SessionHandlers, rejected, rejecting, session_key
 
 
 class EndpointHandlers(SessionHandlers):
@@ -73,10 +73,8 @@ class EndpointHandlers(SessionHandlers):
         progress has finished (<= 60 s more), so it ends on DDIM's result. If this browser session is streaming,
         the running stream is recorded; otherwise a fresh one is run. Returns the GIF's path (the MP4, when made,
         goes to a State)."""
-        try:
+        with rejecting("/record_gif"):
             secs = demo.validate_record(seconds)
-        except ValueError as e:
-            raise rejected("/record_gif", str(e)) from None
         if what not in ("side-by-side", "latent walk"):
             raise rejected("/record_gif", f"what must be 'side-by-side' or 'latent walk', got {what!r}")
         s = self.settings(seed, random_seed, grid, steps, class_name, guidance, where="/record_gif")
@@ -100,8 +98,6 @@ class EndpointHandlers(SessionHandlers):
             limit = secs + demo.RECORD_HARD_LIMIT + 5
             frames = (demo.walk_frames(self.engine, get, 24, stop, 30.0, limit) if kind == "walk"
                       else demo.live_frames(self.engine, get, stop, self.max_fps, limit))
-            try:
+            with rejecting("/record_gif"):
                 gif, mp4, _ = demo.record(frames, secs, stop, walk=kind == "walk", wait_ddpm=wait_ddpm)
-            except ValueError as e:
-                raise rejected("/record_gif", str(e)) from None
         return str(gif), (str(mp4) if mp4 else None)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import gradio as gr
@@ -16,6 +17,15 @@ def rejected(where: str, msg: str) -> gr.Error:
     """A bad request: one log line (no traceback) and a clear message for the user."""
     log.warning("rejected %s: %s", where, msg)
     return gr.Error(msg, print_exception=False)
+
+
+@contextmanager
+def rejecting(where: str):
+    """A ValueError in the block (the checks' way of saying the input is bad) becomes `rejected(where, ...)`."""
+    try:
+        yield
+    except ValueError as e:
+        raise rejected(where, str(e)) from None
 
 
 @dataclass
@@ -40,10 +50,8 @@ class SessionHandlers:
 
     @staticmethod
     def settings(seed, random_seed, grid, steps, class_name, guidance, view="x0", where="request") -> demo.Settings:
-        try:
+        with rejecting(where):
             return demo.validate(seed, random_seed, grid, steps, class_name, guidance, view)
-        except ValueError as e:
-            raise rejected(where, str(e)) from None
 
     def _session(self, request: gr.Request | None, kind: str, s: demo.Settings) -> Session:
         key = (session_key(request), kind)
@@ -62,7 +70,5 @@ class SessionHandlers:
                 del self.sessions[key]
 
     def _check(self, kind: str, s: demo.Settings, where: str = "request") -> None:
-        try:
+        with rejecting(where):
             self.engine.check(kind, s)
-        except ValueError as e:
-            raise rejected(where, str(e)) from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from driftin import demo
-from .sessions import SessionHandlers, rejected, session_key
+from .sessions import SessionHandlers, rejecting, session_key
 
 
 class StreamHandlers(SessionHandlers):
@@ -19,25 +19,22 @@ class StreamHandlers(SessionHandlers):
         s = self.settings(seed, random_seed, grid, steps, class_name, guidance, view, where="/live")
         sess = self._session(request, "live", s)
         try:
-            frames = demo.live_frames(self.engine, lambda: sess.settings, sess.stop, self.max_fps, self.max_live_seconds,
-                                      finish=sess.finish)
-            for f in frames:
-                if sess.recorder is not None:
-                    sess.recorder.offer(f)
-                yield (demo.make_grid(f.drift) if f.drift is not None else gr.skip(), f.drift_stats,
-                       demo.make_grid(f.ddpm) if f.ddpm is not None else gr.skip(), f.ddpm_stats)
-        except ValueError as e:
-            raise rejected("/live", str(e)) from None
+            with rejecting("/live"):
+                frames = demo.live_frames(self.engine, lambda: sess.settings, sess.stop, self.max_fps,
+                                          self.max_live_seconds, finish=sess.finish)
+                for f in frames:
+                    if sess.recorder is not None:
+                        sess.recorder.offer(f)
+                    yield (demo.make_grid(f.drift) if f.drift is not None else gr.skip(), f.drift_stats,
+                           demo.make_grid(f.ddpm) if f.ddpm is not None else gr.skip(), f.ddpm_stats)
         finally:
             self._end(request, "live", sess)
 
     def walk(self, seed, random_seed, grid, class_name, guidance, frames_per_segment, request: gr.Request = None):
         """Latent walk stream: yields (drift grid, stats)."""
         s = self.settings(seed, random_seed, grid, 1, class_name, guidance, where="/latent_walk")
-        try:
+        with rejecting("/latent_walk"):
             n = demo.validate_walk(frames_per_segment)
-        except ValueError as e:
-            raise rejected("/latent_walk", str(e)) from None
         self._check("drift", s, "/latent_walk")
         sess = self._session(request, "walk", s)
         try:
@@ -54,10 +51,8 @@ class StreamHandlers(SessionHandlers):
         running = [self.sessions.get((key, k)) for k in ("live", "walk")]
         if any(running):
             s = self.settings(seed, random_seed, grid, steps, class_name, guidance, view, where="controls")
-            try:  # the same settings for every running stream: checked once
+            with rejecting("controls"):  # the same settings for every running stream: checked once
                 self.engine.check_loaded(s)
-            except ValueError as e:
-                raise rejected("controls", str(e)) from None
             for sess in running:
                 if sess is not None:
                     sess.settings = s
