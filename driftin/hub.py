@@ -75,7 +75,7 @@ def resolve(path_or_repo: str | Path, revision: str | None = None) -> Path:
     p = Path(path_or_repo).expanduser()
     if p.exists():
         if p.is_file():
-            raise WeightsError(f"{p} is a file; give the folder holding config.json and the .safetensors weights")
+            raise WeightsError(f"{p} is a file; give the folder holding {CONFIG_FILE} and the .safetensors weights")
         return p
     s = str(path_or_repo)
     if "/" not in s and "\\" not in s:
@@ -155,7 +155,7 @@ def load_pretrained(path_or_repo: str | Path, device=None, config: UNetConfig | 
     missing, extra = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
     wrong = sorted(k for k in set(own) & set(sd) if own[k].shape != sd[k].shape)
     if missing or extra or wrong:
-        raise WeightsCorrupt(f"weights in {folder} do not match config.json (wrong preset?): "
+        raise WeightsCorrupt(f"weights in {folder} do not match {CONFIG_FILE} (wrong preset?): "
                            f"missing {missing[:5]}{'…' if len(missing) > 5 else ''} ({len(missing)}), "
                            f"unexpected {extra[:5]} ({len(extra)}), shape mismatch {wrong[:5]} ({len(wrong)})")
     model.load_state_dict({k: v.float() for k, v in sd.items()})

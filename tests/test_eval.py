@@ -112,6 +112,56 @@ def test_reference_cache_roundtrip_and_staleness(tiny_net, u8, tmp_path, monkeyp
     assert features.load_cached("evalref", ref["key"]) is None
 
 
+
+def test_cached_reference_computes_once_then_reads(tmp_path, monkeypatch):
+    """The shared cache step: a miss computes and saves <prefix>-<key>.npz, a hit reads it without computing (scalars
+    back as Python numbers, as computed); cache=False always computes and writes nothing."""
+    monkeypatch.setenv("DRIFTIN_CACHE", str(tmp_path))
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"mu": np.arange(3.0), "n": 7}
+
+    first = features.cached_reference("someref", "k1", compute)
+    again = features.cached_reference("someref", "k1", compute)
+    assert len(calls) == 1 and [p.name for p in tmp_path.iterdir()] == ["someref-k1.npz"]
+    np.testing.assert_array_equal(again["mu"], first["mu"])
+    assert again["n"] == 7 and type(again["n"]) is int and again["key"] == first["key"] == "k1"
+    assert again["path"] == first["path"] == str(tmp_path / "someref-k1.npz")
+    uncached = features.cached_reference("someref", "k2", compute, cache=False)
+    assert len(calls) == 2 and uncached["key"] == "k2" and "path" not in uncached
+    assert [p.name for p in tmp_path.iterdir()] == ["someref-k1.npz"]
+
+
+def test_eval_context_loads_and_hashes_the_split_once(tiny_net, u8, tmp_path, monkeypatch):
+    """Evalnet and Inception reference statistics of one split: the split is loaded and hashed once, and the keys
+    are those of context-free calls (which load it themselves)."""
+    from driftin.eval.__main__ import EvalContext
+    from driftin.eval.inception import InceptionFeatures, inception_reference_stats
+
+    class FakeInception(InceptionFeatures):  # the real network is not needed to count loads
+        name = "fake-inception"
+
+        def __init__(self):
+            pass
+
+        def __call__(self, images):
+            return images.flatten(1)[:, :16].float().numpy()
+
+    monkeypatch.setenv("DRIFTIN_CACHE", str(tmp_path))
+    loads, hashes = [], []
+    monkeypatch.setattr(features, "load_cifar10_tar", lambda split: loads.append(split) or (u8, torch.zeros(len(u8), dtype=torch.long)))
+    real_hash = features.tensor_hash
+    monkeypatch.setattr(features, "tensor_hash", lambda x: hashes.append(1) or real_hash(x))
+    ctx, inception = EvalContext(), FakeInception()
+    ref, inc_ref = ctx.reference(tiny_net, "train"), ctx.reference(inception, "train")
+    assert loads == ["train"] and len(hashes) == 1
+    assert ctx.reference(tiny_net, "train") is ref and loads == ["train"]
+    assert ref["key"] == features.reference_stats(tiny_net, "train", progress=False)["key"]
+    assert inc_ref["key"] == inception_reference_stats(inception, "train")["key"]
+    assert (tmp_path / f"evalref-{ref['key']}.npz").exists() and (tmp_path / f"inceptionref-{inc_ref['key']}.npz").exists()
+
 def test_compute_metrics_real_vs_real(tiny_net, u8, tmp_path, monkeypatch):
     monkeypatch.setenv("DRIFTIN_CACHE", str(tmp_path))
     ref = features.reference_stats(tiny_net, "train", images=u8, name="t", pr_n=300, progress=False)
@@ -170,3 +220,14 @@ def test_write_json_is_atomic_and_formatted(tmp_path):
     write_json(out, {**data, "more": 1})
     assert out.read_text() == json.dumps({**data, "more": 1}, indent=2) + "\n"
     assert [p.name for p in out.parent.iterdir()] == ["r.json"]
+
+
+
+def test_write_text_atomic(tmp_path):
+    """The markdown of `python -m driftin.bench train --md` goes through the same temporary-file-and-rename writer."""
+    from driftin.eval import write_text_atomic
+
+    out = tmp_path / "sub" / "t.md"
+    write_text_atomic(out, "| a |\n")
+    write_text_atomic(out, "| b |\n")
+    assert out.read_text() == "| b |\n" and [p.name for p in out.parent.iterdir()] == ["t.md"]

@@ -26,7 +26,7 @@ from driftin.bench.timing import Timer
 from driftin.data import CIFAR10_CLASSES, REPO, load_image_folder
 from driftin.eval import git_commit, markdown_table, write_json
 from driftin.eval.features import (DEFAULT_EVALNET, EvalFeatures, collect, default_device, generated_batches, load_evalnet,
-                                   reference_stats, state_hash)
+                                   reference_images, reference_stats, state_hash)
 from driftin.eval.inception import InceptionFeatures, InceptionWeightsError, inception_metrics, inception_reference_stats
 from driftin.eval.metrics import compute_metrics
 from driftin.fast import FastOptions
@@ -117,14 +117,16 @@ class EvalContext:
     scores every snapshot of a training run) loads each network once instead of once per call.
 
     Holds the evalnet per (path, device), the InceptionFeatures per (weights spec, device), their reference
-    statistics per (network, split) - computing the cache key alone hashes all 50k reference images - and ONE
-    generator model object per device (see generator()). Nothing here depends on the generator evaluated, so
-    the numbers are those of a fresh context; main() without a context makes one per call."""
+    statistics per (network, split) - computing the cache key alone hashes all 50k reference images, so each split
+    is loaded and hashed once for both networks (reference_split()) - and ONE generator model object per device
+    (see generator()). Nothing here depends on the generator evaluated, so the numbers are those of a fresh
+    context; main() without a context makes one per call."""
 
     def __init__(self):
         self.evalnets: dict = {}
         self.inceptions: dict = {}
         self.refs: dict = {}
+        self.splits: dict = {}
         self.generators: dict = {}
 
     def evalnet(self, path, device: torch.device):
@@ -145,8 +147,16 @@ class EvalContext:
         key = (id(net), split)
         if key not in self.refs:
             stats = inception_reference_stats if isinstance(net, InceptionFeatures) else reference_stats
-            self.refs[key] = stats(net, split)
+            images, digest = self.reference_split(split)
+            self.refs[key] = stats(net, split, images=images, images_hash=digest)
         return self.refs[key]
+
+    def reference_split(self, split: str) -> tuple[torch.Tensor, str]:
+        """The reference split's images and content hash (features.reference_images), loaded only when some
+        reference statistics are not held yet, then kept for the next network's."""
+        if split not in self.splits:
+            self.splits[split] = reference_images(split)
+        return self.splits[split]
 
     def generator(self, weights, device: torch.device):
         """The generator of `weights` (driftin.hub.load_pretrained), as the model object already held for this

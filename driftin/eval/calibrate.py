@@ -21,7 +21,8 @@ from torchvision.transforms.functional import gaussian_blur
 
 from driftin.data import load_cifar10_tar
 from driftin.eval import git_commit, markdown_table
-from driftin.eval.features import DEFAULT_EVALNET, EvalFeatures, default_device, load_evalnet, reference_stats, state_hash
+from driftin.eval.features import (DEFAULT_EVALNET, EvalFeatures, default_device, load_evalnet, reference_images, reference_stats,
+                                   state_hash)
 from driftin.eval.metrics import compute_metrics
 
 BLUR_SIGMAS = (0.5, 1.0, 2.0)
@@ -64,15 +65,15 @@ def main(argv=None):
 
     device = default_device(args.device)
     net = load_evalnet(args.evalnet, device)
-    ref = reference_stats(net, "train")
+    train_u8, train_hash = reference_images("train")  # loaded and hashed once for both reference statistics
+    ref = reference_stats(net, "train", images=train_u8, images_hash=train_hash)
     inception = inc_ref = None
     if args.inception != "none":
         from driftin.eval.inception import InceptionFeatures, inception_metrics, inception_reference_stats
 
         inception = InceptionFeatures(args.inception, device)
-        inc_ref = inception_reference_stats(inception, "train")
-    train_u8, test_u8 = load_cifar10_tar("train")[0], load_cifar10_tar("test")[0]
-    _, test_y = load_cifar10_tar("test")
+        inc_ref = inception_reference_stats(inception, "train", images=train_u8, images_hash=train_hash)
+    test_u8, test_y = load_cifar10_tar("test")
     extract = EvalFeatures(net)
     rows = []
     for name, imgs in variants(train_u8, test_u8, args.n):

@@ -59,26 +59,53 @@ class EvalFeatures:
 
 
 def reference_stats(net: torch.nn.Module, split: str = "train", images: torch.Tensor | None = None, name: str = "cifar10-jpeg",
-                    pr_n: int = 10_000, cache: bool = True, progress: bool = True) -> dict:
+                    pr_n: int = 10_000, cache: bool = True, progress: bool = True, images_hash: str | None = None) -> dict:
     """mu, sigma (float64), a fixed random subset `pr_feats` [pr_n, D] for precision/recall, and the IS analogue
     of the reference set. Cached in cache_dir() under a key of (evalnet weights, data name, split, data hash);
-    the key is also stored inside the file and checked, so a stale or foreign file is recomputed, never reused."""
+    the key is also stored inside the file and checked, so a stale or foreign file is recomputed, never reused.
+    images_hash: tensor_hash(images) when the caller already has it (see reference_images)."""
+    images, digest = reference_images(split, images, images_hash)
+    key = f"v{CACHE_VERSION}-{state_hash(net)}-{name}-{split}-{len(images)}-{digest}-pr{pr_n}"
+
+    def compute() -> dict:
+        from driftin.eval.fd import feature_stats
+        from driftin.eval.metrics import is_analogue
+
+        if progress:
+            print(f"computing evalnet reference statistics for {name}/{split} ({len(images)} images)")
+        feats, probs = EvalFeatures(net)(images)
+        mu, sigma = feature_stats(feats)
+        return {"mu": mu, "sigma": sigma, "pr_feats": fixed_subset(feats, pr_n), "is_analogue": is_analogue(probs),
+                "n": len(images)}
+
+    return cached_reference("evalref", key, compute, cache, scalars=("is_analogue", "n"))
+
+
+def reference_images(split: str, images: torch.Tensor | None = None, images_hash: str | None = None) -> tuple[torch.Tensor, str]:
+    """The reference images (the CIFAR-10 `split` unless given) and their content hash, which keys the caches.
+    Loading and hashing 50k images is most of a cache hit's cost, so an evaluation that needs several reference
+    statistics of one split (evalnet and Inception) does it once here and passes both down."""
     if images is None:
         images = load_cifar10_tar(split)[0]
-    key = f"v{CACHE_VERSION}-{state_hash(net)}-{name}-{split}-{len(images)}-{tensor_hash(images)}-pr{pr_n}"
-    hit = load_cached("evalref", key) if cache else None
-    if hit is not None:
-        return {**hit, "is_analogue": float(hit["is_analogue"]), "n": int(hit["n"])}
-    from driftin.eval.fd import feature_stats
-    from driftin.eval.metrics import is_analogue
+    return images, images_hash or tensor_hash(images)
 
-    if progress:
-        print(f"computing evalnet reference statistics for {name}/{split} ({len(images)} images)")
-    feats, probs = EvalFeatures(net)(images)
-    mu, sigma = feature_stats(feats)
-    pr_feats = feats[np.random.default_rng(0).permutation(len(feats))[:pr_n]]
-    ref = {"mu": mu, "sigma": sigma, "pr_feats": pr_feats, "is_analogue": is_analogue(probs), "n": len(images)}
-    return {**ref, **(save_cached("evalref", key, ref) if cache else {"key": key})}
+
+def fixed_subset(feats: np.ndarray, n: int) -> np.ndarray:
+    """n rows in a fixed random order (seed 0): the same subset whether computed now or read from a cache."""
+    return feats[np.random.default_rng(0).permutation(len(feats))[:n]]
+
+
+def cached_reference(prefix: str, key: str, compute: Callable[[], dict], cache: bool = True,
+                     scalars: tuple[str, ...] = ("n",)) -> dict:
+    """The stored arrays of `<prefix>-<key>.npz` when present and valid, else compute()'s, saved there atomically
+    (cache=False: always computed, nothing read or written). The one cache path of every reference statistic, so
+    their files cannot drift apart. `scalars` come back from the file as 0-d arrays: returned as Python numbers,
+    as compute() gives them."""
+    hit = load_cached(prefix, key) if cache else None
+    if hit is not None:
+        return {**hit, **{k: hit[k].item() for k in scalars}}
+    ref = compute()
+    return {**ref, **(save_cached(prefix, key, ref) if cache else {"key": key})}
 
 
 def _cache_path(prefix: str, key: str) -> Path:

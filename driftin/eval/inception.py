@@ -208,25 +208,24 @@ class InceptionFeatures:
 
 
 def inception_reference_stats(extractor: InceptionFeatures, split: str = "train", images: torch.Tensor | None = None,
-                              name: str = "cifar10-jpeg", cache: bool = True, kid_n: int = 10_000) -> dict:
+                              name: str = "cifar10-jpeg", cache: bool = True, kid_n: int = 10_000,
+                              images_hash: str | None = None) -> dict:
     """mu, sigma of the reference set's Inception features plus a fixed random subset of `kid_n` feature rows
-    (for KID), cached under a key of (network, data name, split, data hash)."""
-    from driftin.data import load_cifar10_tar
-    from driftin.eval.fd import feature_stats
-    from driftin.eval.features import load_cached, save_cached, tensor_hash
+    (for KID), cached under a key of (network, data name, split, data hash). images_hash: as reference_stats'."""
+    from driftin.eval.features import cached_reference, fixed_subset, reference_images
 
-    if images is None:
-        images = load_cifar10_tar(split)[0]
-    key = f"v2-{extractor.name}-{name}-{split}-{len(images)}-{tensor_hash(images)}-kid{kid_n}"
-    hit = load_cached("inceptionref", key) if cache else None
-    if hit is not None:
-        return {**hit, "n": int(hit["n"])}
-    print(f"computing Inception reference statistics for {name}/{split} ({len(images)} images)")
-    feats = extractor(images)
-    mu, sigma = feature_stats(feats)
-    kid_feats = feats[np.random.default_rng(0).permutation(len(feats))[:kid_n]]
-    ref = {"mu": mu, "sigma": sigma, "kid_feats": kid_feats, "n": len(images)}
-    return {**ref, **(save_cached("inceptionref", key, ref) if cache else {"key": key})}
+    images, digest = reference_images(split, images, images_hash)
+    key = f"v2-{extractor.name}-{name}-{split}-{len(images)}-{digest}-kid{kid_n}"
+
+    def compute() -> dict:
+        from driftin.eval.fd import feature_stats
+
+        print(f"computing Inception reference statistics for {name}/{split} ({len(images)} images)")
+        feats = extractor(images)
+        mu, sigma = feature_stats(feats)
+        return {"mu": mu, "sigma": sigma, "kid_feats": fixed_subset(feats, kid_n), "n": len(images)}
+
+    return cached_reference("inceptionref", key, compute, cache)
 
 
 def inception_metrics(feats: np.ndarray, ref: dict, kid_subsets: int = 100, device=None) -> dict:
