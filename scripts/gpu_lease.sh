@@ -8,7 +8,7 @@
 #   call 1: bash scripts/gpu_lease.sh stage     (carry .stage_a data/cifar10/train.tar.gz)   FID network part 1 + train split
 #   call 2: bash scripts/gpu_lease.sh stage     (carry .stage_b data/cifar10/test.tar.gz)    part 2 + test split (+ encoder, evalnet)
 #   call 3: bash scripts/gpu_lease.sh stage start bench evals ablation  (drift + ddpm weights from the tree)
-#   (phases: profile, encoder, refs, calibrate, evals, bench, ablation, chains, trial; knobs in ENC_* / ABL_* / CHAIN_* variables;
+#   (phases: profile, encoder, mae, refs, calibrate, evals, bench, ablation, chains, trial; knobs in ENC_* / ABL_* / CHAIN_* variables;
 #    A+B runs phases A and B at the same time. Jobs queue: a job started while another runs waits for it, so call 1
 #    can start what needs only the data, e.g. `stage start profile`, and call 3 `stage start encoder+chains`)
 #   later:  bash scripts/gpu_lease.sh status [seconds to wait]; bash scripts/gpu_lease.sh collect
@@ -53,26 +53,37 @@ bench() {
       --variants baseline compiled --steps 10 --warmup 3 --data cifar10 --out $O/train_drift_h200.json --md $O/train_drift_h200.md
 }
 
-# where a step's time goes (#17): device-busy vs wall time per step, op tables (the bench's --profile).
-# Measured 2026-12-01 (benchmarks/train_*_h200.*, benchmarks/profiles/): these rows, after DDPM small 256 compiled vs
-# graphs and drift small 1280 eager vs generator-only compiled. Next: the drift step without its host syncs (since
-# 1cb4cd9), and what the ~23% elementwise copies of the DDPM graphs step are.
+# where a step's time goes (#17): device-busy vs wall time per step, op tables and the copies by shape (the bench's
+# --profile). Measured 2026-12-01 (benchmarks/train_*_h200.*, benchmarks/profiles/): ~20% of both objectives' device
+# time is aten::copy_, about one per convolution backward. Suspect: inductor turns its layout optimisation off in
+# backward graphs (they hold convolution_backward, no convolution: pytorch/pytorch#189239), so gradients come out NCHW
+# and each convolution backward converts them to NHWC. This phase measures both steps with and without forcing it
+# (--force-layout; the recipes' compile_force_layout): compiled rows show the copies by shape, graphs rows the speed.
 profile() {
-  local B="python3 -m driftin.bench train --data cifar10 --profile $O/profile"
-  run profile_drift $B --objectives drift --presets small --batch 1280 --variants compiled --steps 10 --warmup 3 \
-      --out $O/train_drift_compiled_h200.json --md $O/train_drift_compiled_h200.md
-  run profile_ddpm $B --objectives ddpm --presets small --batch 1024 --variants graphs --steps 20 --warmup 5 \
-      --out $O/train_ddpm_graphs_h200.json --md $O/train_ddpm_graphs_h200.md
-  run profile_ddpm_nchw $B --objectives ddpm --presets small --batch 256 --variants graphs --steps 20 --warmup 5 \
-      --channels-last false --out $O/train_ddpm_nchw_h200.json --md $O/train_ddpm_nchw_h200.md
+  local B="python3 -m driftin.bench train --data cifar10 --profile $O/profile" f
+  for f in false true; do
+    run profile_ddpm_layout_$f $B --objectives ddpm --presets small --batch 1024 --variants compiled graphs --steps 20 \
+        --warmup 5 --force-layout $f --out $O/train_ddpm_layout_${f}_h200.json --md $O/train_ddpm_layout_${f}_h200.md
+    run profile_drift_layout_$f $B --objectives drift --presets small --batch 1280 --variants compiled --steps 10 \
+        --warmup 3 --force-layout $f --out $O/train_drift_layout_${f}_h200.json --md $O/train_drift_layout_${f}_h200.md
+  done
 }
 
-# a stronger drift encoder (#19), ENC_EPOCHS epochs of ENC_RECIPE. The GroupNorm resnet recipe reached 87.8%
-# (benchmarks/encoder_resnet_cifar10_h200.json); the BatchNorm one (frozen in eval mode as an encoder) is next.
+# a stronger drift encoder (#19), ENC_EPOCHS epochs of ENC_RECIPE. 60 epochs: GroupNorm resnet 87.8%, BatchNorm 90.3%
+# (benchmarks/encoder_resnet*_h200.json; the BatchNorm one ships since block 4). Next: ENC_EPOCHS=200 (the >= 94% target).
 ENC_EPOCHS=${ENC_EPOCHS:-60} ENC_RECIPE=${ENC_RECIPE:-training/encoder_resnet_bn_cifar10.json}
 encoder() {
   local name=$(basename $ENC_RECIPE .json)
   run $name python3 -m driftin.classifier train --config $ENC_RECIPE --epochs $ENC_EPOCHS --device cuda --out $O/${name//_/-}
+}
+
+# the paper's kind of encoder (#19): the GroupNorm resnet pretrained as an MAE, then fine-tuned for classification
+# (training/encoder_resnet_mae{,_ft}_cifar10.json, their epochs); the fine-tuned one lands in $O/encoder-resnet-mae-ft-cifar10
+mae() {
+  run mae_pretrain python3 -m driftin.classifier pretrain-mae --config training/encoder_resnet_mae_cifar10.json --device cuda \
+      --out $O/encoder-resnet-mae-cifar10
+  run mae_finetune python3 -m driftin.classifier train --config training/encoder_resnet_mae_ft_cifar10.json --device cuda \
+      --init $O/encoder-resnet-mae-cifar10 --out $O/encoder-resnet-mae-ft-cifar10
 }
 
 # the evalnet and Inception statistics of the 50k reference images, computed once into $DRIFTIN_CACHE (a fresh machine
@@ -148,7 +159,7 @@ case ${1:-} in
   start|stage)
     [ "${1:-}" = start ] && shift
     for phase in $(echo "$@" | tr + ' '); do  # a misspelt phase fails now, not when the job reaches it
-      case $phase in profile|encoder|refs|calibrate|evals|bench|ablation|chains|trial) ;; *) echo "unknown phase $phase" >&2; exit 2 ;; esac
+      case $phase in profile|encoder|mae|refs|calibrate|evals|bench|ablation|chains|trial) ;; *) echo "unknown phase $phase" >&2; exit 2 ;; esac
     done
     mkdir -p $C $O && cp -a driftin training scripts benchmarks pyproject.toml $C/ 2>/dev/null
     # a plain command with & (no `cd && ...` list): the detached job must not hold this call's stdout open

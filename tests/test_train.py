@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import socket
@@ -10,7 +11,7 @@ import torch
 from driftin.checkpoint import load_checkpoint
 from driftin.data import class_pools, global_batch
 from driftin.train import COMPILE_MODES, TrainConfig, parse_args, train
-from driftin.train.recipe import uses_cudagraphs, without_cudagraphs
+from driftin.train.recipe import compile_kwargs, uses_cudagraphs, without_cudagraphs
 
 TINY = dict(preset="tiny", batch_size=8, num_classes=2, bf16=False, warmup=1, log_every=1, sample_every=0, lr=1e-3)
 
@@ -81,6 +82,40 @@ def test_drift_features_are_compiled_without_cudagraphs(monkeypatch, mode):
     tr.prepare()  # torch.compile is lazy: nothing is compiled until a call
     assert seen == [{"mode": without_cudagraphs(None if mode == "default" else mode)}]
     assert not uses_cudagraphs(seen[0]["mode"])
+
+
+@pytest.mark.parametrize("mode", COMPILE_MODES)
+def test_forced_layout_keeps_the_modes_options_and_names_a_real_inductor_option(mode):
+    """torch.compile takes a mode or options: forcing the layout optimisation passes the mode's own options along
+    (so CUDA graphs and autotuning stay as the mode has them) plus an option inductor knows."""
+    inductor = pytest.importorskip("torch._inductor")
+    plain = None if mode == "default" else mode
+    assert compile_kwargs(plain) == {"mode": plain}
+    opts = compile_kwargs(plain, force_layout=True)["options"]
+    assert opts == {**inductor.list_mode_options(mode), "force_layout_optimization": True}
+    known = inductor.config.get_config_copy()
+    assert all(k in known for k in opts), [k for k in opts if k not in known]
+
+
+@pytest.mark.parametrize("objective", ["ddpm", "drift"])
+def test_trainer_compiles_every_graph_with_the_forced_layout(monkeypatch, objective):
+    from driftin.train import StepOptions, Trainer
+
+    images, labels = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8), torch.arange(8) % 2
+    cfg = TrainConfig(**{**TINY, "objective": objective, "compile_force_layout": True, "compile_mode": "reduce-overhead",
+                         "drift": {"encoder": "pixels"}})
+    opts = StepOptions.for_config(dataclasses.replace(cfg, compile=True), "cpu")
+    assert opts.force_layout
+    seen = []
+    name = lambda fn: getattr(fn, "__name__", type(fn).__name__)  # noqa: E731 - ddpm_mse, or the UNet module
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: seen.append((name(fn), kw)) or fn)
+    tr = Trainer(cfg, "cpu", images, labels, opts)
+    if objective == "drift":
+        monkeypatch.setattr(tr.objective, "compile", lambda enabled=True, **kw: seen.append(("features", kw)))
+    tr.prepare()
+    graphs = {"options": {"triton.cudagraphs": True, "force_layout_optimization": True}}
+    no_graphs = {"options": {"force_layout_optimization": True}}  # the drift features: never CUDA graphs
+    assert seen == ([("ddpm_mse", graphs)] if objective == "ddpm" else [("UNet", graphs), ("features", no_graphs)])
 
 
 def free_port():

@@ -11,7 +11,7 @@ from .. import distributed as dist
 from ..data import STREAMS, DeviceData, global_batch, stream_seed, to_model_range
 from ..diffusion import DDPMLoss, unwrap
 from ..unet import UNet
-from .recipe import TrainConfig, lr_at, uses_cudagraphs, without_cudagraphs
+from .recipe import TrainConfig, compile_kwargs, lr_at, uses_cudagraphs, without_cudagraphs
 
 
 class StepRandom:
@@ -78,12 +78,14 @@ class StepOptions:
     foreach_ema: bool = True  # one _foreach_lerp_ over all parameters; False: a loop
     device_data: bool = True  # dataset, class pools, indices and flips on the device; False: drawn on the CPU, then copied
     channels_last: bool = False  # NHWC model and inputs
+    force_layout: bool = False  # compiled graphs with inductor's layout optimisation forced on (recipe.compile_kwargs)
     sync_every_step: bool = False  # read the loss on the host every step (what a naive loop does)
 
     @classmethod
     def for_config(cls, cfg: TrainConfig, device) -> StepOptions:
         cuda = torch.device(device).type == "cuda"
-        return cls(compile=cfg.compile, compile_mode=cfg.compile_mode, channels_last=cfg.channels_last and cuda)
+        return cls(compile=cfg.compile, compile_mode=cfg.compile_mode, channels_last=cfg.channels_last and cuda,
+                   force_layout=cfg.compile_force_layout)
 
     @classmethod
     def naive(cls) -> StepOptions:
@@ -210,14 +212,15 @@ class Trainer:
         self.plain_net = self.net = net
         if self.opts.compile:
             mode = None if self.opts.compile_mode == "default" else self.opts.compile_mode
+            kwargs = compile_kwargs(mode, self.opts.force_layout)
             if self.world == 1 and isinstance(self.objective, DDPMLoss):
-                self.objective.compile(mode=mode)  # the whole DDPM loss (noising, model, MSE) as one graph
+                self.objective.compile(**kwargs)  # the whole DDPM loss (noising, model, MSE) as one graph
             else:
-                self.net = torch.compile(net, mode=mode)
+                self.net = torch.compile(net, **kwargs)
                 if hasattr(self.objective, "compile") and not isinstance(self.objective, DDPMLoss):
                     # drift: the frozen encoder + feature groups, never as CUDA graphs: it runs several times a
                     # step (generated with grad, real without) and graph outputs would be overwritten in between
-                    self.objective.compile(mode=without_cudagraphs(mode))
+                    self.objective.compile(**compile_kwargs(without_cudagraphs(mode), self.opts.force_layout))
             self.compiled = True
 
     def _forward_backward(self, batch: dict):
