@@ -59,11 +59,15 @@ bench() {
 # backward graphs (they hold convolution_backward, no convolution: pytorch/pytorch#189239), so gradients come out NCHW
 # and each convolution backward converts them to NHWC. This phase measures both steps with and without forcing it
 # (--force-layout; the recipes' compile_force_layout): compiled rows show the copies by shape, graphs rows the speed.
+# ~9 min alone (six compiles; a drift compile takes ~2.5 min). DDPM rows first: they need only the train split (call 1),
+# the drift rows also the encoder (call 2).
 profile() {
   local B="python3 -m driftin.bench train --data cifar10 --profile $O/profile" f
   for f in false true; do
     run profile_ddpm_layout_$f $B --objectives ddpm --presets small --batch 1024 --variants compiled graphs --steps 20 \
         --warmup 5 --force-layout $f --out $O/train_ddpm_layout_${f}_h200.json --md $O/train_ddpm_layout_${f}_h200.md
+  done
+  for f in false true; do
     run profile_drift_layout_$f $B --objectives drift --presets small --batch 1280 --variants compiled --steps 10 \
         --warmup 3 --force-layout $f --out $O/train_drift_layout_${f}_h200.json --md $O/train_drift_layout_${f}_h200.md
   done
