@@ -55,6 +55,21 @@ def write_weights(folder: str | Path, state_dict: dict[str, torch.Tensor], confi
     return folder
 
 
+def state_dict_mismatch(expected: dict, found: dict) -> str | None:
+    """Why the tensors `found` cannot load into a model whose state dict is `expected` (missing and unexpected keys,
+    shape mismatches: a few of each, with counts), in one line; None when they fit. One wording for every loader."""
+    missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(found) if expected[k].shape != found[k].shape)
+
+    def few(keys: list[str]) -> str:
+        return f"{keys[:5]}{'…' if len(keys) > 5 else ''} ({len(keys)})"
+
+    parts = [f"missing {few(missing)}" if missing else "", f"unexpected {few(extra)}" if extra else "",
+             f"shape mismatch {few(wrong)}, e.g. file {tuple(found[wrong[0]].shape)} vs model "
+             f"{tuple(expected[wrong[0]].shape)}" if wrong else ""]
+    return ", ".join(p for p in parts if p) or None
+
+
 def save_pretrained(model, folder: str | Path, meta: dict | None = None, dtype=torch.float16) -> Path:
     net = getattr(model, "module", model)
     sd = {k: v.detach().to("cpu", dtype).contiguous() for k, v in clean_state_dict(net.state_dict()).items()}
@@ -151,13 +166,9 @@ def load_pretrained(path_or_repo: str | Path, device=None, config: UNetConfig | 
         raise WeightsCorrupt(f"{folder} holds a different architecture: keys {diff_keys(cfg, config)} differ")
     model = UNet(cfg)
     sd = clean_state_dict(read_state_dict(folder))
-    own = model.state_dict()
-    missing, extra = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
-    wrong = sorted(k for k in set(own) & set(sd) if own[k].shape != sd[k].shape)
-    if missing or extra or wrong:
-        raise WeightsCorrupt(f"weights in {folder} do not match {CONFIG_FILE} (wrong preset?): "
-                           f"missing {missing[:5]}{'…' if len(missing) > 5 else ''} ({len(missing)}), "
-                           f"unexpected {extra[:5]} ({len(extra)}), shape mismatch {wrong[:5]} ({len(wrong)})")
+    mismatch = state_dict_mismatch(model.state_dict(), sd)
+    if mismatch:
+        raise WeightsCorrupt(f"weights in {folder} do not match {CONFIG_FILE} (wrong preset?): {mismatch}")
     model.load_state_dict({k: v.float() for k, v in sd.items()})
     model.meta = meta
     return model.eval().requires_grad_(False).to(device or "cpu")

@@ -95,3 +95,16 @@ def test_missing_folder_and_offline_repo(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
     with pytest.raises(WeightsError, match="someone/missing"):
         load_pretrained("someone/missing")
+
+
+def test_state_dict_mismatch_names_a_few_of_each_problem_with_counts():
+    from driftin.hub import state_dict_mismatch
+
+    expected = {f"w{i}": torch.zeros(2, 3) for i in range(8)}
+    assert state_dict_mismatch(expected, dict(expected)) is None
+    found = {k: v for k, v in expected.items() if k not in ("w0", "w1")} | {"extra": torch.zeros(1), "w2": torch.zeros(3, 2)}
+    msg = state_dict_mismatch(expected, found)
+    assert msg == ("missing ['w0', 'w1'] (2), unexpected ['extra'] (1), "
+                   "shape mismatch ['w2'] (1), e.g. file (3, 2) vs model (2, 3)")
+    many = state_dict_mismatch(expected, {})
+    assert many.startswith("missing ['w0', 'w1', 'w2', 'w3', 'w4']… (8)") and "unexpected" not in many

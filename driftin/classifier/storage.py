@@ -9,7 +9,8 @@ import torch
 import torch.nn as nn
 
 from ..data import REPO
-from ..hub import CONFIG_FILE, PICKLE_SUFFIXES as HUB_PICKLE_SUFFIXES, WEIGHTS_FILE, read_state_dict, write_weights
+from ..hub import (CONFIG_FILE, PICKLE_SUFFIXES as HUB_PICKLE_SUFFIXES, WEIGHTS_FILE, read_state_dict, state_dict_mismatch,
+                   write_weights)
 from ..paths import find_weights  # $DRIFTIN_WEIGHTS, ./weights, the checkout's weights/
 from .card import write_card_from_info
 from .nets import build_classifier
@@ -83,13 +84,9 @@ def load_classifier(path_or_name: str | Path, device=None) -> nn.Module:
     model = build_classifier(arch, **kwargs)
     sd = read_state_dict(folder)
     expected = model.state_dict()
-    missing, unexpected = sorted(set(expected) - set(sd)), sorted(set(sd) - set(expected))
-    if missing or unexpected:
-        raise ValueError(f"{wfile} does not match a {arch} with config {kwargs}: missing keys {missing[:5]}"
-                         f"{'...' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
-    bad = [k for k in sd if sd[k].shape != expected[k].shape]
-    if bad:
-        raise ValueError(f"{wfile}: shape mismatch for {bad[:5]} (file {tuple(sd[bad[0]].shape)} vs model {tuple(expected[bad[0]].shape)})")
+    mismatch = state_dict_mismatch(expected, sd)
+    if mismatch:
+        raise ValueError(f"{wfile} does not match a {arch} with config {kwargs}: {mismatch}")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in sd.items()})
     model.meta = cfg
     model.requires_grad_(False)
