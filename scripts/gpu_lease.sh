@@ -7,7 +7,8 @@
 #
 #   call 1: bash scripts/gpu_lease.sh stage     (carry .stage_a data/cifar10/train.tar.gz)   FID network part 1 + train split
 #   call 2: bash scripts/gpu_lease.sh stage     (carry .stage_b data/cifar10/test.tar.gz)    part 2 + test split (+ encoder, evalnet)
-#   call 3: bash scripts/gpu_lease.sh stage start bench evals ablation  (drift + ddpm weights from the tree)
+#   call 3: bash scripts/gpu_lease.sh stage start bench evals ablation  (drift + ddpm weights and the drift chain's
+#           encoder from the tree: 61.6 of 64 MiB, so no further encoder fits in this call; train one in the lease)
 #   (phases: profile, encoder, mae, refs, calibrate, evals, bench, ablation, chains, trial; knobs in ENC_* / ABL_* / CHAIN_* variables;
 #    A+B runs phases A and B at the same time. Jobs queue: a job started while another runs waits for it, so call 1
 #    can start what needs only the data, e.g. `stage start profile`, and call 3 `stage start encoder+chains`)
@@ -59,17 +60,18 @@ bench() {
 # backward graphs (they hold convolution_backward, no convolution: pytorch/pytorch#189239), so gradients come out NCHW
 # and each convolution backward converts them to NHWC. This phase measures both steps with and without forcing it
 # (--force-layout; the recipes' compile_force_layout): compiled rows show the copies by shape, graphs rows the speed.
-# ~9 min alone (six compiles; a drift compile takes ~2.5 min). DDPM rows first: they need only the train split (call 1),
-# the drift rows also the encoder (call 2).
+# ~9 min alone (six compiles; a drift compile takes ~2.5 min). DDPM rows first: they need only the train split (call 1);
+# the drift rows use the drift chain's encoder (call 3).
 profile() {
   local B="python3 -m driftin.bench train --data cifar10 --profile $O/profile" f
+  local ENC="--drift-encoder-weights $S/weights/encoder-resnet-bn-cifar10"
   for f in false true; do
     run profile_ddpm_layout_$f $B --objectives ddpm --presets small --batch 1024 --variants compiled graphs --steps 20 \
         --warmup 5 --force-layout $f --out $O/train_ddpm_layout_${f}_h200.json --md $O/train_ddpm_layout_${f}_h200.md
   done
   for f in false true; do
     run profile_drift_layout_$f $B --objectives drift --presets small --batch 1280 --variants compiled --steps 10 \
-        --warmup 3 --force-layout $f --out $O/train_drift_layout_${f}_h200.json --md $O/train_drift_layout_${f}_h200.md
+        --warmup 3 --force-layout $f $ENC --out $O/train_drift_layout_${f}_h200.json --md $O/train_drift_layout_${f}_h200.md
   done
 }
 
@@ -86,7 +88,7 @@ encoder() {
 mae() {
   run mae_pretrain python3 -m driftin.classifier pretrain-mae --config training/encoder_resnet_mae_cifar10.json --device cuda \
       --out $O/encoder-resnet-mae-cifar10
-  run mae_finetune python3 -m driftin.classifier train --config training/encoder_resnet_mae_ft_cifar10.json --device cuda \
+  [ -e $O/mae_pretrain.done ] && run mae_finetune python3 -m driftin.classifier train --config training/encoder_resnet_mae_ft_cifar10.json --device cuda \
       --init $O/encoder-resnet-mae-cifar10 --out $O/encoder-resnet-mae-ft-cifar10
 }
 
@@ -128,10 +130,11 @@ ablation() {
 # FID-10k over the snapshots (the curve, the starting weights as its first point), FID-50k of the export.
 # Then: collect "chain_drift/export/model-00001-of-00002.safetensors ..." and land it with scripts/land_chain.py (weights,
 # curve, log, grid, card, assets; it prints the block's command for training/chains/).
-# The defaults are the flags of the last block (training/chains/*.sh): a block changing them says so in its chain script.
+# The defaults are the flags of the last block (training/chains/*.sh): a block changing them says so in its chain script
+# (set to "" for none: no colon in the expansion, so an empty value is kept).
 CHAIN_MIN=${CHAIN_MIN:-10}
-CHAIN_DRIFT_FLAGS=${CHAIN_DRIFT_FLAGS:---warmup 100 --drift-encoder-weights $S/weights/encoder-resnet-bn-cifar10}
-CHAIN_DDPM_FLAGS=${CHAIN_DDPM_FLAGS:---warmup 200 --ema-decay 0.9999}
+CHAIN_DRIFT_FLAGS=${CHAIN_DRIFT_FLAGS---warmup 100 --drift-encoder-weights $S/weights/encoder-resnet-bn-cifar10}
+CHAIN_DDPM_FLAGS=${CHAIN_DDPM_FLAGS---warmup 200 --ema-decay 0.9999}
 chain_one() {  # ARM MODEL RECIPE SNAPSHOT_EVERY EVAL_FLAGS [extra train flags...]; output in $O/chain_ARM
   local a=$1 m=$2 recipe=$3 snap=$4 evalflags=$5; shift 5
   run chain_$a python3 -m driftin.train --config $recipe --init-from $S/weights/$m-cifar10 --steps 10000000 \
@@ -151,8 +154,10 @@ chains() {
 # a second arm of the drift block from the same start weights with other flags (`chains+trial`: both arms share the GPU
 # under equal conditions, same minutes): the arm with the lower FID-50k is the one to ship, the other is the ablation row
 # (the trial arm is scored at guidance 1 only, to keep the lease's evaluation time; score 1.5 if it is shipped).
-# e.g. CHAIN_TRIAL_FLAGS="--drift-encoder-weights $S/weights/<an encoder staged from .stage_enc/>" (block 4 chose the
-# BatchNorm ResNet-18 this way: benchmarks/ablation_block4.md)
+# The trial's flags come after CHAIN_DRIFT_FLAGS, so a flag given in both takes the trial's value (argparse: the last
+# one wins; the run's train_args record both). E.g. CHAIN_TRIAL_FLAGS="--compile-force-layout true", or an encoder
+# trained earlier in the same job: `start encoder chains+trial` with CHAIN_TRIAL_FLAGS="--drift-encoder-weights
+# /root/res/encoder-resnet-bn-cifar10" (block 4 chose the BatchNorm ResNet-18 this way: benchmarks/ablation_block4.md).
 CHAIN_TRIAL_FLAGS=${CHAIN_TRIAL_FLAGS:-}
 trial() {
   chain_one drift_trial $DRIFT_ARM "--guidance,1" $CHAIN_DRIFT_FLAGS $CHAIN_TRIAL_FLAGS

@@ -184,7 +184,7 @@ def test_bench_train_reports_the_trainer_step_and_the_baseline(tmp_path):
     assert [(r["objective"], r["variant"]) for r in rows] == [("ddpm", "baseline"), ("ddpm", "eager"), ("drift", "baseline"), ("drift", "eager")]
     for r in rows:
         assert r["status"] == "ok" and r["preset"] == "tiny" and r["batch"] == 20 and r["compile_fallback"] is None
-        assert r["force_layout"] is True  # recorded; it changes only compiled rows (none here: no label, no file suffix)
+        assert r["force_layout"] is None  # asked for, but it changes compiled steps only: not recorded for these
         assert r["ms_per_step"] > 0 and r["img_per_s"] == pytest.approx(20 / r["ms_per_step"] * 1e3)
         assert r["flop_per_step"] > 1e8 and r["tflops"] == pytest.approx(r["flop_per_step"] / r["ms_per_step"] / 1e9)
         assert r["mfu"] == pytest.approx(r["tflops"]) and r["loss"] == r["loss"]  # peak 1 TFLOP/s; loss not NaN
@@ -193,6 +193,10 @@ def test_bench_train_reports_the_trainer_step_and_the_baseline(tmp_path):
     for r in rows:  # the profiler summary of each row (no device on CPU: only host numbers), its op table on disk
         assert r["profile"]["calls"] == 2 and r["profile"]["wall_ms"] > 0 and r["profile"]["device_busy_ms"] is None
     assert "by self host time" in (tmp_path / "prof" / "drift_tiny_20_eager.txt").read_text()
+    from driftin.bench.train import markdown  # a compiled row with the forced layout says so in its variant column
+
+    compiled = {**rows[1], "variant": "graphs", "force_layout": True}
+    assert "| ddpm | tiny | 20 | graphs force-layout |" in markdown({**res, "rows": [compiled]})
 
 
 def test_drift_queues_are_checkpointed_and_resume_bit_exactly(image_folder, tmp_path):

@@ -28,7 +28,8 @@ def profile_calls(fn, calls: int, device, table_path: str | Path | None = None, 
         for i in range(calls):
             fn(i)
 
-    with profile(activities=acts, record_shapes=True) as prof:  # shapes: which tensors the copies move
+    # shapes (which tensors the copies move) only for the tables: recording them costs host time per op
+    with profile(activities=acts, record_shapes=table_path is not None) as prof:
         wall_ms = Timer(device).wall(loop)[1] / calls
     events = prof.events()
     on_device = [e for e in events if e.device_type == DeviceType.CUDA]

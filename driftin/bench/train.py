@@ -135,7 +135,7 @@ def markdown(result: dict) -> str:
             continue
         f = lambda v, fmt: "" if v is None else format(v, fmt)  # noqa: E731
         nchw = " NCHW" if m["device"].startswith("cuda") and r.get("channels_last") is False else ""
-        nchw += " force-layout" if r.get("force_layout") and r["variant"] in ("compiled", "graphs") else ""
+        nchw += " force-layout" if r.get("force_layout") else ""
         lines.append(f"| {r['objective']} | {r['preset']} | {r['batch']} | {r['variant']}{nchw}{' (eager fallback)' if r.get('compile_fallback') else ''} "
                      f"| {r['ms_per_step']:.2f} | {r['img_per_s']:,.0f} | {f(r['tflops'], '.1f')} | {f(r['mfu'], '.1%')} "
                      f"| {f(r.get('speedup_vs_baseline'), '.2f')} | {f(r['first_step_s'], '.1f')} | {f(r['peak_mem_gb'], '.1f')} |")
@@ -152,6 +152,8 @@ def main(argv=None):
     ap.add_argument("--drift-config", default=RECIPES["drift"])
     ap.add_argument("--compile-mode", default=None, help="override the recipes' compile_mode (e.g. reduce-overhead)")
     ap.add_argument("--channels-last", default=None, choices=["true", "false"], help="override the recipes' channels_last")
+    ap.add_argument("--drift-encoder-weights", default=None,
+                    help="override the drift recipe's encoder weights (e.g. the chain's weights/encoder-resnet-bn-cifar10)")
     ap.add_argument("--force-layout", default=None, choices=["true", "false"],
                     help="override the recipes' compile_force_layout (inductor layout optimisation in backward graphs too)")
     ap.add_argument("--steps", type=int, default=30, help="timed steps")
@@ -201,8 +203,11 @@ def main(argv=None):
                     cfg = dataclasses.replace(cfg, channels_last=a.channels_last == "true")
                 if a.force_layout:
                     cfg = dataclasses.replace(cfg, compile_force_layout=a.force_layout == "true")
+                if a.drift_encoder_weights and objective == "drift":
+                    cfg = dataclasses.replace(cfg, drift=dataclasses.replace(cfg.drift, encoder_weights=a.drift_encoder_weights))
                 key = {"objective": objective, "preset": p, "batch": cfg.batch_size, "recipe": recipe,
-                       "channels_last": cfg.channels_last and device.type == "cuda", "force_layout": cfg.compile_force_layout}
+                       "channels_last": cfg.channels_last and device.type == "cuda",
+                       **({"encoder_weights": cfg.drift.encoder_weights} if objective == "drift" else {})}
                 if objective == "drift" and cfg.class_cond and cfg.batch_size % cfg.num_classes:
                     result["rows"].extend({**key, "variant": v, "status": f"skipped: batch not a multiple of {cfg.num_classes} classes"}
                                           for v in a.variants)
@@ -228,10 +233,11 @@ def main(argv=None):
                 for v in a.variants:
                     opts = VARIANTS[v](cfg, device)  # the variant's own mode: "graphs" compiles with reduce-overhead
                     row = {**key, "variant": v, "params_m": params / 1e6, "flop_per_step": flops, "steps": a.steps, "warmup": a.warmup,
-                           "compile_mode": opts.compile_mode if opts.compile else None}
+                           "compile_mode": opts.compile_mode if opts.compile else None,
+                           "force_layout": opts.force_layout if opts.compile else None}  # it changes compiled steps only
                     try:
                         layout = ("_nchw" if device.type == "cuda" and not cfg.channels_last else "") + (
-                            "_forcelayout" if cfg.compile_force_layout and opts.compile else "")
+                            "_forcelayout" if row["force_layout"] else "")
                         prof = Path(a.profile) / f"{objective}_{p}_{cfg.batch_size}_{v}{layout}.txt" if a.profile else None
                         row.update(run_one(cfg, v, device, images, labels, a.warmup, a.steps, prof, a.profile_steps), status="ok")
                     except Exception as e:  # noqa: BLE001

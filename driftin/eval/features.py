@@ -63,7 +63,8 @@ def reference_stats(net: torch.nn.Module, split: str = "train", images: torch.Te
     """mu, sigma (float64), a fixed random subset `pr_feats` [pr_n, D] for precision/recall, and the IS analogue
     of the reference set. Cached in cache_dir() under a key of (evalnet weights, data name, split, data hash);
     the key is also stored inside the file and checked, so a stale or foreign file is recomputed, never reused.
-    images_hash: tensor_hash(images) when the caller already has it (see reference_images)."""
+    images_hash: tensor_hash(images) when the caller already has it (see reference_images); it keys the cache, so it
+    must be that hash of these very images."""
     images, digest = reference_images(split, images, images_hash)
     key = f"v{CACHE_VERSION}-{state_hash(net)}-{name}-{split}-{len(images)}-{digest}-pr{pr_n}"
 
