@@ -13,9 +13,11 @@
 #    A+B runs phases A and B at the same time. Jobs queue: a job started while another runs waits for it, so call 1
 #    can start what needs only the data, e.g. `stage start profile`, and call 3 `stage start encoder+chains`)
 #   later:  bash scripts/gpu_lease.sh status [seconds to wait]; bash scripts/gpu_lease.sh collect
-#   last:   bash scripts/gpu_lease.sh cache   -> compile_cache.tgz.partNN: keep them in .stage_c/ (ignored) and carry
-#           .stage_c in a stage call of the next lease: torch.compile then finds its inductor/triton caches (the
-#           same graphs compile in seconds instead of 60-90 s each; a changed graph or torch version just misses)
+#   last:   bash scripts/gpu_lease.sh cache   -> the chains' compile artifacts (driftin/train/compile_cache.py), as
+#           <arm>.bin.partNN: keep them in .stage_c/ (ignored) and carry .stage_c in a stage call of the next lease
+#           (call 2 has room; else `lease_tree.sh d`): each chain then loads its arm's compiled code instead of
+#           compiling for 1-2.5 min of its block (a changed graph or torch version just misses). The whole inductor +
+#           triton cache folders were 850 MB (132 MB packed) after one lease: too big to carry.
 #
 # Between calls, move aside the weight folders a call does not carry (the tree must stay under 64 MiB):
 # `bash scripts/lease_tree.sh a|b|c` lays the tree out for call 1/2/3 and prints its carry list; `... back` after.
@@ -33,7 +35,7 @@ stage() {
   mkdir -p $S/weights $O
   for p in .stage_a/* .stage_b/*; do [ -e "$p" ] && cp "$p" $S/; done
   ls data/cifar10/*.tar.gz > /dev/null 2>&1 && mkdir -p $S/cifar10 && cp data/cifar10/*.tar.gz $S/cifar10/
-  [ -e .stage_c/compile_cache.tgz.part00 ] && mkdir -p /root/cache && cat .stage_c/compile_cache.tgz.part* | tar xzf - -C /root/cache
+  for p in .stage_c/*.bin.part00; do [ -e "$p" ] && mkdir -p $S/compile && cat "${p%.part00}".part* > $S/compile/$(basename "${p%.part00}"); done
   for w in weights/*/; do [ -e "$w/config.json" ] && rm -rf "$S/$w" && cp -r "$w" "$S/$w"; done
   for w in .stage_enc/*/; do [ -e "$w/config.json" ] && cp -r "$w" $S/weights/; done  # encoders not (yet) in git
   if [ ! -e $FIDNET ] && [ -e $S/fid.part00 ] && [ -e $S/fid.part01 ]; then cat $S/fid.part00 $S/fid.part01 > $FIDNET; fi
@@ -137,7 +139,8 @@ CHAIN_DRIFT_FLAGS=${CHAIN_DRIFT_FLAGS---warmup 100 --drift-encoder-weights $S/we
 CHAIN_DDPM_FLAGS=${CHAIN_DDPM_FLAGS---warmup 200 --ema-decay 0.9999}
 chain_one() {  # ARM MODEL RECIPE SNAPSHOT_EVERY EVAL_FLAGS [extra train flags...]; output in $O/chain_ARM
   local a=$1 m=$2 recipe=$3 snap=$4 evalflags=$5; shift 5
-  run chain_$a python3 -m driftin.train --config $recipe --init-from $S/weights/$m-cifar10 --steps 10000000 \
+  run chain_$a env DRIFTIN_COMPILE_ARTIFACTS=$S/compile/$a.bin \
+      python3 -m driftin.train --config $recipe --init-from $S/weights/$m-cifar10 --steps 10000000 \
       --snapshot-every $snap --max-minutes $CHAIN_MIN --sample-every 0 --out $O/chain_$a "$@"
   run export_$a python3 -m driftin.train export $O/chain_$a $O/chain_$a/export
   cp $S/weights/$m-cifar10/fid_curve.json $O/chain_$a/ 2>/dev/null  # the committed curve: the new points are merged in
@@ -186,7 +189,7 @@ case ${1:-} in
     #           a file over 16 MiB does not come back; here: cat FILE.part* > FILE)
     tar czf $OUT/results.tgz -C $O --exclude='*.safetensors' --exclude='*.pt' .
     for f in ${2:-}; do n=$(echo "$f" | tr / _); split -b 15M -d "$O/$f" "$OUT/$n.part"; done; ls -la $OUT ;;
-  cache)  # the compile caches of this lease, for the next one (see the top)
-    tar czf - -C /root/cache inductor triton 2>/dev/null | split -b 15M -d - $OUT/compile_cache.tgz.part; ls -la $OUT ;;
+  cache)  # the chains' compile artifacts of this lease, for the next one (see the top)
+    for f in $S/compile/*.bin; do [ -e "$f" ] && split -b 15M -d "$f" "$OUT/$(basename "$f").part"; done; ls -la $S/compile $OUT ;;
   *) echo "usage: $0 stage [start PHASE...] | start PHASE... | status [wait_s] | collect | cache" >&2; exit 2 ;;
 esac

@@ -6,6 +6,7 @@
 #   bash scripts/lease_tree.sh a      # FID part 1 + CIFAR-10 train      -> carry [".stage_a","data/cifar10/train.tar.gz"]
 #   bash scripts/lease_tree.sh b      # FID part 2 + test split + encoder + evalnet -> carry [".stage_b","data/cifar10/test.tar.gz"] (+ ".stage_c")
 #   bash scripts/lease_tree.sh c      # the two generators + drift encoder -> carry [] (+ ".stage_enc", ".stage_c" if they fit)
+#   bash scripts/lease_tree.sh d      # nothing but the compile artifacts -> carry [".stage_c"] (when call b had no room)
 #   bash scripts/lease_tree.sh back   # every weight folder back in weights/ (do this before committing)
 set -eu
 cd "$(dirname "$0")/.."
@@ -32,6 +33,7 @@ case ${1:-} in
   a) keep; carry .stage_a data/cifar10/train.tar.gz ;;  # tests/test_shipped.py checks these sets fit
   b) keep encoder-cifar10 evalnet-cifar10; carry .stage_b data/cifar10/test.tar.gz .stage_c ;;
   c) keep drift-cifar10 ddpm-cifar10 encoder-resnet-bn-cifar10; carry .stage_enc .stage_c ;;
+  d) keep; carry .stage_c ;;
   back) back; ls weights ;;
-  *) echo "usage: $0 a|b|c|back" >&2; exit 2 ;;
+  *) echo "usage: $0 a|b|c|d|back" >&2; exit 2 ;;
 esac

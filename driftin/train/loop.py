@@ -12,6 +12,7 @@ from .. import distributed as dist
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..data import load_dataset
 from ..unet import UNet, count_params
+from .compile_cache import artifacts_path, load_artifacts, save_artifacts
 from .recipe import TrainConfig
 from .trainer import Trainer
 
@@ -44,6 +45,9 @@ def train(cfg: TrainConfig, stop_after: int | None = None, quiet: bool = False, 
     tr = Trainer(cfg, device, images, labels)
     model, ema = tr.model, tr.ema
     config = dataclasses.asdict(cfg)
+    artifacts = artifacts_path() if cfg.compile else None  # compiled code of an earlier machine (compile_cache)
+    if load_artifacts(artifacts):
+        dist.print0(f"loaded compile artifacts from {artifacts}")
 
     start, ckpt, boundary = 0, out / "checkpoint.pt", None
     images_seen, chain, last_good = 0, [], None
@@ -149,6 +153,9 @@ def train(cfg: TrainConfig, stop_after: int | None = None, quiet: bool = False, 
         bar.close()
     if log_file:
         log_file.close()
+    if dist.is_main() and artifacts is not None:  # every rank compiled the same graphs: one file
+        size = save_artifacts(artifacts)
+        dist.print0(f"compile artifacts: {size:,} bytes -> {artifacts}" if size else "compile artifacts: nothing compiled")
     dist.barrier()
     return {"model": model, "ema": ema, "optimizer": tr.opt, "step": done, "images_seen": images_seen, "trainer": tr}
 
