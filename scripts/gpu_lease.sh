@@ -48,12 +48,13 @@ stage() {
 run() { local name=$1; shift; echo "== $(date +%T) $name"; ( "$@" ) > $O/$name.log 2>&1 9>&- && touch $O/$name.done || { touch $O/$name.failed; echo "   $name FAILED"; }; }
 
 # the trainer's own step (as the recipes run it: DDPM with CUDA graphs, drift compiled) vs a naive eager bf16 step (#17),
-# both presets; capped so the lease keeps time for the rest
+# both presets; capped so the lease keeps time for the rest. Needs call 3's weights (the drift chain's encoder).
 bench() {
   run bench_ddpm timeout 360 python3 -m driftin.bench train --objectives ddpm --presets small base --batch 256 1024 \
       --variants baseline graphs --steps 15 --warmup 3 --data cifar10 --out $O/train_ddpm_h200.json --md $O/train_ddpm_h200.md
   run bench_drift timeout 240 python3 -m driftin.bench train --objectives drift --presets small base --batch 1280 \
-      --variants baseline compiled --steps 10 --warmup 3 --data cifar10 --out $O/train_drift_h200.json --md $O/train_drift_h200.md
+      --variants baseline compiled --steps 10 --warmup 3 --data cifar10 --out $O/train_drift_h200.json --md $O/train_drift_h200.md \
+      --drift-encoder-weights $S/weights/encoder-resnet-bn-cifar10  # the shipped chain's features (#17's target)
 }
 
 # where a step's time goes (#17): device-busy vs wall time per step, op tables and the copies by shape (the bench's

@@ -176,7 +176,7 @@ def test_bench_train_reports_the_trainer_step_and_the_baseline(tmp_path):
     rc = main(["train", "--device", "cpu", "--presets", "tiny", "--batch", "20", "--variants", "baseline", "eager",
                "--steps", "2", "--warmup", "1", "--num-images", "40", "--drift-config", "training/drift_pixels_cifar10.json",
                "--peak-tflops", "1", "--out", str(out), "--md", str(md), "--profile", str(tmp_path / "prof"), "--profile-steps", "2",
-               "--force-layout", "true"])
+               "--force-layout", "true", "--drift-encoder-weights", "some/encoder"])
     assert rc == 0
     res = json.loads(out.read_text())
     assert res["meta"]["peak_tflops"] == 1 and res["meta"]["steps"] == 2
@@ -185,6 +185,7 @@ def test_bench_train_reports_the_trainer_step_and_the_baseline(tmp_path):
     for r in rows:
         assert r["status"] == "ok" and r["preset"] == "tiny" and r["batch"] == 20 and r["compile_fallback"] is None
         assert r["force_layout"] is None  # asked for, but it changes compiled steps only: not recorded for these
+        assert r.get("encoder_weights") == ("some/encoder" if r["objective"] == "drift" else None)  # (pixels: unused)
         assert r["ms_per_step"] > 0 and r["img_per_s"] == pytest.approx(20 / r["ms_per_step"] * 1e3)
         assert r["flop_per_step"] > 1e8 and r["tflops"] == pytest.approx(r["flop_per_step"] / r["ms_per_step"] / 1e9)
         assert r["mfu"] == pytest.approx(r["tflops"]) and r["loss"] == r["loss"]  # peak 1 TFLOP/s; loss not NaN
