@@ -56,7 +56,7 @@ def copies_by_shape(prof, cuda: bool, rows: int = 30) -> str:
     """The aten::copy_ calls grouped by their input shapes, the most expensive first (device time on a GPU,
     host time on a CPU): a layout conversion shows up as the shape of the activation it converts."""
     copies = [e for e in prof.key_averages(group_by_input_shape=True) if e.key == "aten::copy_"]
-    total = (lambda e: _device_time_us(e)) if cuda else (lambda e: float(e.self_cpu_time_total))
+    total = _device_time_us if cuda else (lambda e: float(e.self_cpu_time_total))
     copies.sort(key=total, reverse=True)
     lines = ["| input shapes | calls | total us |", "| --- | ---: | ---: |"]
     lines += [f"| {e.input_shapes} | {e.count} | {total(e):,.0f} |" for e in copies[:rows]]

@@ -96,14 +96,15 @@ def time_steps(tr: Trainer, warmup: int, steps: int, device) -> dict:
     return {"ms_per_step": ms / steps, "first_step_s": first, "loss": float(loss.detach())}
 
 
-def run_one(cfg: TrainConfig, variant: str, device, images, labels, warmup: int, steps: int,
+def run_one(cfg: TrainConfig, opts: StepOptions, device, images, labels, warmup: int, steps: int,
             profile_to: Path | None = None, profile_steps: int = 5) -> dict:
+    """One row: the trainer's step under `opts` (a VARIANTS entry), timed and optionally profiled."""
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    if variant in ("compiled", "graphs"):
+    if opts.compile:
         torch._dynamo.reset()  # each row compiles its own model; stale guards would count against the recompile limit
-    tr = Trainer(cfg, device, images, labels, VARIANTS[variant](cfg, device))
+    tr = Trainer(cfg, device, images, labels, opts)
     try:
         row = time_steps(tr, warmup, steps, device)
         row["compile_fallback"] = tr.compile_error  # set when compiling failed and the step ran eager
@@ -239,7 +240,7 @@ def main(argv=None):
                         layout = ("_nchw" if device.type == "cuda" and not cfg.channels_last else "") + (
                             "_forcelayout" if row["force_layout"] else "")
                         prof = Path(a.profile) / f"{objective}_{p}_{cfg.batch_size}_{v}{layout}.txt" if a.profile else None
-                        row.update(run_one(cfg, v, device, images, labels, a.warmup, a.steps, prof, a.profile_steps), status="ok")
+                        row.update(run_one(cfg, opts, device, images, labels, a.warmup, a.steps, prof, a.profile_steps), status="ok")
                     except Exception as e:  # noqa: BLE001
                         row.update(status=f"error: {type(e).__name__}: {str(e)[:300]}")
                         result["rows"].append(row)
