@@ -223,11 +223,14 @@ def test_write_json_is_atomic_and_formatted(tmp_path):
 
 
 
-def test_write_text_atomic(tmp_path):
-    """The markdown of `python -m driftin.bench train --md` goes through the same temporary-file-and-rename writer."""
-    from driftin.eval import write_text_atomic
+def test_write_atomic(tmp_path):
+    """The markdown of `python -m driftin.bench train --md` (text) and the compile artifacts (bytes) go through the
+    same temporary-file-and-rename writer."""
+    from driftin.eval import write_atomic
 
     out = tmp_path / "sub" / "t.md"
-    write_text_atomic(out, "| a |\n")
-    write_text_atomic(out, "| b |\n")
+    write_atomic(out, "| a |\n")
+    write_atomic(out, "| b |\n")
     assert out.read_text() == "| b |\n" and [p.name for p in out.parent.iterdir()] == ["t.md"]
+    write_atomic(out, b"\x00\xff")
+    assert out.read_bytes() == b"\x00\xff" and [p.name for p in out.parent.iterdir()] == ["t.md"]

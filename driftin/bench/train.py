@@ -37,7 +37,7 @@ import torch
 
 from driftin.bench.timing import Timer
 from driftin.config import from_dict
-from driftin.eval import write_json, write_text_atomic
+from driftin.eval import write_atomic, write_json
 from driftin.train import StepOptions, Trainer, TrainConfig
 from driftin.unet import UNet, count_params
 
@@ -188,7 +188,7 @@ def main(argv=None):
     def save():
         write_json(out, result)  # after every row, atomically: a killed run keeps what it measured
         if a.md:
-            write_text_atomic(a.md, markdown(result))  # likewise: never half a table
+            write_atomic(a.md, markdown(result))  # likewise: never half a table
 
     datasets = {}  # "cifar10" or the synthetic data per class count
     for objective in a.objectives:

@@ -46,9 +46,7 @@ def save_artifacts(path: Path | None) -> int | None:
         return None
     if got is None:
         return None
-    data = got[0]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return len(data)
+    from ..eval import write_atomic  # here, not at import: training need not load the evaluation package
+
+    write_atomic(path, got[0])
+    return len(got[0])
