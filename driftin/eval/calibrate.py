@@ -11,16 +11,14 @@ seeded random 10k, not the first 10k (which would be two classes only).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
-from pathlib import Path
 
 import torch
 from torchvision.transforms.functional import gaussian_blur
 
 from driftin.data import load_cifar10_tar
-from driftin.eval import git_commit, markdown_table
+from driftin.eval import git_commit, markdown_table, write_json
 from driftin.eval.features import (DEFAULT_EVALNET, EvalFeatures, default_device, load_evalnet, reference_images, reference_stats,
                                    state_hash)
 from driftin.eval.metrics import compute_metrics
@@ -93,12 +91,10 @@ def main(argv=None):
               "notes": "fid/kid: standard Inception FID/KID vs the CIFAR-10 train split (JPEG copy, 50k). fd/precision/"
                        "recall/is_analogue/class_acc: evalnet (CIFAR-10 classifier) features, diagnostics only. FD and FID "
                        "are biased upwards at small n, so compare rows only at equal n (generated evals use 50k); KID is not."}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     cols = ["data", "n"] + (["fid", "kid"] if inception else []) + ["fd", "precision", "recall", "is_analogue", "class_acc"]
     print(markdown_table(rows, cols))
-    print(f"wrote {out}")
+    print(f"wrote {args.out}")
     return result
 
 
