@@ -171,9 +171,7 @@ def main(argv=None) -> int:
                   "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "drift_weights": a.drift, "ddpm_weights": a.ddpm,
                   "drift_status": state.get("drift", ""), "ddpm_status": state.get("ddpm", ""),
                   "browser_drift_fps": state.get("browser")}
-        from driftin.eval import write_json
-
-        write_json(Path(a.out).with_suffix(".json"), record)  # the numbers the README quotes
+        Path(a.out).with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")  # the numbers the README quotes
         print("drift:", state.get("drift", "").replace("\n", " "))
         print("ddpm: ", state.get("ddpm", "").replace("\n", " "))
         print("browser-measured drift panel:", state.get("browser"), "frames/s")
