@@ -24,9 +24,10 @@
 # Set DRIFTIN_GIT_COMMIT to this checkout's HEAD as a literal: the device's .git can be older than its tree.
 set -u
 S=/root/stage O=/root/res  # not /root/out: that is the device's $OUT, emptied at every call
+DRIFT_ENC=$S/weights/encoder-resnet-bn-cifar10  # the drift chain's encoder since block 4: its runs, benches and profiles
 C=/root/code/$(date +%s%N)  # each job runs its own copy of the code: a later `start` cannot change it under a running job
 export PYTHONUNBUFFERED=1 DRIFTIN_DATA=$S/cifar10 DRIFTIN_WEIGHTS=$S/weights DRIFTIN_CACHE=/root/cache
-export TORCHINDUCTOR_CACHE_DIR=/root/cache/inductor TRITON_CACHE_DIR=/root/cache/triton  # carried across leases (`cache`)
+export TORCHINDUCTOR_CACHE_DIR=/root/cache/inductor TRITON_CACHE_DIR=/root/cache/triton  # this lease's (`cache` carries artifacts)
 FIDNET=$S/default_1.pt
 FID_SHA1=a16e4d89c0ecbc17a915dd76ea9e41211aa82562  # = driftin.eval.inception.FID_HELPER_SHA1 (tests/test_inception.py checks)
 EVAL="python3 -m driftin.eval --batch 2500 --device cuda --inception $FIDNET --evalnet $S/weights/evalnet-cifar10"
@@ -54,7 +55,7 @@ bench() {
       --variants baseline graphs --steps 15 --warmup 3 --data cifar10 --out $O/train_ddpm_h200.json --md $O/train_ddpm_h200.md
   run bench_drift timeout 240 python3 -m driftin.bench train --objectives drift --presets small base --batch 1280 \
       --variants baseline compiled --steps 10 --warmup 3 --data cifar10 --out $O/train_drift_h200.json --md $O/train_drift_h200.md \
-      --drift-encoder-weights $S/weights/encoder-resnet-bn-cifar10  # the shipped chain's features (#17's target)
+      --drift-encoder-weights $DRIFT_ENC  # the shipped chain's features (#17's target)
 }
 
 # where a step's time goes (#17): device-busy vs wall time per step, op tables and the copies by shape (the bench's
@@ -67,14 +68,14 @@ bench() {
 # the drift rows use the drift chain's encoder (call 3).
 profile() {
   local B="python3 -m driftin.bench train --data cifar10 --profile $O/profile" f
-  local ENC="--drift-encoder-weights $S/weights/encoder-resnet-bn-cifar10"
   for f in false true; do
     run profile_ddpm_layout_$f $B --objectives ddpm --presets small --batch 1024 --variants compiled graphs --steps 20 \
         --warmup 5 --force-layout $f --out $O/train_ddpm_layout_${f}_h200.json --md $O/train_ddpm_layout_${f}_h200.md
   done
   for f in false true; do
     run profile_drift_layout_$f $B --objectives drift --presets small --batch 1280 --variants compiled --steps 10 \
-        --warmup 3 --force-layout $f $ENC --out $O/train_drift_layout_${f}_h200.json --md $O/train_drift_layout_${f}_h200.md
+        --warmup 3 --force-layout $f --drift-encoder-weights $DRIFT_ENC --out $O/train_drift_layout_${f}_h200.json \
+        --md $O/train_drift_layout_${f}_h200.md
   done
 }
 
@@ -136,7 +137,7 @@ ablation() {
 # The defaults are the flags of the last block (training/chains/*.sh): a block changing them says so in its chain script
 # (set to "" for none: no colon in the expansion, so an empty value is kept).
 CHAIN_MIN=${CHAIN_MIN:-10}
-CHAIN_DRIFT_FLAGS=${CHAIN_DRIFT_FLAGS---warmup 100 --drift-encoder-weights $S/weights/encoder-resnet-bn-cifar10}
+CHAIN_DRIFT_FLAGS=${CHAIN_DRIFT_FLAGS---warmup 100 --drift-encoder-weights $DRIFT_ENC}
 CHAIN_DDPM_FLAGS=${CHAIN_DDPM_FLAGS---warmup 200 --ema-decay 0.9999}
 chain_one() {  # ARM MODEL RECIPE SNAPSHOT_EVERY EVAL_FLAGS [extra train flags...]; output in $O/chain_ARM
   local a=$1 m=$2 recipe=$3 snap=$4 evalflags=$5; shift 5

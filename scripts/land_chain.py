@@ -24,7 +24,7 @@ from pathlib import Path
 from safetensors import safe_open
 
 ROOT = Path(__file__).resolve().parents[1]
-DEVICE_WEIGHTS, DEVICE_RESULTS = "/root/stage/weights/", "/root/res/"
+DEVICE_WEIGHTS = "/root/stage/weights/"
 EXPORT_FILES = ("model.safetensors.index.json", "config.json", "eval.json")
 
 
