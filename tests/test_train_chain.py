@@ -102,8 +102,8 @@ def test_run_continued_from_weights_keeps_steps_schedule_data_and_loss(image_fol
     drawn = {}
     orig = Trainer.batch_indices
 
-    def spy(self, step):
-        idx, mask = orig(self, step)
+    def spy(self, step, *rng):
+        idx, mask = orig(self, step, *rng)
         drawn.setdefault(self.cfg.out, {})[step] = (idx.clone(), mask.clone())
         return idx, mask
     monkeypatch.setattr(Trainer, "batch_indices", spy)

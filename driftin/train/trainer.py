@@ -182,24 +182,27 @@ class Trainer:
     def lr(self, step: int) -> float:
         return lr_at(step, self.cfg, self.warm_start)
 
-    def batch_indices(self, step: int):
-        """Global-batch image indices and flip mask of a step, drawn on the device from the step's "batch" stream."""
-        return self.data.indices(self.cfg.batch_size, StepRandom(self.cfg.seed, step, self.device).stream("batch"))
+    def batch_indices(self, step: int, rng: StepRandom | None = None):
+        """Global-batch image indices and flip mask of a step, drawn on the device from the step's "batch" stream
+        (rng: the step's StepRandom when the caller has it)."""
+        rng = rng or StepRandom(self.cfg.seed, step, self.device)
+        return self.data.indices(self.cfg.batch_size, rng.stream("batch"))
 
     def batch(self, step: int) -> dict:
         cfg = self.cfg
         sl = slice(self.rank * self.local_bs, (self.rank + 1) * self.local_bs)
+        rng = StepRandom(cfg.seed, step, self.device)  # the step's one: its batch stream here, the rest in the loss
         if self.opts.device_data:
-            idx, mask = self.batch_indices(step)
+            idx, mask = self.batch_indices(step, rng)
             x_u8, y = self.data.gather(idx[sl], mask[sl])  # only this rank's rows are gathered
         else:  # the naive path: per-class index pools and draws on the CPU, then a host-to-device copy
-            x_u8, y = global_batch(self.images, self.labels, cfg.batch_size, StepRandom(cfg.seed, step, "cpu").stream("batch"),
+            x_u8, y = global_batch(self.images, self.labels, cfg.batch_size, rng.stream("batch", "cpu"),
                                    num_classes=self.batch_classes)
             x_u8, y = x_u8[sl].to(self.device), y[sl].to(self.device)
         x = to_model_range(x_u8)
         if self.opts.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return {"x": x, "y": y if cfg.class_cond else None, "rng": StepRandom(cfg.seed, step, self.device)}
+        return {"x": x, "y": y if cfg.class_cond else None, "rng": rng}
 
     def prepare(self) -> None:
         """Wrap the model for DDP and compile; called by the first step (after any weights were loaded)."""
