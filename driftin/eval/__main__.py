@@ -168,13 +168,13 @@ class EvalContext:
         compile and capture again (~35 s of GPU per DDIM-50 snapshot). A different config keeps the new model."""
         from driftin.hub import load_pretrained
 
-        model = load_pretrained(weights, device=device)
+        model = load_pretrained(weights)  # on the CPU: a held model takes the weights straight from there
         held = self.generators.get(device)
         if held is not None and held.config == model.config:
             held.load_state_dict(model.state_dict())  # strict: same config -> same keys and shapes
             held.meta = model.meta
             return held
-        self.generators[device] = model
+        self.generators[device] = model = model.to(device)
         return model
 
 
