@@ -1,3 +1,4 @@
+import functools
 import os
 
 import numpy as np
@@ -23,3 +24,11 @@ def image_folder(tmp_path_factory):
             img = np.stack([col[k] * (xx if (i + k + c) % 2 else yy) for k in range(3)], -1)
             Image.fromarray((img * 255).astype(np.uint8)).save(root / f"class{c}" / f"{i}.png")
     return str(root)
+
+
+@pytest.fixture
+def aot_eager_compile(monkeypatch):
+    """torch.compile with dynamo + AOT autograd only (no code generation: CPU tests cannot afford inductor), from a
+    fresh dynamo state. Every module sees it: they all call the one torch.compile."""
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    torch._dynamo.reset()

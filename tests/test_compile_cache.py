@@ -1,7 +1,5 @@
 """driftin.train.compile_cache: a run loads the compiled code of an earlier machine before its first step and saves
 its own when it ends (DRIFTIN_COMPILE_ARTIFACTS), only when it compiles; the file is replaced whole."""
-import functools
-
 import pytest
 import torch
 
@@ -12,14 +10,12 @@ TINY = dict(preset="tiny", batch_size=8, num_classes=2, bf16=False, warmup=1, lo
 
 
 @pytest.fixture
-def compiler_calls(monkeypatch):
-    """torch.compiler's artifact functions recorded (the real ones need inductor's code generation), torch.compile
-    with dynamo + AOT autograd only (CPU tests cannot afford inductor)."""
+def compiler_calls(monkeypatch, aot_eager_compile):
+    """torch.compiler's artifact functions recorded (the real ones need inductor's code generation); torch.compile
+    without code generation (conftest)."""
     calls = []
     monkeypatch.setattr(torch.compiler, "load_cache_artifacts", lambda data: calls.append(("load", data)))
     monkeypatch.setattr(torch.compiler, "save_cache_artifacts", lambda: calls.append(("save",)) or (b"compiled here", None))
-    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
-    torch._dynamo.reset()
     return calls
 
 

@@ -237,21 +237,14 @@ def test_whole_ddpm_loss_compiles_and_matches_eager(monkeypatch):
     assert tr.compiled and tr.compile_error is None and tr.objective.mse is not ddpm_mse
 
 
-def test_drift_compiles_generator_and_features_and_matches_eager(monkeypatch):
+def test_drift_compiles_generator_and_features_and_matches_eager(aot_eager_compile):
     """compile=True for drift: the generator and the encoder + feature groups are compiled (here with dynamo + AOT
     autograd, no code generation) and the step equals the eager one; channels_last puts the encoder in NHWC too."""
-    import functools
-
-    from driftin.drift import objective as drift_objective
-    from driftin.train import trainer as trainer_module
-    for mod in (drift_objective, trainer_module):
-        monkeypatch.setattr(mod.torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
     # seeded: with unseeded images (the global RNG, i.e. whatever tests ran before) the step-1 grad norms of the
     # compiled and eager steps differed by up to ~0.1%, at this test's bound, on some draws
     gen = torch.Generator().manual_seed(0)
     images, labels = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8, generator=gen), torch.arange(40) % 2
     cfg = TrainConfig(**{**TINY, "objective": "drift", "drift": {"encoder": "cifar", "cfg_max": 2.0, "uncond_per_group": 2}})
-    torch._dynamo.reset()
     fast = Trainer(dataclasses.replace(cfg, compile=True), "cpu", images, labels, StepOptions(compile=True, channels_last=True))
     slow = Trainer(cfg, "cpu", images, labels, StepOptions())
     conv = next(m for m in fast.objective.encoder.modules() if isinstance(m, torch.nn.Conv2d))
