@@ -1,4 +1,5 @@
-"""Resume state (atomic, loaded without executing pickled code) for the trainer."""
+"""Resume state (atomic, loaded without executing pickled code) for the trainer, and write_atomic: the atomic writer of
+JSON results, benchmark tables and compile artifacts."""
 from __future__ import annotations
 
 import json
@@ -17,6 +18,16 @@ def clean_state_dict(sd: dict) -> dict:
                 k = k[len(prefix):]
         out[k.replace("._orig_mod.", ".")] = v
     return out
+
+
+def write_atomic(path, data: str | bytes) -> None:
+    """Write text or bytes atomically (a temporary file beside it, then a rename): a killed run never leaves half a
+    file. JSON results, benchmark tables and compile artifacts go through it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_bytes(data) if isinstance(data, bytes) else tmp.write_text(data)
+    os.replace(tmp, path)
 
 
 def atomic_torch_save(obj, path: str | Path) -> None:

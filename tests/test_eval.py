@@ -226,7 +226,7 @@ def test_write_json_is_atomic_and_formatted(tmp_path):
 def test_write_atomic(tmp_path):
     """The markdown of `python -m driftin.bench train --md` (text) and the compile artifacts (bytes) go through the
     same temporary-file-and-rename writer."""
-    from driftin.eval import write_atomic
+    from driftin.checkpoint import write_atomic
 
     out = tmp_path / "sub" / "t.md"
     write_atomic(out, "| a |\n")

@@ -37,7 +37,8 @@ import torch
 
 from driftin.bench.timing import Timer
 from driftin.config import from_dict
-from driftin.eval import write_atomic, write_json
+from driftin.checkpoint import write_atomic
+from driftin.eval import write_json
 from driftin.train import StepOptions, Trainer, TrainConfig
 from driftin.unet import UNet, count_params
 

@@ -35,21 +35,10 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def write_atomic(path, data: str | bytes) -> None:
-    """Write text or bytes atomically (a temporary file beside it, then a rename): a killed run never leaves half a
-    file."""
-    import os
-    from pathlib import Path
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_bytes(data) if isinstance(data, bytes) else tmp.write_text(data)
-    os.replace(tmp, path)
-
-
 def write_json(path, data) -> None:
-    """Write JSON (indent 2, trailing newline) atomically, through write_atomic."""
+    """Write JSON (indent 2, trailing newline) atomically, through checkpoint.write_atomic."""
     import json
+
+    from driftin.checkpoint import write_atomic
 
     write_atomic(path, json.dumps(data, indent=2) + "\n")

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint import write_atomic
+
 ENV = "DRIFTIN_COMPILE_ARTIFACTS"
 
 
@@ -46,7 +48,5 @@ def save_artifacts(path: Path | None) -> int | None:
         return None
     if got is None:
         return None
-    from ..eval import write_atomic  # here, not at import: training need not load the evaluation package
-
     write_atomic(path, got[0])
     return len(got[0])
