@@ -13,18 +13,18 @@
 #    A+B runs phases A and B at the same time. Jobs queue: a job started while another runs waits for it, so call 1
 #    can start what needs only the data, e.g. `stage start profile`, and call 3 `stage start encoder+chains`)
 #   later:  bash scripts/gpu_lease.sh status [seconds to wait]; bash scripts/gpu_lease.sh collect
-#   last:   bash scripts/gpu_lease.sh cache   -> the chains' compile artifacts (driftin/train/compile_cache.py), as
-#           <arm>.bin.partNN: keep them in .stage_c/ (ignored) and carry .stage_c in a stage call of the next lease
-#           (call 2 has room; else `lease_tree.sh d`): each chain then loads its arm's compiled code instead of
-#           compiling for 1-2.5 min of its block (a changed graph or torch version just misses). The whole inductor +
-#           triton cache folders were 850 MB (132 MB packed) after one lease: too big to carry.
+#   last:   bash scripts/gpu_lease.sh cache   -> the chains' compile artifacts (driftin/train/compile_cache.py),
+#           xz-compressed as <arm>.bin.xz: keep them in .stage_c/ (ignored) and carry .stage_c in a stage call of the
+#           next lease (call 2 if it has room; else `lease_tree.sh d`): each chain then loads its arm's compiled code
+#           instead of compiling for 1-2.5 min of its block (a changed graph or torch version just misses). Measured
+#           2026-12-01: the artifacts are 103 / 138 / 125 MB (ddpm / drift / drift trial), mostly pickled kernels that xz
+#           shrinks ~23x (63 MB of ddpm's -> 2.7 MB); the whole inductor + triton folders were 850 MB (132 MB packed).
 #
 # Between calls, move aside the weight folders a call does not carry (the tree must stay under 64 MiB):
 # `bash scripts/lease_tree.sh a|b|c` lays the tree out for call 1/2/3 and prints its carry list; `... back` after.
 # Set DRIFTIN_GIT_COMMIT to this checkout's HEAD as a literal: the device's .git can be older than its tree.
 set -u
 S=/root/stage O=/root/res  # not /root/out: that is the device's $OUT, emptied at every call
-DRIFT_ENC=$S/weights/encoder-resnet-bn-cifar10  # the drift chain's encoder since block 4: its runs, benches and profiles
 C=/root/code/$(date +%s%N)  # each job runs its own copy of the code: a later `start` cannot change it under a running job
 export PYTHONUNBUFFERED=1 DRIFTIN_DATA=$S/cifar10 DRIFTIN_WEIGHTS=$S/weights DRIFTIN_CACHE=/root/cache
 export TORCHINDUCTOR_CACHE_DIR=/root/cache/inductor TRITON_CACHE_DIR=/root/cache/triton  # this lease's (`cache` carries artifacts)
@@ -36,7 +36,7 @@ stage() {
   mkdir -p $S/weights $O
   for p in .stage_a/* .stage_b/*; do [ -e "$p" ] && cp "$p" $S/; done
   ls data/cifar10/*.tar.gz > /dev/null 2>&1 && mkdir -p $S/cifar10 && cp data/cifar10/*.tar.gz $S/cifar10/
-  for p in .stage_c/*.bin.part00; do [ -e "$p" ] && mkdir -p $S/compile && cat "${p%.part00}".part* > $S/compile/$(basename "${p%.part00}"); done
+  for p in .stage_c/*.bin.xz; do [ -e "$p" ] && mkdir -p $S/compile && xz -dc "$p" > $S/compile/$(basename "${p%.xz}"); done
   for w in weights/*/; do [ -e "$w/config.json" ] && rm -rf "$S/$w" && cp -r "$w" "$S/$w"; done
   for w in .stage_enc/*/; do [ -e "$w/config.json" ] && cp -r "$w" $S/weights/; done  # encoders not (yet) in git
   if [ ! -e $FIDNET ] && [ -e $S/fid.part00 ] && [ -e $S/fid.part01 ]; then cat $S/fid.part00 $S/fid.part01 > $FIDNET; fi
@@ -54,8 +54,7 @@ bench() {
   run bench_ddpm timeout 360 python3 -m driftin.bench train --objectives ddpm --presets small base --batch 256 1024 \
       --variants baseline graphs --steps 15 --warmup 3 --data cifar10 --out $O/train_ddpm_h200.json --md $O/train_ddpm_h200.md
   run bench_drift timeout 240 python3 -m driftin.bench train --objectives drift --presets small base --batch 1280 \
-      --variants baseline compiled --steps 10 --warmup 3 --data cifar10 --out $O/train_drift_h200.json --md $O/train_drift_h200.md \
-      --drift-encoder-weights $DRIFT_ENC  # the shipped chain's features (#17's target)
+      --variants baseline compiled --steps 10 --warmup 3 --data cifar10 --out $O/train_drift_h200.json --md $O/train_drift_h200.md
 }
 
 # where a step's time goes (#17): device-busy vs wall time per step, op tables and the copies by shape (the bench's
@@ -74,7 +73,7 @@ profile() {
   done
   for f in false true; do
     run profile_drift_layout_$f $B --objectives drift --presets small --batch 1280 --variants compiled --steps 10 \
-        --warmup 3 --force-layout $f --drift-encoder-weights $DRIFT_ENC --out $O/train_drift_layout_${f}_h200.json \
+        --warmup 3 --force-layout $f --out $O/train_drift_layout_${f}_h200.json \
         --md $O/train_drift_layout_${f}_h200.md
   done
 }
@@ -137,7 +136,8 @@ ablation() {
 # The defaults are the flags of the last block (training/chains/*.sh): a block changing them says so in its chain script
 # (set to "" for none: no colon in the expansion, so an empty value is kept).
 CHAIN_MIN=${CHAIN_MIN:-10}
-CHAIN_DRIFT_FLAGS=${CHAIN_DRIFT_FLAGS---warmup 100 --drift-encoder-weights $DRIFT_ENC}
+CHAIN_DRIFT_FLAGS=${CHAIN_DRIFT_FLAGS---warmup 100}  # the recipe names its encoder folder: found in $S/weights
+CHAIN_MODELS=${CHAIN_MODELS:-drift ddpm}  # e.g. CHAIN_MODELS=drift: the drift block alone gets the whole GPU
 CHAIN_DDPM_FLAGS=${CHAIN_DDPM_FLAGS---warmup 200 --ema-decay 0.9999}
 chain_one() {  # ARM MODEL RECIPE SNAPSHOT_EVERY EVAL_FLAGS [extra train flags...]; output in $O/chain_ARM
   local a=$1 m=$2 recipe=$3 snap=$4 evalflags=$5; shift 5
@@ -152,8 +152,8 @@ chain_one() {  # ARM MODEL RECIPE SNAPSHOT_EVERY EVAL_FLAGS [extra train flags..
 }
 DRIFT_ARM="drift training/drift_cifar10.json 1000"  # model, recipe, snapshot interval: one for both drift arms
 chains() {
-  chain_one drift $DRIFT_ARM "--guidance,1 --guidance,1.5" $CHAIN_DRIFT_FLAGS &
-  chain_one ddpm ddpm training/ddpm_cifar10.json 4000 "--method,ddim,--steps,50" $CHAIN_DDPM_FLAGS &
+  [[ " $CHAIN_MODELS " == *" drift "* ]] && chain_one drift $DRIFT_ARM "--guidance,1 --guidance,1.5" $CHAIN_DRIFT_FLAGS &
+  [[ " $CHAIN_MODELS " == *" ddpm "* ]] && chain_one ddpm ddpm training/ddpm_cifar10.json 4000 "--method,ddim,--steps,50" $CHAIN_DDPM_FLAGS &
   wait
 }
 # a second arm of the drift block from the same start weights with other flags (`chains+trial`: both arms share the GPU
@@ -191,7 +191,7 @@ case ${1:-} in
     #           a file over 16 MiB does not come back; here: cat FILE.part* > FILE)
     tar czf $OUT/results.tgz -C $O --exclude='*.safetensors' --exclude='*.pt' .
     for f in ${2:-}; do n=$(echo "$f" | tr / _); split -b 15M -d "$O/$f" "$OUT/$n.part"; done; ls -la $OUT ;;
-  cache)  # the chains' compile artifacts of this lease, for the next one (see the top)
-    for f in $S/compile/*.bin; do [ -e "$f" ] && split -b 15M -d "$f" "$OUT/$(basename "$f").part"; done; ls -la $S/compile $OUT ;;
+  cache)  # the chains' compile artifacts of this lease, for the next one (see the top; one file comes back <= 16 MiB)
+    for f in $S/compile/*.bin; do [ -e "$f" ] && xz -T0 -6 -c "$f" > "$OUT/$(basename "$f").xz"; done; ls -la $S/compile $OUT ;;
   *) echo "usage: $0 stage [start PHASE...] | start PHASE... | status [wait_s] | collect | cache" >&2; exit 2 ;;
 esac

@@ -147,6 +147,23 @@ def test_build_encoder_names():
         build_encoder("vgg")
     with pytest.raises(FileNotFoundError, match="classifier train --arch encoder"):
         build_encoder("cifar", "/nonexistent/encoder-cifar10")
+    with pytest.raises(FileNotFoundError, match="'no-such-encoder'.*classifier train --arch encoder"):
+        build_encoder("cifar", "no-such-encoder")  # a name, looked up among the weights folders
+
+
+def test_cifar_encoder_by_name_finds_staged_weights(tmp_path, monkeypatch):
+    """The drift recipe names its encoder folder (not a path), so it resolves under DRIFTIN_WEIGHTS where a GPU
+    machine stages the weights, from any working directory."""
+    from driftin.classifier import Encoder, save_classifier
+
+    torch.manual_seed(0)
+    save_classifier(Encoder(widths=(8, 16, 16, 32)).eval(), tmp_path / "staged" / "my-encoder")
+    monkeypatch.setenv("DRIFTIN_WEIGHTS", str(tmp_path / "staged"))
+    monkeypatch.chdir(tmp_path)
+    enc = build_encoder("cifar", "my-encoder")
+    by_path = build_encoder("cifar", str(tmp_path / "staged" / "my-encoder"))
+    for a, b in zip(enc.state_dict().values(), by_path.state_dict().values()):
+        torch.testing.assert_close(a, b)
 
 
 def test_cifar_encoder_is_frozen_and_passes_gradient(tmp_path):

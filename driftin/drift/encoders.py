@@ -122,14 +122,17 @@ def _missing_keys(net: nn.Module, file_keys: list[str]) -> list[str]:
 
 class CifarEncoder(nn.Module):
     def __init__(self, weights: str | Path = ""):
+        """weights: a classifier folder, or a folder name looked up like every weights name (DRIFTIN_WEIGHTS,
+        ./weights, the checkout's weights/), so a recipe can name its encoder wherever the weights are staged."""
         super().__init__()
         from ..classifier import load_classifier
 
-        path = Path(weights or DEFAULT_CIFAR_ENCODER)
-        if not path.exists():
-            raise FileNotFoundError(f"CIFAR encoder weights {path} not found; train them with "
-                                    "`python -m driftin.classifier train --arch encoder --out weights/encoder-cifar10`")
-        self.net = load_classifier(path)
+        source = weights or DEFAULT_CIFAR_ENCODER
+        try:
+            self.net = load_classifier(source)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"CIFAR encoder weights {source} not found ({e}); train them with `python -m "
+                                    "driftin.classifier train --arch encoder --out weights/encoder-cifar10`") from None
 
     def forward(self, x):
         return self.net.features(x)
