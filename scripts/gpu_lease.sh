@@ -57,24 +57,19 @@ bench() {
       --variants baseline compiled --steps 10 --warmup 3 --data cifar10 --out $O/train_drift_h200.json --md $O/train_drift_h200.md
 }
 
-# where a step's time goes (#17): device-busy vs wall time per step, op tables and the copies by shape (the bench's
-# --profile). Measured 2026-12-01 (benchmarks/train_*_h200.*, benchmarks/profiles/): ~20% of both objectives' device
-# time is aten::copy_, about one per convolution backward. Suspect: inductor turns its layout optimisation off in
-# backward graphs (they hold convolution_backward, no convolution: pytorch/pytorch#189239), so gradients come out NCHW
-# and each convolution backward converts them to NHWC. This phase measures both steps with and without forcing it
-# (--force-layout; the recipes' compile_force_layout): compiled rows show the copies by shape, graphs rows the speed.
-# ~9 min alone (six compiles; a drift compile takes ~2.5 min). DDPM rows first: they need only the train split (call 1);
-# the drift rows use the drift chain's encoder (call 3).
+# where a drift step's time goes (#17): device-busy vs wall time per step, op tables and the copies by shape (the
+# bench's --profile). Forcing inductor's layout optimisation took the copies from 15% to 9% of the drift step's device
+# time (+5.7% img/s; DDPM with graphs +9.4%; benchmarks/train_{drift,ddpm}_layout_*_h200.*): both recipes force it.
+# What is left in the drift profile (benchmarks/profiles/layout/): ~19% of device time in small eager kernels (mul,
+# sub, sum, cat, div, bmm: ~560 a step), most of them the fp32 field loss, which runs eager. This phase measures the recipe's drift step with and
+# without compiling the field too (--compile-field; the recipe's compile_field). ~5 min alone (two drift compiles);
+# needs call 3's tree (the recipe's encoder).
 profile() {
-  local B="python3 -m driftin.bench train --data cifar10 --profile $O/profile" f
+  local f
   for f in false true; do
-    run profile_ddpm_layout_$f $B --objectives ddpm --presets small --batch 1024 --variants compiled graphs --steps 20 \
-        --warmup 5 --force-layout $f --out $O/train_ddpm_layout_${f}_h200.json --md $O/train_ddpm_layout_${f}_h200.md
-  done
-  for f in false true; do
-    run profile_drift_layout_$f $B --objectives drift --presets small --batch 1280 --variants compiled --steps 10 \
-        --warmup 3 --force-layout $f --out $O/train_drift_layout_${f}_h200.json \
-        --md $O/train_drift_layout_${f}_h200.md
+    run profile_drift_field_$f python3 -m driftin.bench train --data cifar10 --profile $O/profile --objectives drift \
+        --presets small --batch 1280 --variants compiled --steps 10 --warmup 3 --compile-field $f \
+        --out $O/train_drift_field_${f}_h200.json --md $O/train_drift_field_${f}_h200.md
   done
 }
 

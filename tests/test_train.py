@@ -80,7 +80,7 @@ def test_drift_features_are_compiled_without_cudagraphs(monkeypatch, mode):
     seen = []
     monkeypatch.setattr(tr.objective, "compile", lambda enabled=True, **kw: seen.append(kw))
     tr.prepare()  # torch.compile is lazy: nothing is compiled until a call
-    assert seen == [{"mode": without_cudagraphs(None if mode == "default" else mode)}]
+    assert seen == [{"field": False, "mode": without_cudagraphs(None if mode == "default" else mode)}]
     assert not uses_cudagraphs(seen[0]["mode"])
 
 
@@ -117,7 +117,8 @@ def test_trainer_compiles_every_graph_with_the_forced_layout(monkeypatch, object
     tr.prepare()
     graphs = {"options": {"triton.cudagraphs": True, "force_layout_optimization": True}}
     no_graphs = {"options": {"force_layout_optimization": True}}  # the drift features: never CUDA graphs
-    assert seen == ([("ddpm_mse", graphs)] if objective == "ddpm" else [("UNet", graphs), ("features", no_graphs)])
+    drift_calls = [("UNet", graphs), ("features", {"field": False, **no_graphs})]  # the field: only with compile_field
+    assert seen == ([("ddpm_mse", graphs)] if objective == "ddpm" else drift_calls)
 
 
 def free_port():

@@ -176,7 +176,7 @@ def test_bench_train_reports_the_trainer_step_and_the_baseline(tmp_path):
     rc = main(["train", "--device", "cpu", "--presets", "tiny", "--batch", "20", "--variants", "baseline", "eager",
                "--steps", "2", "--warmup", "1", "--num-images", "40", "--drift-config", "training/drift_pixels_cifar10.json",
                "--peak-tflops", "1", "--out", str(out), "--md", str(md), "--profile", str(tmp_path / "prof"), "--profile-steps", "2",
-               "--force-layout", "true", "--drift-encoder-weights", "some/encoder"])
+               "--force-layout", "true", "--compile-field", "true", "--drift-encoder-weights", "some/encoder"])
     assert rc == 0
     res = json.loads(out.read_text())
     assert res["meta"]["peak_tflops"] == 1 and res["meta"]["steps"] == 2
@@ -184,7 +184,7 @@ def test_bench_train_reports_the_trainer_step_and_the_baseline(tmp_path):
     assert [(r["objective"], r["variant"]) for r in rows] == [("ddpm", "baseline"), ("ddpm", "eager"), ("drift", "baseline"), ("drift", "eager")]
     for r in rows:
         assert r["status"] == "ok" and r["preset"] == "tiny" and r["batch"] == 20 and r["compile_fallback"] is None
-        assert r["force_layout"] is None  # asked for, but it changes compiled steps only: not recorded for these
+        assert r["force_layout"] is None and r["compile_field"] is None  # asked for, but compiled steps only
         assert r.get("encoder_weights") == ("some/encoder" if r["objective"] == "drift" else None)  # (pixels: unused)
         assert r["ms_per_step"] > 0 and r["img_per_s"] == pytest.approx(20 / r["ms_per_step"] * 1e3)
         assert r["flop_per_step"] > 1e8 and r["tflops"] == pytest.approx(r["flop_per_step"] / r["ms_per_step"] / 1e9)
@@ -198,6 +198,8 @@ def test_bench_train_reports_the_trainer_step_and_the_baseline(tmp_path):
 
     compiled = {**rows[1], "variant": "graphs", "force_layout": True}
     assert "| ddpm | tiny | 20 | graphs force-layout |" in markdown({**res, "rows": [compiled]})
+    compiled = {**rows[3], "variant": "compiled", "force_layout": True, "compile_field": True}
+    assert "| drift | tiny | 20 | compiled force-layout + field |" in markdown({**res, "rows": [compiled]})
 
 
 def test_drift_queues_are_checkpointed_and_resume_bit_exactly(image_folder, tmp_path):
@@ -256,6 +258,33 @@ def test_drift_compiles_generator_and_features_and_matches_eager(aot_eager_compi
     assert fast.compiled and fast.compile_error is None and fast.objective._features_compiled is not None
     fast._eager_again(RuntimeError("test"))  # the fallback switches the features back to eager too
     assert fast.objective._features_compiled is None
+
+
+def test_compiled_drift_field_matches_eager_and_falls_back(aot_eager_compile):
+    """compile_field: the field loss compiled as well (one graph per feature map) gives the eager step's loss and
+    gradient; the eager fallback restores the plain field; the Triton field keeps its own kernels."""
+    from driftin.drift.field import drift_loss
+
+    gen = torch.Generator().manual_seed(0)
+    images, labels = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8, generator=gen), torch.arange(40) % 2
+    cfg = TrainConfig(**{**TINY, "objective": "drift", "compile": True, "compile_field": True,
+                         "drift": {"encoder": "pixels", "cfg_max": 2.0, "uncond_per_group": 2, "impl": "torch"}})
+    opts = StepOptions.for_config(cfg, "cpu")
+    assert opts.compile_field
+    fast = Trainer(cfg, "cpu", images, labels, opts)
+    slow = Trainer(dataclasses.replace(cfg, compile=False), "cpu", images, labels, StepOptions())
+    for s in range(2):
+        a, b = fast.step(s), slow.step(s)
+        torch.testing.assert_close(a[0], b[0], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(a[2], b[2], rtol=1e-3, atol=1e-3)
+    assert fast.compiled and fast.compile_error is None and fast.objective.field_loss is not drift_loss
+    assert slow.objective.field_loss is drift_loss
+    fast._eager_again(RuntimeError("test"))
+    assert fast.objective.field_loss is drift_loss
+    for impl in ("triton", "auto"):  # "auto" may pick Triton on a GPU
+        other = Trainer(dataclasses.replace(cfg, drift=dataclasses.replace(cfg.drift, impl=impl)), "cpu", images, labels, opts)
+        other.objective.compile(field=True)
+        assert other.objective.field_loss is drift_loss
 
 
 def test_a_failing_compile_falls_back_to_eager_with_the_same_step(monkeypatch):

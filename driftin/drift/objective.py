@@ -153,11 +153,16 @@ class DriftLoss:
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         return (self._features_compiled or self._features_eager)(x)
 
-    def compile(self, enabled: bool = True, **kwargs) -> None:
+    def compile(self, enabled: bool = True, field: bool = False, **kwargs) -> None:
         """Compile the encoder and the feature groups as one graph (GroupNorm, pooling and the patch statistics fuse;
         eager they are a third of the drift step's GPU time); enabled=False: back to eager. One graph per batch
-        size (generated, real, unconditional): dynamic=False."""
+        size (generated, real, unconditional): dynamic=False.
+        field: the field loss too, one graph per feature map (eager, its fp32 distance, softmax and field ops are
+        hundreds of small kernels a step: ~19% of the step's device time on the H200, benchmarks/profiles/layout/).
+        The "torch" / "reference" / "lean" fields only: "triton" and "auto" launch their own kernels."""
         self._features_compiled = torch.compile(self._features_eager, dynamic=False, **kwargs) if enabled else None
+        compile_field = enabled and field and self.cfg.impl in ("torch", "reference", "lean")
+        self.field_loss = torch.compile(drift_loss, dynamic=False, **kwargs) if compile_field else drift_loss
 
     def channels_last(self) -> None:
         """The encoder in NHWC, like the trainer's generator and batches: mixed layouts cost a conversion per layer."""

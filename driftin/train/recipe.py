@@ -57,6 +57,7 @@ class TrainConfig:
     compile_mode: str = "default"  # torch.compile mode (COMPILE_MODES); "reduce-overhead" and "max-autotune" use CUDA graphs
     channels_last: bool = True  # NHWC model and inputs on CUDA (ignored elsewhere)
     compile_force_layout: bool = False  # inductor's layout optimisation in backward graphs too (compile_kwargs)
+    compile_field: bool = False  # drift: its field loss compiled too, one graph per feature map (DriftLoss.compile)
     seed: int = 0
     log_every: int = 100
     sample_every: int = 2000

@@ -79,13 +79,14 @@ class StepOptions:
     device_data: bool = True  # dataset, class pools, indices and flips on the device; False: drawn on the CPU, then copied
     channels_last: bool = False  # NHWC model and inputs
     force_layout: bool = False  # compiled graphs with inductor's layout optimisation forced on (recipe.compile_kwargs)
+    compile_field: bool = False  # drift: the field loss compiled as well (with compile)
     sync_every_step: bool = False  # read the loss on the host every step (what a naive loop does)
 
     @classmethod
     def for_config(cls, cfg: TrainConfig, device) -> StepOptions:
         cuda = torch.device(device).type == "cuda"
         return cls(compile=cfg.compile, compile_mode=cfg.compile_mode, channels_last=cfg.channels_last and cuda,
-                   force_layout=cfg.compile_force_layout)
+                   force_layout=cfg.compile_force_layout, compile_field=cfg.compile_field)
 
     @classmethod
     def naive(cls) -> StepOptions:
@@ -223,7 +224,8 @@ class Trainer:
                 if hasattr(self.objective, "compile") and not isinstance(self.objective, DDPMLoss):
                     # drift: the frozen encoder + feature groups, never as CUDA graphs: it runs several times a
                     # step (generated with grad, real without) and graph outputs would be overwritten in between
-                    self.objective.compile(**compile_kwargs(without_cudagraphs(mode), self.opts.force_layout))
+                    self.objective.compile(field=self.opts.compile_field,
+                                           **compile_kwargs(without_cudagraphs(mode), self.opts.force_layout))
             self.compiled = True
 
     def _forward_backward(self, batch: dict):
