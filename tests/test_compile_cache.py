@@ -5,8 +5,9 @@ import torch
 
 from driftin.train import TrainConfig, train
 from driftin.train.compile_cache import ENV, load_artifacts, save_artifacts
+from tiny_configs import TINY as TINY_TRAIN
 
-TINY = dict(preset="tiny", batch_size=8, num_classes=2, bf16=False, warmup=1, log_every=1, sample_every=0, lr=1e-3, steps=2)
+TINY = {**TINY_TRAIN, "steps": 2}
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from driftin.checkpoint import load_checkpoint
 from driftin.data import class_pools, global_batch
 from driftin.train import COMPILE_MODES, TrainConfig, parse_args, train
 from driftin.train.recipe import compile_kwargs, uses_cudagraphs, without_cudagraphs
+from tiny_configs import TINY
 
-TINY = dict(preset="tiny", batch_size=8, num_classes=2, bf16=False, warmup=1, log_every=1, sample_every=0, lr=1e-3)
 
 
 def test_tiny_ddpm_overfits_a_handful_of_images(image_folder, tmp_path):

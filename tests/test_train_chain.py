@@ -13,8 +13,8 @@ from driftin.data import DeviceData
 from driftin.diffusion import ddpm_mse
 from driftin.hub import load_pretrained
 from driftin.train import StepOptions, StepRandom, Trainer, TrainConfig, export, lr_at, train
+from tiny_configs import TINY
 
-TINY = dict(preset="tiny", batch_size=8, num_classes=2, bf16=False, warmup=1, log_every=1, sample_every=0, lr=1e-3)
 
 
 def read_log(path):

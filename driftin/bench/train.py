@@ -136,7 +136,7 @@ def markdown(result: dict) -> str:
             lines.append(f"| {r['objective']} | {r['preset']} | {r['batch']} | {r['variant']} | {r['status']} | | | | | | |")
             continue
         f = lambda v, fmt: "" if v is None else format(v, fmt)  # noqa: E731
-        nchw = " NCHW" if m["device"].startswith("cuda") and r.get("channels_last") is False else ""
+        nchw = " NCHW" if m["device"].startswith("cuda") and r.get("channels_last") is False and r["variant"] != "baseline" else ""
         nchw += " force-layout" if r.get("force_layout") else ""
         nchw += " + field" if r.get("compile_field") else ""
         lines.append(f"| {r['objective']} | {r['preset']} | {r['batch']} | {r['variant']}{nchw}{' (eager fallback)' if r.get('compile_fallback') else ''} "
@@ -213,7 +213,6 @@ def main(argv=None):
                 if a.drift_encoder_weights and objective == "drift":
                     cfg = dataclasses.replace(cfg, drift=dataclasses.replace(cfg.drift, encoder_weights=a.drift_encoder_weights))
                 key = {"objective": objective, "preset": p, "batch": cfg.batch_size, "recipe": recipe,
-                       "channels_last": cfg.channels_last and device.type == "cuda",
                        **({"encoder_weights": cfg.drift.encoder_weights} if objective == "drift" else {})}
                 if objective == "drift" and cfg.class_cond and cfg.batch_size % cfg.num_classes:
                     result["rows"].extend({**key, "variant": v, "status": f"skipped: batch not a multiple of {cfg.num_classes} classes"}
@@ -240,6 +239,7 @@ def main(argv=None):
                 for v in a.variants:
                     opts = VARIANTS[v](cfg, device)  # the variant's own mode: "graphs" compiles with reduce-overhead
                     row = {**key, "variant": v, "params_m": params / 1e6, "flop_per_step": flops, "steps": a.steps, "warmup": a.warmup,
+                           "channels_last": opts.channels_last,  # the variant's own: the naive baseline runs NCHW
                            "compile_mode": opts.compile_mode if opts.compile else None,
                            "force_layout": opts.force_layout if opts.compile else None,  # it changes compiled steps only
                            "compile_field": opts.compile_field if opts.compile and objective == "drift" else None}
