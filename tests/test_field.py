@@ -390,3 +390,16 @@ def test_drift_config_checks_its_options_and_the_objective_passes_them():
     loss, logs = obj(net, {"x": real, "y": None, "rng": StepRandom(0, 0, "cpu")})
     assert seen and all(kw["impl"] == "lean" and kw["precision"] == "tf32" and kw["kernel_norm"] == "y" for kw in seen)
     assert torch.isfinite(loss) and logs["loss"].item() == pytest.approx(loss.detach().item())
+
+
+@pytest.mark.parametrize("impl", ["torch", "lean"])
+def test_field_loss_traces_as_one_graph(impl):
+    """compile_field compiles drift_loss per feature map: a graph break would split it back into small eager kernels
+    (dynamo's explain traces without generating code)."""
+    torch._dynamo.reset()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 16, 32, generator=g, requires_grad=True)
+    pos, unc, w = torch.randn(6, 16, 32, generator=g), torch.randn(6, 4, 32, generator=g), torch.rand(6, generator=g)
+    ex = torch._dynamo.explain(drift_loss)(x, pos, extra_neg=unc, extra_weight=w, impl=impl, shared_norm=True,
+                                           scale_extra_weighted=True)
+    assert (ex.graph_count, ex.graph_break_count) == (1, 0), [b.reason for b in ex.break_reasons]
