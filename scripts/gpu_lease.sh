@@ -32,11 +32,15 @@ FIDNET=$S/default_1.pt
 FID_SHA1=a16e4d89c0ecbc17a915dd76ea9e41211aa82562  # = driftin.eval.inception.FID_HELPER_SHA1 (tests/test_inception.py checks)
 EVAL="python3 -m driftin.eval --batch 2500 --device cuda --inception $FIDNET --evalnet $S/weights/evalnet-cifar10"
 
+# xz streams (stdin -> stdout) for the compile artifacts; Python's lzma where the machine has no xz binary
+pack() { if command -v xz > /dev/null; then xz -T0 -6 -c; else python3 -c "import lzma, sys; sys.stdout.buffer.write(lzma.compress(sys.stdin.buffer.read(), preset=6))"; fi; }
+unpack() { if command -v xz > /dev/null; then xz -dc; else python3 -c "import lzma, sys; sys.stdout.buffer.write(lzma.decompress(sys.stdin.buffer.read()))"; fi; }
+
 stage() {
   mkdir -p $S/weights $O
   for p in .stage_a/* .stage_b/*; do [ -e "$p" ] && cp "$p" $S/; done
   ls data/cifar10/*.tar.gz > /dev/null 2>&1 && mkdir -p $S/cifar10 && cp data/cifar10/*.tar.gz $S/cifar10/
-  for p in .stage_c/*.bin.xz; do [ -e "$p" ] && mkdir -p $S/compile && xz -dc "$p" > $S/compile/$(basename "${p%.xz}"); done
+  for p in .stage_c/*.bin.xz; do [ -e "$p" ] && mkdir -p $S/compile && unpack < "$p" > $S/compile/$(basename "${p%.xz}"); done
   for w in weights/*/; do [ -e "$w/config.json" ] && rm -rf "$S/$w" && cp -r "$w" "$S/$w"; done
   for w in .stage_enc/*/; do [ -e "$w/config.json" ] && cp -r "$w" $S/weights/; done  # encoders not (yet) in git
   if [ ! -e $FIDNET ] && [ -e $S/fid.part00 ] && [ -e $S/fid.part01 ]; then cat $S/fid.part00 $S/fid.part01 > $FIDNET; fi
@@ -187,6 +191,6 @@ case ${1:-} in
     tar czf $OUT/results.tgz -C $O --exclude='*.safetensors' --exclude='*.pt' .
     for f in ${2:-}; do n=$(echo "$f" | tr / _); split -b 15M -d "$O/$f" "$OUT/$n.part"; done; ls -la $OUT ;;
   cache)  # the chains' compile artifacts of this lease, for the next one (see the top; one file comes back <= 16 MiB)
-    for f in $S/compile/*.bin; do [ -e "$f" ] && xz -T0 -6 -c "$f" > "$OUT/$(basename "$f").xz"; done; ls -la $S/compile $OUT ;;
+    for f in $S/compile/*.bin; do [ -e "$f" ] && pack < "$f" > "$OUT/$(basename "$f").xz"; done; ls -la $S/compile $OUT ;;
   *) echo "usage: $0 stage [start PHASE...] | start PHASE... | status [wait_s] | collect | cache" >&2; exit 2 ;;
 esac
