@@ -2,6 +2,7 @@
 in their eval.json were measured with the shipped evaluation network (so a retrained evalnet without
 re-running the evaluations fails here). Also guards the tracked-tree size the GPU runs depend on."""
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -90,13 +91,19 @@ def test_classifier_card_metadata_matches_config(name):
     assert card.data.library_name == "driftin" and card.data.eval_results[0].metric_value == round(cfg["test_acc"], 4)
 
 
-# What each staging call of scripts/lease_tree.sh carries besides the tracked files outside weights/: its weight
-# folders and its staged blobs (the FID network in two sha1-checked halves, the two CIFAR-10 tarballs).
-LEASE_CALLS = {
-    "a": ((), 43_667_731 + 16_191_976),  # .stage_a/fid.part00 + data/cifar10/train.tar.gz
-    "b": (("encoder-cifar10", "evalnet-cifar10"), 43_667_730 + 3_241_103),  # .stage_b/fid.part01 + test.tar.gz
-    "c": (("drift-cifar10", "ddpm-cifar10", "encoder-resnet-bn-cifar10"), 0),  # the drift chain's encoder since block 4
-}
+# What each staging call of scripts/lease_tree.sh carries besides the tracked files outside weights/: the weight
+# folders its `keep` names (read from the script) and its staged blobs (the FID network in two sha1-checked halves,
+# the two CIFAR-10 tarballs).
+STAGED = {"a": 43_667_731 + 16_191_976,  # .stage_a/fid.part00 + data/cifar10/train.tar.gz
+          "b": 43_667_730 + 3_241_103,  # .stage_b/fid.part01 + test.tar.gz
+          "c": 0}
+
+
+def lease_calls() -> dict[str, tuple[list[str], int]]:
+    script = (WEIGHTS.parent / "scripts" / "lease_tree.sh").read_text()
+    keeps = dict(re.findall(r"^\s*([abc])\) keep([^;]*);", script, re.M))
+    assert set(keeps) == set(STAGED), f"lease_tree.sh calls {sorted(keeps)} vs {sorted(STAGED)}"
+    return {call: (keeps[call].split(), staged) for call, staged in STAGED.items()}
 
 
 def test_shipped_weights_and_each_lease_call_fit_their_budgets():
@@ -114,6 +121,6 @@ def test_shipped_weights_and_each_lease_call_fit_their_budgets():
             weights[f.split("/")[1]] = weights.get(f.split("/")[1], 0) + size
     rest = sum(size for f, size in sizes.items() if not f.startswith("weights/"))
     assert sum(weights.values()) <= 100e6, f"shipped weights take {sum(weights.values()) / 1e6:.1f} MB (> 100 MB)"
-    for call, (folders, staged) in LEASE_CALLS.items():
+    for call, (folders, staged) in lease_calls().items():
         total = rest + staged + sum(weights[w] for w in folders)
         assert total <= 64 * 2**20, f"lease call {call} would carry {total / 2**20:.1f} MiB (> 64 MiB)"
