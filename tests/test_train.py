@@ -66,8 +66,8 @@ def test_cudagraph_modes_agree_with_torch(mode):
     opts = list_mode_options(mode)
     assert uses_cudagraphs(mode) == bool(opts.get("triton.cudagraphs", False))
     plain = without_cudagraphs(mode)
-    assert plain is None or plain in COMPILE_MODES
-    assert list_mode_options(plain or "default") == {k: v for k, v in opts.items() if k != "triton.cudagraphs"}
+    assert plain in COMPILE_MODES
+    assert list_mode_options(plain) == {k: v for k, v in opts.items() if k != "triton.cudagraphs"}
 
 
 @pytest.mark.parametrize("mode", COMPILE_MODES)
@@ -80,7 +80,7 @@ def test_drift_features_are_compiled_without_cudagraphs(monkeypatch, mode):
     seen = []
     monkeypatch.setattr(tr.objective, "compile", lambda enabled=True, **kw: seen.append(kw))
     tr.prepare()  # torch.compile is lazy: nothing is compiled until a call
-    assert seen == [{"field": False, "mode": without_cudagraphs(None if mode == "default" else mode)}]
+    assert seen == [{"field": False, "mode": without_cudagraphs(mode)}]
     assert not uses_cudagraphs(seen[0]["mode"])
 
 
@@ -89,9 +89,9 @@ def test_forced_layout_keeps_the_modes_options_and_names_a_real_inductor_option(
     """torch.compile takes a mode or options: forcing the layout optimisation passes the mode's own options along
     (so CUDA graphs and autotuning stay as the mode has them) plus an option inductor knows."""
     inductor = pytest.importorskip("torch._inductor")
-    plain = None if mode == "default" else mode
-    assert compile_kwargs(plain) == {"mode": plain}
-    kwargs = compile_kwargs(plain, force_layout=True)
+    assert compile_kwargs(mode) == {"mode": mode}
+    torch.compile(lambda x: x, **compile_kwargs(mode))  # every COMPILE_MODES name is a mode torch.compile takes
+    kwargs = compile_kwargs(mode, force_layout=True)
     assert kwargs == {"options": {**inductor.list_mode_options(mode), "force_layout_optimization": True}}
     assert kwargs["options"].get("triton.cudagraphs", False) == uses_cudagraphs(mode)
     torch.compile(lambda x: x, **kwargs)  # checks the option names and types now (compiling itself is lazy)

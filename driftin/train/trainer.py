@@ -215,7 +215,7 @@ class Trainer:
             net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[self.device.index] if cuda else None)
         self.plain_net = self.net = net
         if self.opts.compile:
-            mode = None if self.opts.compile_mode == "default" else self.opts.compile_mode
+            mode = self.opts.compile_mode
             kwargs = compile_kwargs(mode, self.opts.force_layout)
             if self.world == 1 and isinstance(self.objective, DDPMLoss):
                 self.objective.compile(**kwargs)  # the whole DDPM loss (noising, model, MSE) as one graph
