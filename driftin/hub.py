@@ -20,7 +20,7 @@ from .unet import UNet
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"  # unsharded weights; sharded ones come with WEIGHTS_FILE + ".index.json"
 MAX_SHARD = "15MB"  # every tracked file stays small enough for the GPU machine's transfer limits
-PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")  # matched lower-cased
 
 
 class WeightsError(ValueError):
@@ -125,7 +125,7 @@ def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
     elif (folder / WEIGHTS_FILE).exists():
         files = [WEIGHTS_FILE]
     else:
-        pickles = [f.name for f in folder.iterdir() if f.suffix in PICKLE_SUFFIXES]
+        pickles = [f.name for f in folder.iterdir() if f.suffix.lower() in PICKLE_SUFFIXES]
         if pickles:
             raise WeightsCorrupt(f"{folder} holds pickle checkpoint(s) {pickles}, not safetensors; driftin loads safetensors only "
                                "(a pickle can run code). Export with driftin.hub.save_pretrained or `python -m driftin.train export`.")

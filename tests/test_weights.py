@@ -80,6 +80,10 @@ def test_pickle_checkpoint_is_refused(model, tmp_path):
     torch.save(model.state_dict(), tmp_path / "model.pt")
     with pytest.raises(WeightsError, match="pickle checkpoint"):
         load_pretrained(tmp_path)
+    os.rename(tmp_path / "model.pt", tmp_path / "MODEL.Pickle")  # any case of any pickle suffix
+    with pytest.raises(WeightsError, match=r"pickle checkpoint\(s\) \['MODEL.Pickle'\]"):
+        load_pretrained(tmp_path)
+    os.rename(tmp_path / "MODEL.Pickle", tmp_path / "model.pt")
     # a torch.save file renamed to .safetensors is named as such, never unpickled
     os.rename(tmp_path / "model.pt", tmp_path / "model.safetensors")
     with pytest.raises(WeightsError, match="pickle"):

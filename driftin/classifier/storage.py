@@ -9,14 +9,12 @@ import torch
 import torch.nn as nn
 
 from ..data import REPO
-from ..hub import (CONFIG_FILE, PICKLE_SUFFIXES as HUB_PICKLE_SUFFIXES, WEIGHTS_FILE, read_state_dict, state_dict_mismatch,
-                   write_weights)
+from ..hub import CONFIG_FILE, PICKLE_SUFFIXES, WEIGHTS_FILE, read_state_dict, state_dict_mismatch, write_weights
 from ..paths import find_weights  # $DRIFTIN_WEIGHTS, ./weights, the checkout's weights/
 from .card import write_card_from_info
 from .nets import build_classifier
 
 MAX_FILE_BYTES = 24 * 2**20  # one unsharded file per classifier; 24 MiB leaves room for the ResNet-18-size encoder
-PICKLE_SUFFIXES = HUB_PICKLE_SUFFIXES + (".pickle",)  # matched lower-cased
 
 
 def save_classifier(model: nn.Module, out: str | Path, info: dict | None = None) -> Path:
