@@ -111,20 +111,28 @@ evals() {
   for s in 50 25 10; do run eval_ddim$s $EVAL --weights $S/weights/ddpm-cifar10 --method ddim --steps $s --out $O/eval_ddpm.json; done
 }
 
-# the rows of training/ablation/rows.txt (the drift recipe + each row's flags) one after another, from scratch at one
-# budget: seed 0, ABL_STEPS steps with ABL_WARMUP warmup (ABL_MAX_MIN caps a row's minutes), each then exported and
-# scored by FID-10k. ABL_ROWS="01_recipe 07_group128" runs only those rows (a lease fits a few). One at a time: run
-# together, eight compiles competed for the CPU and no row got past 200 steps (benchmarks/ablation_drift.md); in
-# sequence, rows whose graphs repeat load them from this machine's inductor cache.
-ABL_STEPS=${ABL_STEPS:-2500} ABL_WARMUP=${ABL_WARMUP:-200} ABL_MAX_MIN=${ABL_MAX_MIN:-8} ABL_ROWS=${ABL_ROWS:-}
+# the rows of training/ablation/rows.txt (the drift recipe + each row's flags) one after another at one budget: seed 0,
+# ABL_STEPS steps with ABL_WARMUP warmup (ABL_MAX_MIN caps a row's minutes), each then exported and scored by FID-10k.
+# ABL_ROWS="01_recipe 07_group128" runs only those rows (a lease fits a few). From scratch, or with ABL_FROM=drift-cifar10
+# about ABL_STEPS more steps from the staged shipped weights, to the next multiple of the drift chain's snapshot
+# interval, with the chain's flags (CHAIN_DRIFT_FLAGS, not ABL_WARMUP) before the row's: --init-from continues the
+# step count and data order, so the chain's snapshot at that step is the 01_recipe row of the same lease for free;
+# rows that change the architecture (06_styles) cannot start from it. One at a time: run together, eight compiles competed for the CPU and
+# no row got past 200 steps (benchmarks/ablation_drift.md); in sequence, repeated graphs come from the inductor cache.
+ABL_STEPS=${ABL_STEPS:-2500} ABL_WARMUP=${ABL_WARMUP:-200} ABL_MAX_MIN=${ABL_MAX_MIN:-8} ABL_ROWS=${ABL_ROWS:-} ABL_FROM=${ABL_FROM:-}
 ablation() {
-  local row flags
+  local row flags start=(--warmup $ABL_WARMUP) steps=$ABL_STEPS
+  if [ -n "$ABL_FROM" ]; then
+    start=(--init-from $S/weights/$ABL_FROM $CHAIN_DRIFT_FLAGS)
+    steps=$(python3 -c "import json; print(json.load(open('$S/weights/$ABL_FROM/config.json'))['steps'])")
+    steps=$(( (steps + ABL_STEPS + DRIFT_SNAP - 1) / DRIFT_SNAP * DRIFT_SNAP ))
+  fi
   while read -r -u 3 row flags; do  # fd 3: the runs must not read the rows file from stdin
     [[ -z "$row" || "$row" == \#* ]] && continue
     [[ -n "$ABL_ROWS" && " $ABL_ROWS " != *" $row "* ]] && continue
-    run abl_$row python3 -m driftin.train --config training/drift_cifar10.json $flags --seed 0 --steps $ABL_STEPS \
-        --warmup $ABL_WARMUP --sample-every 0 --ckpt-every $ABL_STEPS --log-every 50 --max-minutes $ABL_MAX_MIN \
-        --out $O/ablation/$row
+    run abl_$row python3 -m driftin.train --config training/drift_cifar10.json "${start[@]}" $flags --seed 0 \
+        --steps $steps --sample-every 0 --ckpt-every $ABL_STEPS --log-every 50 \
+        --max-minutes $ABL_MAX_MIN --out $O/ablation/$row
     run abl_${row}_export python3 -m driftin.train export $O/ablation/$row $O/ablation/$row/ema
     run abl_${row}_eval $EVAL --weights $O/ablation/$row/ema --n 10000 --out $O/ablation/$row/eval.json
   done 3< training/ablation/rows.txt
@@ -152,7 +160,8 @@ chain_one() {  # ARM MODEL RECIPE SNAPSHOT_EVERY EVAL_FLAGS [extra train flags..
       --inception $FIDNET --evalnet $S/weights/evalnet-cifar10 --out $O/chain_$a/fid_curve.json --plot $O/chain_$a/fid_curve.png
   for f in $evalflags; do run eval_$a${f//[^0-9.]/} $EVAL --weights $O/chain_$a/export ${f//,/ } --out $O/chain_$a/export/eval.json; done
 }
-DRIFT_ARM="drift training/drift_cifar10.json 1000"  # model, recipe, snapshot interval: one for both drift arms
+DRIFT_SNAP=1000
+DRIFT_ARM="drift training/drift_cifar10.json $DRIFT_SNAP"  # model, recipe, snapshot interval: one for both drift arms
 chains() {
   [[ " $CHAIN_MODELS " == *" drift "* ]] && chain_one drift $DRIFT_ARM "--guidance,1 --guidance,1.5" $CHAIN_DRIFT_FLAGS &
   [[ " $CHAIN_MODELS " == *" ddpm "* ]] && chain_one ddpm ddpm training/ddpm_cifar10.json 4000 "--method,ddim,--steps,50" $CHAIN_DDPM_FLAGS &
