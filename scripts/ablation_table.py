@@ -5,13 +5,20 @@ the run folders, written as JSON + markdown.
 
 Each row folder holds what `scripts/gpu_lease.sh ablation` leaves per row: config.json (the TrainConfig as run),
 log.jsonl (the trainer's log) and eval.json (`python -m driftin.eval --n 10000` of the exported EMA weights).
-The "change" column is the config keys in which a row differs from the reference row (01_fixes by default).
+The "change" column is the config keys in which a row differs from the reference row (01_recipe by default).
 
 The arms of a chain block (`chains+trial`: chain_drift, chain_drift_trial, fine-tuned from the same weights) read
 the same way; their eval.json is in export/ and holds several entries, so name one:
 
     python scripts/ablation_table.py runs/lease-N --rows chain_drift chain_drift_trial --reference chain_drift \
         --entry drift_steps1_g1 --out benchmarks/ablation_block4.json --md benchmarks/ablation_block4.md
+
+Rows continued from the shipped weights (`ABL_FROM=drift-cifar10 ... start chains ablation`) stop at one of the drift
+chain's snapshot steps; --at-step N reads every row there (a run that went on, the chain, by its snapshot's eval and
+its log up to N), so the chain is the reference row:
+
+    python scripts/ablation_table.py runs/lease-N --rows chain_drift ablation/05_queues --reference chain_drift \
+        --at-step 17000 --out ... --md ...
 """
 from __future__ import annotations
 
@@ -35,15 +42,21 @@ def eval_file(folder: Path) -> Path:
     return folder / "eval.json" if (folder / "eval.json").exists() else folder / "export" / "eval.json"
 
 
-def load_row(folder: Path, entry_key: str | None = None) -> dict:
-    """One row; a run continued from weights (a chain arm) counts its steps and images from its boundary record."""
+def load_row(folder: Path, entry_key: str | None = None, at_step: int | None = None) -> dict:
+    """One row; a run continued from weights (a chain arm) counts its steps and images from its boundary record.
+    at_step: the row as it was at that step (its EMA snapshot's eval where the run went on past it)."""
     cfg = json.loads((folder / "config.json").read_text())
     records = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines() if line.strip()]
+    folder_eval = folder
+    if at_step is not None:
+        records = [r for r in records if r.get("step", 0) <= at_step]
+        snapshot = folder / "snapshots" / f"step_{at_step:07d}"
+        folder_eval = snapshot if (snapshot / "eval.json").exists() else folder
     losses = [r for r in records if "loss" in r and "step" in r]
     start = next((r for r in records if r.get("event") == "boundary"), {"step": 0, "images_seen": 0})
-    entries = json.loads(eval_file(folder).read_text())
+    entries = json.loads(eval_file(folder_eval).read_text())
     if entry_key is None and len(entries) != 1:
-        raise ValueError(f"{eval_file(folder)} holds {sorted(entries)}: name one with --entry")
+        raise ValueError(f"{eval_file(folder_eval)} holds {sorted(entries)}: name one with --entry")
     entry = entries[entry_key] if entry_key else next(iter(entries.values()))
     speeds = [r["img_per_s"] for r in losses[1:]]  # the first window holds the compile
     images = losses[-1].get("images_seen", losses[-1]["step"] * cfg["batch_size"])
@@ -59,7 +72,8 @@ def main(argv=None):
     ap.add_argument("root", help="folder of row folders")
     ap.add_argument("--rows", nargs="+", help="only these row folders (default: every one with an eval.json)")
     ap.add_argument("--entry", help="the eval.json entry to read (needed where it holds several)")
-    ap.add_argument("--reference", default="01_fixes")
+    ap.add_argument("--reference", default="01_recipe")
+    ap.add_argument("--at-step", type=int, help="every row as at this step (the chain's snapshot there)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--md")
     ap.add_argument("--note", default="")
@@ -67,7 +81,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     folders = [Path(args.root) / r for r in args.rows] if args.rows else sorted(Path(args.root).iterdir())
-    rows = [load_row(f, args.entry) for f in folders if eval_file(f).exists()]
+    rows = [load_row(f, args.entry, args.at_step) for f in folders if eval_file(f).exists()]
     ref = flat(next(r["config"] for r in rows if r["row"] == args.reference))
     ignore = {"out", "steps", "warmup", "sample_every", "ckpt_every", "log_every", "snapshot_every"}
     for r in rows:
@@ -77,7 +91,7 @@ def main(argv=None):
     out = {"rows": rows, "reference": args.reference, "note": args.note, "command": args.command}
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     if args.md:
-        lines = ["| row | change vs " + args.reference + " | steps | batch | images | FID ↓ (n) | KID ×10³ | evalnet FD | img/s (shared GPU) |",
+        lines = ["| row | change vs " + args.reference + " | steps | batch | images | FID ↓ (n) | KID ×10³ | evalnet FD | img/s |",
                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for r in rows:
             change = ", ".join(f"`{k}`={json.dumps(v)}" for k, v in r["change"].items()) or "–"

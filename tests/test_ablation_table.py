@@ -41,3 +41,25 @@ def test_an_eval_with_several_entries_needs_one_named(tmp_path):
     _arm(tmp_path, "chain_drift", "", {1: 23.5, 1.5: 22.5})
     with pytest.raises(ValueError, match="--entry"):
         table.main([str(tmp_path), "--reference", "chain_drift", "--out", str(tmp_path / "t.json")])
+
+
+def test_rows_read_at_a_step_take_the_chains_snapshot_there(tmp_path):
+    """--at-step: a row continued from the shipped weights to step N is compared with the chain's snapshot at N
+    (its eval there, its log up to N), not with the chain's final export."""
+    _arm(tmp_path, "chain_drift", "", {1: 23.5, 1.5: 22.5})
+    snap = tmp_path / "chain_drift" / "snapshots" / "step_0008650"
+    snap.mkdir(parents=True)
+    (snap / "eval.json").write_text(json.dumps({"drift_steps1_g1_n10000": {"fid": 26.0, "kid": 0.02, "fd": 0.9, "n": 10_000}}))
+    row = tmp_path / "ablation" / "05_queues"
+    row.mkdir(parents=True)
+    (row / "config.json").write_text(json.dumps({"batch_size": 640, "out": str(row), "drift": {"encoder_weights": "", "pos_queue": 128}}))
+    (row / "log.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        {"event": "boundary", "step": 8600, "images_seen": 5_504_000},
+        {"step": 8650, "loss": 29.0, "img_per_s": 2000.0, "images_seen": 5_536_000}]) + "\n")
+    (row / "eval.json").write_text(json.dumps({"drift_steps1_g1_n10000": {"fid": 25.0, "kid": 0.02, "fd": 0.9, "n": 10_000}}))
+    out = table.main([str(tmp_path), "--rows", "chain_drift", "ablation/05_queues", "--reference", "chain_drift",
+                      "--at-step", "8650", "--out", str(tmp_path / "t.json")])
+    chain, queues = out["rows"]
+    assert (chain["steps"], chain["images_seen"], chain["fid"], chain["n"]) == (50, 32_000, 26.0, 10_000)
+    assert (queues["row"], queues["steps"], queues["fid"]) == ("05_queues", 50, 25.0)
+    assert queues["change"] == {"drift.pos_queue": 128}
