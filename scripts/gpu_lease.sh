@@ -65,9 +65,9 @@ bench() {
 # bench's --profile). Forcing inductor's layout optimisation took the copies from 15% to 9% of the drift step's device
 # time (+5.7% img/s; DDPM with graphs +9.4%; benchmarks/train_{drift,ddpm}_layout_*_h200.*): both recipes force it.
 # What is left in the drift profile (benchmarks/profiles/layout/): ~19% of device time in small eager kernels (mul,
-# sub, sum, cat, div, bmm: ~560 a step), most of them the fp32 field loss, which runs eager. This phase measures the recipe's drift step with and
-# without compiling the field too (--compile-field; the recipe's compile_field). ~5 min alone (two drift compiles);
-# needs call 3's tree (the recipe's encoder).
+# sub, sum, cat, div, bmm: ~560 a step), most of them the fp32 field loss, which runs eager. This phase measures the
+# recipe's drift step with and without compiling the field too (--compile-field; the recipe's compile_field).
+# ~5 min alone (two drift compiles); needs call 3's tree (the recipe's encoder).
 profile() {
   local f
   for f in false true; do
@@ -117,8 +117,9 @@ evals() {
 # about ABL_STEPS more steps from the staged shipped weights, to the next multiple of the drift chain's snapshot
 # interval, with the chain's flags (CHAIN_DRIFT_FLAGS, not ABL_WARMUP) before the row's: --init-from continues the
 # step count and data order, so the chain's snapshot at that step is the 01_recipe row of the same lease for free;
-# rows that change the architecture (06_styles) cannot start from it. One at a time: run together, eight compiles competed for the CPU and
-# no row got past 200 steps (benchmarks/ablation_drift.md); in sequence, repeated graphs come from the inductor cache.
+# rows that change the architecture (06_styles) cannot start from it. One at a time: run together, eight compiles
+# competed for the CPU and no row got past 200 steps (benchmarks/ablation_drift.md); in sequence, repeated graphs come
+# from the inductor cache.
 ABL_STEPS=${ABL_STEPS:-2500} ABL_WARMUP=${ABL_WARMUP:-200} ABL_MAX_MIN=${ABL_MAX_MIN:-8} ABL_ROWS=${ABL_ROWS:-} ABL_FROM=${ABL_FROM:-}
 ablation() {
   local row flags start=(--warmup $ABL_WARMUP) steps=$ABL_STEPS
