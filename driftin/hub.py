@@ -7,6 +7,7 @@ Face Hub repo id.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -147,7 +148,8 @@ def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
 
 def load_pretrained(path_or_repo: str | Path, device=None, config: UNetConfig | None = None, revision: str | None = None) -> UNet:
     """UNet in eval mode with `.meta` (objective, training details) from a folder or Hub repo id.
-    `config`: the architecture the caller expects; a mismatch names the differing keys."""
+    `config`: the architecture the caller expects; a mismatch names the differing keys (dropout is not compared:
+    it has no weights, so a run may continue weights with another rate)."""
     folder = resolve(path_or_repo, revision)
     cfg_path = folder / CONFIG_FILE
     if not cfg_path.exists():
@@ -162,7 +164,7 @@ def load_pretrained(path_or_repo: str | Path, device=None, config: UNetConfig | 
         cfg = from_dict(UNetConfig, meta.pop("model"))
     except (TypeError, ValueError) as e:
         raise WeightsCorrupt(f"{cfg_path}: {e}") from e
-    if config is not None and cfg != config:
+    if config is not None and dataclasses.replace(cfg, dropout=config.dropout) != config:
         raise WeightsCorrupt(f"{folder} holds a different architecture: keys {diff_keys(cfg, config)} differ")
     model = UNet(cfg)
     sd = clean_state_dict(read_state_dict(folder))

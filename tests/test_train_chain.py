@@ -161,6 +161,23 @@ def test_init_from_refuses_the_other_objective(image_folder, tmp_path):
               init_from=str(tmp_path / "a" / "snapshots" / "step_0000001"))
 
 
+def test_a_run_may_continue_weights_with_dropout_but_not_another_architecture(image_folder, tmp_path):
+    """dropout has no weights: a block may turn it on (the DDPM paper's 0.1) over weights trained without; its
+    UNet then drops activations in training mode. A real architecture change is still refused, naming the key."""
+    cfg = TrainConfig(**{**TINY, "data": image_folder, "steps": 1, "snapshot_every": 1, "out": str(tmp_path / "a")})
+    train(cfg, quiet=True)
+    snap = str(tmp_path / "a" / "snapshots" / "step_0000001")
+    assert json.loads((tmp_path / "a" / "snapshots" / "step_0000001" / "config.json").read_text())["model"]["dropout"] == 0.0
+    drop = TrainConfig(**{**cfg.__dict__, "out": str(tmp_path / "b"), "steps": 2, "dropout": 0.1})
+    assert drop.model_config().dropout == 0.1
+    r = train(drop, quiet=True, init_from=snap)
+    assert r["step"] == 2 and r["model"].config.dropout == 0.1
+    assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.1 for m in r["model"].modules())
+    with pytest.raises(ValueError, match="different architecture: keys .*base_channels"):
+        train(TrainConfig(**{**cfg.__dict__, "out": str(tmp_path / "c"), "steps": 2, "preset": "small"}), quiet=True,
+              init_from=snap)
+
+
 def test_time_limit_stops_with_a_checkpoint_and_the_run_resumes(image_folder, tmp_path):
     cfg = TrainConfig(**{**TINY, "data": image_folder, "steps": 5, "log_every": 2, "out": str(tmp_path)})
     r = train(cfg, quiet=True, max_minutes=1e-9)

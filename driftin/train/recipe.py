@@ -57,6 +57,7 @@ class TrainConfig:
     channels_last: bool = True  # NHWC model and inputs on CUDA (ignored elsewhere)
     compile_force_layout: bool = False  # inductor's layout optimisation in backward graphs too (compile_kwargs)
     compile_field: bool = False  # drift: its field loss compiled too, one graph per feature map (DriftLoss.compile)
+    dropout: float = 0.0  # in the UNet's residual blocks while training (the DDPM paper's CIFAR-10 model: 0.1)
     seed: int = 0
     log_every: int = 100
     sample_every: int = 2000
@@ -76,7 +77,7 @@ class TrainConfig:
 
     def model_config(self):
         drift = self.objective == "drift"
-        return preset(self.preset, num_classes=self.num_classes if self.class_cond else 0,
+        return preset(self.preset, num_classes=self.num_classes if self.class_cond else 0, dropout=self.dropout,
                       guidance_input=drift and self.class_cond and self.drift.cfg_max > 1.0,
                       zero_init_out=not drift)  # zero-init output makes every drift sample identical
 
