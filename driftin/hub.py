@@ -164,8 +164,8 @@ def load_pretrained(path_or_repo: str | Path, device=None, config: UNetConfig | 
         cfg = from_dict(UNetConfig, meta.pop("model"))
     except (TypeError, ValueError) as e:
         raise WeightsCorrupt(f"{cfg_path}: {e}") from e
-    if config is not None and dataclasses.replace(cfg, dropout=config.dropout) != config:
-        raise WeightsCorrupt(f"{folder} holds a different architecture: keys {diff_keys(cfg, config)} differ")
+    if config is not None and (same_dropout := dataclasses.replace(cfg, dropout=config.dropout)) != config:
+        raise WeightsCorrupt(f"{folder} holds a different architecture: keys {diff_keys(same_dropout, config)} differ")
     model = UNet(cfg)
     sd = clean_state_dict(read_state_dict(folder))
     mismatch = state_dict_mismatch(model.state_dict(), sd)

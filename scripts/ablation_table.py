@@ -17,7 +17,7 @@ Rows continued from the shipped weights (`ABL_FROM=drift-cifar10 ... start chain
 chain's snapshot steps; --at-step N reads every row there (a run that went on, the chain, by its snapshot's eval and
 its log up to N), so the chain is the reference row:
 
-    python scripts/ablation_table.py runs/lease-N --rows chain_drift ablation/05_queues --reference chain_drift \
+    python scripts/ablation_table.py runs/lease-N --rows chain_drift ablation_from/05_queues --reference chain_drift \
         --at-step 17000 --out ... --md ...
 """
 from __future__ import annotations
@@ -48,10 +48,16 @@ def load_row(folder: Path, entry_key: str | None = None, at_step: int | None = N
     cfg = json.loads((folder / "config.json").read_text())
     records = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines() if line.strip()]
     folder_eval = folder
-    if at_step is not None:
-        records = [r for r in records if r.get("step", 0) <= at_step]
+    if at_step is not None:  # the row must have got there: a run cut short, or past it without a snapshot, is no row
+        last = max((r["step"] for r in records if "loss" in r and "step" in r), default=0)
         snapshot = folder / "snapshots" / f"step_{at_step:07d}"
-        folder_eval = snapshot if (snapshot / "eval.json").exists() else folder
+        if last < at_step:
+            raise ValueError(f"{folder.name} stopped at step {last}, before --at-step {at_step}")
+        if last > at_step:
+            if not (snapshot / "eval.json").exists():
+                raise ValueError(f"{folder.name} went on to step {last} and has no evaluated snapshot at {at_step} ({snapshot})")
+            folder_eval = snapshot
+        records = [r for r in records if r.get("step", 0) <= at_step]
     losses = [r for r in records if "loss" in r and "step" in r]
     start = next((r for r in records if r.get("event") == "boundary"), {"step": 0, "images_seen": 0})
     entries = json.loads(eval_file(folder_eval).read_text())

@@ -7,14 +7,14 @@
 #
 #   call 1: bash scripts/gpu_lease.sh stage     (carry .stage_a data/cifar10/train.tar.gz)   FID network part 1 + train split
 #   call 2: bash scripts/gpu_lease.sh stage     (carry .stage_b data/cifar10/test.tar.gz)    part 2 + test split (+ encoder, evalnet)
-#   call 3: bash scripts/gpu_lease.sh stage start bench evals ablation  (drift + ddpm weights and the drift chain's
-#           encoder from the tree: 61.6 of 64 MiB, so no further encoder fits in this call; train one in the lease)
+#   call 3: CHAIN_MODELS=drift bash scripts/gpu_lease.sh stage start chains+refs profile  (drift + ddpm weights and
+#           the drift chain's encoder from the tree: 61.6 of 64 MiB, so no further encoder fits in this call)
 #   (phases: profile, encoder, mae, refs, calibrate, evals, bench, ablation, chains, trial; knobs in ENC_* / ABL_* / CHAIN_* variables;
-#    A+B runs phases A and B at the same time. Jobs queue: a job started while another runs waits for it, so call 1
-#    can start what needs only the data, e.g. `stage start profile`, and call 3 `stage start encoder+chains`)
+#    A+B runs phases A and B at the same time. Jobs queue: a job started while another runs waits for it, so call 2
+#    can start what needs only the data, e.g. `stage start encoder`, and call 3 its own phases after it)
 #   later:  bash scripts/gpu_lease.sh status [seconds to wait]; bash scripts/gpu_lease.sh collect
 #   last:   bash scripts/gpu_lease.sh cache   -> the chains' compile artifacts (driftin/train/compile_cache.py),
-#           xz-compressed as <arm>.bin.xz: keep them in .stage_c/ (ignored) and carry .stage_c in a stage call of the
+#           xz-compressed as <arm>.bin.xz.partNN: keep them in .stage_c/ (ignored) and carry .stage_c in a stage call of the
 #           next lease (call 2 if it has room; else `lease_tree.sh d`): each chain then loads its arm's compiled code
 #           instead of compiling for 1-2.5 min of its block (a changed graph or torch version just misses). Measured
 #           2026-12-01: the artifacts are 103 / 138 / 125 MB (ddpm / drift / drift trial), mostly pickled kernels that xz
@@ -40,7 +40,7 @@ stage() {
   mkdir -p $S/weights $O
   for p in .stage_a/* .stage_b/*; do [ -e "$p" ] && cp "$p" $S/; done
   ls data/cifar10/*.tar.gz > /dev/null 2>&1 && mkdir -p $S/cifar10 && cp data/cifar10/*.tar.gz $S/cifar10/
-  for p in .stage_c/*.bin.xz; do [ -e "$p" ] && mkdir -p $S/compile && unpack < "$p" > $S/compile/$(basename "${p%.xz}"); done
+  for p in .stage_c/*.bin.xz.part00; do [ -e "$p" ] && mkdir -p $S/compile && cat "${p%.part00}".part* | unpack > $S/compile/$(basename "${p%.xz.part00}"); done
   for w in weights/*/; do [ -e "$w/config.json" ] && rm -rf "$S/$w" && cp -r "$w" "$S/$w"; done
   for w in .stage_enc/*/; do [ -e "$w/config.json" ] && cp -r "$w" $S/weights/; done  # encoders not (yet) in git
   if [ ! -e $FIDNET ] && [ -e $S/fid.part00 ] && [ -e $S/fid.part01 ]; then cat $S/fid.part00 $S/fid.part01 > $FIDNET; fi
@@ -66,7 +66,7 @@ bench() {
 # time (+5.7% img/s; DDPM with graphs +9.4%; benchmarks/train_{drift,ddpm}_layout_*_h200.*): both recipes force it.
 # What is left in the drift profile (benchmarks/profiles/layout/): ~19% of device time in small eager kernels (mul,
 # sub, sum, cat, div, bmm: ~560 a step), most of them the fp32 field loss, which runs eager. This phase measures the
-# recipe's drift step with and without compiling the field too (--compile-field; the recipe's compile_field).
+# recipe's drift step (at batch 1,280) with and without compiling the field too (--compile-field; compile_field).
 # ~5 min alone (two drift compiles); needs call 3's tree (the recipe's encoder).
 profile() {
   local f
@@ -120,23 +120,28 @@ evals() {
 # rows that change the architecture (06_styles) cannot start from it. One at a time: run together, eight compiles
 # competed for the CPU and no row got past 200 steps (benchmarks/ablation_drift.md); in sequence, repeated graphs come
 # from the inductor cache.
+# Output: $O/ablation/<row> from scratch, $O/ablation_from/<row> continued (a folder holding a checkpoint would be
+# resumed, so the two modes never share one). With ABL_FROM and no ABL_ROWS, 01_recipe is skipped (the chain is it).
 ABL_STEPS=${ABL_STEPS:-2500} ABL_WARMUP=${ABL_WARMUP:-200} ABL_MAX_MIN=${ABL_MAX_MIN:-8} ABL_ROWS=${ABL_ROWS:-} ABL_FROM=${ABL_FROM:-}
 ablation() {
-  local row flags start=(--warmup $ABL_WARMUP) steps=$ABL_STEPS
+  local row flags start=(--warmup $ABL_WARMUP) steps=$ABL_STEPS out=$O/ablation skip=""
   if [ -n "$ABL_FROM" ]; then
-    start=(--init-from $S/weights/$ABL_FROM $CHAIN_DRIFT_FLAGS)
+    start=(--init-from $S/weights/$ABL_FROM $CHAIN_DRIFT_FLAGS) out=$O/ablation_from
+    [ -z "$ABL_ROWS" ] && skip=01_recipe
     steps=$(python3 -c "import json; print(json.load(open('$S/weights/$ABL_FROM/config.json'))['steps'])")
     steps=$(( (steps + ABL_STEPS + DRIFT_SNAP - 1) / DRIFT_SNAP * DRIFT_SNAP ))
   fi
+  set -f  # a row's flags are split on spaces, never globbed
   while read -r -u 3 row flags; do  # fd 3: the runs must not read the rows file from stdin
-    [[ -z "$row" || "$row" == \#* ]] && continue
+    [[ -z "$row" || "$row" == \#* || "$row" == "$skip" ]] && continue
     [[ -n "$ABL_ROWS" && " $ABL_ROWS " != *" $row "* ]] && continue
     run abl_$row python3 -m driftin.train --config training/drift_cifar10.json "${start[@]}" $flags --seed 0 \
         --steps $steps --sample-every 0 --ckpt-every $ABL_STEPS --log-every 50 \
-        --max-minutes $ABL_MAX_MIN --out $O/ablation/$row
-    run abl_${row}_export python3 -m driftin.train export $O/ablation/$row $O/ablation/$row/ema
-    run abl_${row}_eval $EVAL --weights $O/ablation/$row/ema --n 10000 --out $O/ablation/$row/eval.json
+        --max-minutes $ABL_MAX_MIN --out $out/$row
+    run abl_${row}_export python3 -m driftin.train export $out/$row $out/$row/ema
+    run abl_${row}_eval $EVAL --weights $out/$row/ema --n 10000 --out $out/$row/eval.json
   done 3< training/ablation/rows.txt
+  set +f
 }
 
 # one block of both chains (#21), the two models at once (each step leaves the GPU partly idle): continue each from
@@ -149,7 +154,7 @@ ablation() {
 CHAIN_MIN=${CHAIN_MIN:-10}
 CHAIN_DRIFT_FLAGS=${CHAIN_DRIFT_FLAGS---warmup 100}  # the recipe names its encoder folder: found in $S/weights
 CHAIN_MODELS=${CHAIN_MODELS:-drift ddpm}  # e.g. CHAIN_MODELS=drift: the drift block alone gets the whole GPU
-CHAIN_DDPM_FLAGS=${CHAIN_DDPM_FLAGS---warmup 200 --ema-decay 0.9999}
+CHAIN_DDPM_FLAGS=${CHAIN_DDPM_FLAGS---warmup 200 --ema-decay 0.9999 --lr 1e-4}
 chain_one() {  # ARM MODEL RECIPE SNAPSHOT_EVERY EVAL_FLAGS [extra train flags...]; output in $O/chain_ARM
   local a=$1 m=$2 recipe=$3 snap=$4 evalflags=$5; shift 5
   run chain_$a env DRIFTIN_COMPILE_ARTIFACTS=$S/compile/$a.bin \
@@ -187,6 +192,8 @@ case ${1:-} in
     for phase in $(echo "$@" | tr + ' '); do  # a misspelt phase fails now, not when the job reaches it
       case $phase in profile|encoder|mae|refs|calibrate|evals|bench|ablation|chains|trial) ;; *) echo "unknown phase $phase" >&2; exit 2 ;; esac
     done
+    for m in $CHAIN_MODELS; do [[ $m == drift || $m == ddpm ]] || { echo "CHAIN_MODELS: unknown model $m (drift, ddpm)" >&2; exit 2; }; done
+    for r in $ABL_ROWS; do grep -q "^$r\b" training/ablation/rows.txt || { echo "ABL_ROWS: no row $r in training/ablation/rows.txt" >&2; exit 2; }; done
     mkdir -p $C $O && cp -a driftin training scripts benchmarks pyproject.toml $C/ 2>/dev/null
     # a plain command with & (no `cd && ...` list): the detached job must not hold this call's stdout open
     cd $C; setsid nohup bash scripts/gpu_lease.sh job "$@" >> $O/job.log 2>&1 < /dev/null &
@@ -203,7 +210,9 @@ case ${1:-} in
     #           a file over 16 MiB does not come back; here: cat FILE.part* > FILE)
     tar czf $OUT/results.tgz -C $O --exclude='*.safetensors' --exclude='*.pt' .
     for f in ${2:-}; do n=$(echo "$f" | tr / _); split -b 15M -d "$O/$f" "$OUT/$n.part"; done; ls -la $OUT ;;
-  cache)  # the chains' compile artifacts of this lease, for the next one (see the top; one file comes back <= 16 MiB)
-    for f in $S/compile/*.bin; do [ -e "$f" ] && pack < "$f" > "$OUT/$(basename "$f").xz"; done; ls -la $S/compile $OUT ;;
+  cache)  # the chains' compile artifacts of this lease, for the next one (see the top), in 15 MiB parts (a file comes
+    #        back only up to 16 MiB)
+    for f in $S/compile/*.bin; do [ -e "$f" ] && pack < "$f" | split -b 15M -d - "$OUT/$(basename "$f").xz.part"; done
+    ls -la $S/compile $OUT ;;
   *) echo "usage: $0 stage [start PHASE...] | start PHASE... | status [wait_s] | collect | cache" >&2; exit 2 ;;
 esac

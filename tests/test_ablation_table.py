@@ -63,3 +63,13 @@ def test_rows_read_at_a_step_take_the_chains_snapshot_there(tmp_path):
     assert (chain["steps"], chain["images_seen"], chain["fid"], chain["n"]) == (50, 32_000, 26.0, 10_000)
     assert (queues["row"], queues["steps"], queues["fid"]) == ("05_queues", 50, 25.0)
     assert queues["change"] == {"drift.pos_queue": 128}
+
+
+def test_at_step_refuses_a_row_that_did_not_get_there(tmp_path):
+    _arm(tmp_path, "chain_drift", "", {1: 23.5})  # logged up to step 8700, no snapshots
+    args = [str(tmp_path), "--rows", "chain_drift", "--reference", "chain_drift", "--out", str(tmp_path / "t.json")]
+    with pytest.raises(ValueError, match="stopped at step 8700, before --at-step 9000"):
+        table.main([*args, "--at-step", "9000"])
+    with pytest.raises(ValueError, match="went on to step 8700 and has no evaluated snapshot at 8650"):
+        table.main([*args, "--at-step", "8650"])
+    assert table.main([*args, "--at-step", "8700"])["rows"][0]["fid"] == 23.5  # ended there: its own eval
