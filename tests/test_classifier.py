@@ -80,6 +80,9 @@ def test_default_net_stored_fp16(tmp_path):
 def test_load_errors_are_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such folder"):
         C.load_classifier(tmp_path / "nope")
+    # a relative path under weights/ is a path, never a Hub repo id (hub.resolve's rule, shared with the UNet weights)
+    with pytest.raises(FileNotFoundError, match=r"weights/no-such does not exist \(and it is not a Hub repo id"):
+        C.load_classifier("weights/no-such")
     pt = tmp_path / "model.pt"
     torch.save({"a": torch.zeros(1)}, pt)
     with pytest.raises(ValueError, match="pickle"):

@@ -8,9 +8,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..data import REPO
-from ..hub import CONFIG_FILE, PICKLE_SUFFIXES, WEIGHTS_FILE, read_state_dict, state_dict_mismatch, write_weights
-from ..paths import find_weights  # $DRIFTIN_WEIGHTS, ./weights, the checkout's weights/
+from ..hub import (CONFIG_FILE, PICKLE_SUFFIXES, WEIGHTS_FILE, WeightsError, read_state_dict, resolve, state_dict_mismatch,
+                   write_weights)
 from .card import write_card_from_info
 from .nets import build_classifier
 
@@ -36,7 +35,8 @@ def save_classifier(model: nn.Module, out: str | Path, info: dict | None = None)
 
 
 def resolve_weights_dir(path_or_name: str | Path) -> Path:
-    """A folder path, a name under <repo>/weights/, a `.safetensors` file (its folder), or a Hugging Face repo id."""
+    """A `.safetensors` file (its folder), else what hub.resolve finds: a folder path, a weights folder name
+    ($DRIFTIN_WEIGHTS, ./weights, the checkout's weights/) or a Hugging Face repo id."""
     p = Path(path_or_name)
     if p.is_file():
         if p.suffix.lower() in PICKLE_SUFFIXES:
@@ -45,22 +45,11 @@ def resolve_weights_dir(path_or_name: str | Path) -> Path:
         if p.suffix == ".safetensors":
             return p.parent
         raise ValueError(f"{p} is a file; pass the folder holding {WEIGHTS_FILE} and {CONFIG_FILE}")
-    if p.is_dir():
-        return p
-    found = find_weights(str(path_or_name))  # absolute, like hub.resolve's
-    if found is not None:
-        return found
-    s = str(path_or_name)
-    if s.count("/") == 1 and not s.startswith((".", "/")):  # looks like owner/name: try the hub
-        try:
-            from huggingface_hub import snapshot_download
-
-            return Path(snapshot_download(s, allow_patterns=["*.safetensors", "*.json", "*.md"]))
-        except Exception as e:  # offline, missing repo, missing package: one clear message
-            raise FileNotFoundError(f"classifier weights {s!r}: no such local folder (also looked in {REPO / 'weights'}) "
-                                    f"and Hugging Face download failed ({type(e).__name__}: {str(e)[:200]})") from None
-    raise FileNotFoundError(f"classifier weights {s!r}: no such folder (also looked in {REPO / 'weights'}); "
-                            f"train one with `python -m driftin.classifier train --arch evalnet --out weights/evalnet-cifar10`")
+    try:
+        return resolve(path_or_name)
+    except WeightsError as e:  # a missing classifier is a missing file to its callers
+        raise FileNotFoundError(f"classifier weights {str(path_or_name)!r}: no such folder ({e}); train one with "
+                                "`python -m driftin.classifier train --arch evalnet --out weights/evalnet-cifar10`") from None
 
 
 def load_classifier(path_or_name: str | Path, device=None) -> nn.Module:
