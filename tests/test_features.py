@@ -392,3 +392,19 @@ def test_input_energy_pixel_features():
     # patch_stats reaches the encoder maps and the pixel patches alike
     g = feature_groups(maps, x, max_locations=0, patch_stats="patches")
     assert [tuple(t.shape) for t in g] == [(2, 64 + 2 + 32 + 8, 6), (2, 64 + 2 + 32 + 8, 48)]
+
+
+@pytest.mark.parametrize("shape,k", [((16, 16), 4), ((32, 16), 8), ((14, 14), 4), ((12, 8), 2)])
+def test_region_means_equal_adaptive_pooling_with_their_gradient(shape, k):
+    """Divisible maps take avg_pool2d (its backward fuses under inductor), the rest adaptive pooling: the same values
+    and gradients either way."""
+    import torch.nn.functional as F
+
+    from driftin.drift.features import _regions_mean
+
+    x = torch.randn(2, 3, *shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 3, k, k, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    (ga,) = torch.autograd.grad((_regions_mean(x, k) * w).sum(), x)
+    (gb,) = torch.autograd.grad((F.adaptive_avg_pool2d(x, k) * w).sum(), x)
+    torch.testing.assert_close(_regions_mean(x, k), F.adaptive_avg_pool2d(x, k))
+    torch.testing.assert_close(ga, gb)

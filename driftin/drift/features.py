@@ -24,6 +24,16 @@ def _rows(m: torch.Tensor) -> torch.Tensor:
     return m.flatten(2).transpose(1, 2)  # [B, C, h, w] -> [B, h*w, C]
 
 
+def _regions_mean(t: torch.Tensor, k: int) -> torch.Tensor:
+    """Means over a k x k grid of regions, [B, C, k, k]. Where k divides the map the regions are plain
+    (h/k x w/k) patches: avg_pool2d, whose backward inductor fuses (adaptive pooling's backward is an eager
+    kernel inside the compiled step, ~2.5% of the drift step's device time on the H200)."""
+    h, w = t.shape[-2:]
+    if h % k == 0 and w % k == 0:
+        return F.avg_pool2d(t, (h // k, w // k))
+    return F.adaptive_avg_pool2d(t, k)
+
+
 def map_groups(fmap: torch.Tensor, max_locations: int = 8, grids: tuple[int, ...] = (2, 4),
                patch_stats: str = "grid") -> torch.Tensor:
     """[B, C, H, W] -> [B, L, C]: per-location vectors (average-pooled to at most max_locations^2;
@@ -34,14 +44,14 @@ def map_groups(fmap: torch.Tensor, max_locations: int = 8, grids: tuple[int, ...
     b, c, h, w = fmap.shape
     fmap = fmap.float()
     side = min(h, max_locations) if max_locations else h
-    loc = F.adaptive_avg_pool2d(fmap, side) if side < h else fmap
+    loc = _regions_mean(fmap, side) if side < h else fmap
     parts = [_rows(loc)]  # [B, side*side, C]
     var = fmap.var(dim=(2, 3), unbiased=False)
     parts += [fmap.mean(dim=(2, 3))[:, None], (var + 1e-6).sqrt()[:, None]]
     for g in grids:
         if g < h:
             if patch_stats == "grid":
-                pool = lambda t: F.adaptive_avg_pool2d(t, g)  # noqa: E731 - g x g regions
+                pool = lambda t: _regions_mean(t, g)  # noqa: E731 - g x g regions
             else:
                 pool = lambda t: F.avg_pool2d(t, g)  # noqa: E731 - every g x g patch
             m = pool(fmap)
