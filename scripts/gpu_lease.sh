@@ -79,10 +79,12 @@ profile() {
 
 # a stronger drift encoder (#19), ENC_EPOCHS epochs of ENC_RECIPE. 60 epochs: GroupNorm resnet 87.8%, BatchNorm 90.3%
 # (benchmarks/encoder_resnet*_h200.json; the BatchNorm one ships since block 4). Next: ENC_EPOCHS=200 (the >= 94% target).
-ENC_EPOCHS=${ENC_EPOCHS:-60} ENC_RECIPE=${ENC_RECIPE:-training/encoder_resnet_bn_cifar10.json}
+# ENC_FLAGS: more `python -m driftin.classifier train` flags, e.g. "--cutout-size 16" (Cutout; ~5 min for 200 epochs).
+ENC_EPOCHS=${ENC_EPOCHS:-60} ENC_RECIPE=${ENC_RECIPE:-training/encoder_resnet_bn_cifar10.json} ENC_FLAGS=${ENC_FLAGS:-}
 encoder() {
   local name=$(basename $ENC_RECIPE .json)
-  run $name python3 -m driftin.classifier train --config $ENC_RECIPE --epochs $ENC_EPOCHS --device cuda --out $O/${name//_/-}
+  run $name python3 -m driftin.classifier train --config $ENC_RECIPE --epochs $ENC_EPOCHS --device cuda --out $O/${name//_/-} \
+      $ENC_FLAGS
 }
 
 # the paper's kind of encoder (#19): the GroupNorm resnet pretrained as an MAE, then fine-tuned for classification

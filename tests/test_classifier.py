@@ -50,6 +50,21 @@ def test_augment_is_a_crop_or_flipped_crop():
         assert any(torch.equal(out[i], c) or torch.equal(out[i], c.flip(-1)) for c in crops)
 
 
+def test_cutout_zeroes_one_clipped_square_per_image():
+    x = torch.rand(64, 3, 32, 32) + 0.5  # no zeros of its own
+    out = C.training.cutout(x, 16, torch.Generator().manual_seed(0))
+    for i in range(len(x)):  # slow oracle: the zeroed pixels are one axis-aligned box, the same in every channel
+        hole = out[i] == 0
+        assert torch.equal(hole[0], hole[1]) and torch.equal(hole[0], hole[2])
+        rows, cols = hole[0].any(1).nonzero().flatten(), hole[0].any(0).nonzero().flatten()
+        assert hole[0].sum() == len(rows) * len(cols) and 8 <= len(rows) <= 16 and 8 <= len(cols) <= 16
+        assert torch.equal(out[i][~hole], x[i][~hole])
+        box = hole[0][rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        assert box.all()
+    sizes = {int((out[i, 0] == 0).sum()) for i in range(len(x))}
+    assert 256 in sizes and min(sizes) < 256  # whole squares inside, clipped ones at the borders
+
+
 @pytest.mark.parametrize("arch,kw", [("encoder", TINY_ENC), ("evalnet", TINY_EVAL)])
 def test_save_load_roundtrip(tmp_path, arch, kw):
     torch.manual_seed(0)
@@ -119,6 +134,10 @@ def test_smoke_train_and_cli(tmp_path, monkeypatch):
             "--widths", "8,16,32,64", "--device", "cpu"])
     cfg = json.loads((tmp_path / "enc" / C.CONFIG_FILE).read_text())
     assert cfg["arch"] == "encoder" and cfg["seed"] == 0 and "--arch encoder" in cfg["train_command"]
+    assert "cutout_size" not in cfg  # off unless asked for
+    C.main(["train", "--arch", "encoder", "--out", str(tmp_path / "cut"), "--epochs", "1", "--batch", "64",
+            "--widths", "8,16,32,64", "--device", "cpu", "--cutout-size", "16"])
+    assert json.loads((tmp_path / "cut" / C.CONFIG_FILE).read_text())["cutout_size"] == 16
     assert len(C.load_classifier(Path(tmp_path / "enc")).features(_x(1))) == 4
 
 

@@ -36,6 +36,7 @@ def main(argv=None):
         q.add_argument("--compile", action="store_true", help="torch.compile the model (faster epochs, ~1 min compile)")
     t.add_argument("--label-smoothing", dest="label_smoothing", type=float)
     t.add_argument("--init", help="start from this saved classifier (same architecture), e.g. an MAE-pretrained encoder")
+    t.add_argument("--cutout-size", dest="cutout_size", type=int, help="Cutout square side after crop+flip (e.g. 16; 0 = off)")
     m.add_argument("--mask-ratio", dest="mask_ratio", type=float)
     c = sub.add_parser("card", help="rewrite a saved classifier's README.md (model card) from its config.json")
     c.add_argument("folder")
@@ -52,7 +53,7 @@ def main(argv=None):
 def train_options(a: argparse.Namespace) -> dict:
     """train_classifier's / pretrain_mae's arguments from the recipe file (if any) overridden by the flags given."""
     keys = ("arch", "out", "epochs", "batch", "lr", "seed", "device", "widths", "blocks", "norm", "weight_decay", "compile")
-    keys += ("mask_ratio",) if a.cmd == "pretrain-mae" else ("label_smoothing", "init")
+    keys += ("mask_ratio",) if a.cmd == "pretrain-mae" else ("label_smoothing", "init", "cutout_size")
     recipe = json.loads(Path(a.config).read_text()) if a.config else {}
     unknown = sorted(set(recipe) - set(keys))
     if unknown:

@@ -128,6 +128,17 @@ def augment(padded: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return padded[b, c, rows[:, None, :, None], cols[:, None, None, :]]  # [B, 3, 32, 32]
 
 
+def cutout(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Cutout (DeVries & Taylor 2017): each image of x [B, C, H, W] (model range) gets one size x size square,
+    centred anywhere in the image and clipped at its borders, set to 0 (mid-grey)."""
+    B, _, H, W = x.shape
+    cy = torch.randint(0, H, (B, 1, 1), device=x.device, generator=generator)
+    cx = torch.randint(0, W, (B, 1, 1), device=x.device, generator=generator)
+    r, c = torch.arange(H, device=x.device)[None, :, None], torch.arange(W, device=x.device)[None, None, :]
+    inside = (r >= cy - size // 2) & (r < cy - size // 2 + size) & (c >= cx - size // 2) & (c < cx - size // 2 + size)
+    return x.masked_fill(inside[:, None], 0.0)
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, images_u8: torch.Tensor, labels: torch.Tensor, batch: int = 1000) -> float:
     dev = next(model.parameters()).device
@@ -150,9 +161,10 @@ def _schedule(step: int, total: int, warmup: float = 0.15) -> float:
 def train_classifier(arch: str, out: str | Path | None = None, *, epochs=None, batch=None, lr=None, seed=None,
                      label_smoothing=None, weight_decay: float = 5e-4, device=None, arch_kwargs: dict | None = None,
                      data=None, compile: bool = False, command: str | None = None, progress: bool = True,
-                     init: str | Path | None = None):
+                     init: str | Path | None = None, cutout_size: int = 0):
     """Train one classifier on CIFAR-10 (or `data` = (train_u8, train_y, test_u8, test_y)); save to `out` if given.
     init: a saved classifier of the same architecture to start from (e.g. an MAE-pretrained encoder).
+    cutout_size: Cutout after crop+flip (16 is the usual CIFAR-10 size; 0 = off, and no extra random draws).
 
     Returns (model, info); the reported test accuracy is measured on the weights as saved (fp16 round trip)."""
     from tqdm import tqdm
@@ -199,6 +211,8 @@ def train_classifier(arch: str, out: str | Path | None = None, *, epochs=None, b
         for i in range(steps_per_epoch):
             idx = perm[i * batch : (i + 1) * batch]
             x = to_model_range(augment(padded[idx], gen))
+            if cutout_size:
+                x = cutout(x, cutout_size, gen)
             if cuda:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
@@ -218,7 +232,7 @@ def train_classifier(arch: str, out: str | Path | None = None, *, epochs=None, b
                 seed=seed, label_smoothing=ls, weight_decay=weight_decay, optimizer="SGD nesterov 0.9, warmup+cosine",
                 train_seconds=round(train_seconds, 1), device=torch.cuda.get_device_name(device) if cuda else "cpu",
                 torch=torch.__version__, dataset="cifar10 (JPEG copy), train split", train_command=command,
-                **({"init": str(init)} if init else {}))
+                **({"init": str(init)} if init else {}), **({"cutout_size": cutout_size} if cutout_size else {}))
     model = model.float().eval()
     if out is not None:
         save_classifier(model, out, info)
