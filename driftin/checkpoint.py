@@ -20,26 +20,28 @@ def clean_state_dict(sd: dict) -> dict:
     return out
 
 
-def write_atomic(path, data: str | bytes) -> None:
-    """Write text or bytes atomically (a temporary file beside it, then a rename): a killed run never leaves half a
-    file. JSON results, benchmark tables and compile artifacts go through it."""
+def _replace_atomically(path, fill, tmp_suffix: str, fsync: bool = False) -> None:
+    """fill(binary file) writes a temporary file beside `path`, which then replaces it in one rename: a killed run
+    never leaves half a file. fsync: on disk before the rename (checkpoints)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_bytes(data) if isinstance(data, bytes) else tmp.write_text(data)
+    tmp = path.with_name(path.name + tmp_suffix)
+    with open(tmp, "wb") as f:
+        fill(f)
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def write_atomic(path, data: str | bytes) -> None:
+    """Write text (UTF-8) or bytes atomically. JSON results, benchmark tables and compile artifacts go through it."""
+    _replace_atomically(path, lambda f: f.write(data if isinstance(data, bytes) else data.encode()), f".tmp{os.getpid()}")
 
 
 def atomic_torch_save(obj, path: str | Path) -> None:
-    """Write to a temp file in the same folder, fsync, then rename: a kill never leaves a torn file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """torch.save atomically, fsynced before the rename."""
+    _replace_atomically(path, lambda f: torch.save(obj, f), ".tmp", fsync=True)
 
 
 def save_checkpoint(path, *, model, ema, optimizer, step: int, config: dict, meta: dict | None = None,
