@@ -112,7 +112,6 @@ def test_reference_cache_roundtrip_and_staleness(tiny_net, u8, tmp_path, monkeyp
     assert features.load_cached("evalref", ref["key"]) is None
 
 
-
 def test_cached_reference_computes_once_then_reads(tmp_path, monkeypatch):
     """The shared cache step: a miss computes and saves <prefix>-<key>.npz, a hit reads it without computing (scalars
     back as Python numbers, as computed); cache=False always computes and writes nothing."""
@@ -161,6 +160,7 @@ def test_eval_context_loads_and_hashes_the_split_once(tiny_net, u8, tmp_path, mo
     assert ref["key"] == features.reference_stats(tiny_net, "train", progress=False)["key"]
     assert inc_ref["key"] == inception_reference_stats(inception, "train")["key"]
     assert (tmp_path / f"evalref-{ref['key']}.npz").exists() and (tmp_path / f"inceptionref-{inc_ref['key']}.npz").exists()
+
 
 def test_compute_metrics_real_vs_real(tiny_net, u8, tmp_path, monkeypatch):
     monkeypatch.setenv("DRIFTIN_CACHE", str(tmp_path))
@@ -220,7 +220,6 @@ def test_write_json_is_atomic_and_formatted(tmp_path):
     write_json(out, {**data, "more": 1})
     assert out.read_text() == json.dumps({**data, "more": 1}, indent=2) + "\n"
     assert [p.name for p in out.parent.iterdir()] == ["r.json"]
-
 
 
 def test_write_atomic(tmp_path):
