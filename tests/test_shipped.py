@@ -75,7 +75,8 @@ def test_drift_was_trained_with_a_shipped_encoder():
     cfg = json.loads((WEIGHTS / "drift-cifar10" / "config.json").read_text())["train_config"]["drift"]
     assert cfg["encoder"] == "cifar"
     assert DEFAULT_CIFAR_ENCODER == WEIGHTS / "encoder-cifar10"
-    folder = WEIGHTS.parent / cfg["encoder_weights"] if cfg["encoder_weights"] else DEFAULT_CIFAR_ENCODER
+    name = cfg["encoder_weights"]  # a weights name since block 6 (the recipe's), a repository path before
+    folder = (WEIGHTS / name if "/" not in name else WEIGHTS.parent / name) if name else DEFAULT_CIFAR_ENCODER
     assert folder.parent == WEIGHTS and (folder / "config.json").is_file(), f"{folder} is not a shipped weights folder"
     enc = load_classifier(folder)
     maps = enc.features(torch.zeros(1, 3, 32, 32))

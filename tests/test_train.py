@@ -56,6 +56,39 @@ def test_cli_flags_and_recipe(tmp_path):
         TrainConfig(compile_mode="fastest")
 
 
+def test_cudnn_benchmark_flag_defaults_off_and_old_configs_load():
+    assert TrainConfig().cudnn_benchmark is False and parse_args([])[0].cudnn_benchmark is False
+    assert parse_args(["--cudnn-benchmark", "true"])[0].cudnn_benchmark is True
+    assert parse_args(["--cudnn-benchmark", "false"])[0].cudnn_benchmark is False
+    from driftin.config import from_dict
+
+    old = {k: v for k, v in dataclasses.asdict(TrainConfig(compile_field=True)).items() if k != "cudnn_benchmark"}
+    cfg = from_dict(TrainConfig, old)  # a checkpoint's or weights folder's config.json from before the key
+    assert cfg.cudnn_benchmark is False and cfg.compile_field is True
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_cudnn_benchmark_is_set_on_cuda_only(monkeypatch, on):
+    """The one place both train and the bench set backend flags (every Trainer calls it): on CUDA cudnn.benchmark
+    follows the config either way (a previous Trainer may have set it); elsewhere no flag is touched."""
+    from driftin.train import Trainer
+    from driftin.train.trainer import set_backends
+
+    flags = [(torch.backends.cudnn, "benchmark"), (torch.backends.cudnn, "allow_tf32"),
+             (torch.backends.cuda.matmul, "allow_tf32")]
+    for mod, name in flags:  # monkeypatch puts the process-wide flags back after the test
+        monkeypatch.setattr(mod, name, getattr(mod, name))
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", not on)
+    cfg = TrainConfig(**{**TINY, "cudnn_benchmark": on})
+    before = [getattr(mod, name) for mod, name in flags]
+    Trainer(cfg, "cpu", torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8), torch.arange(8) % 2)
+    assert [getattr(mod, name) for mod, name in flags] == before
+    set_backends(cfg, torch.device("cpu"))
+    assert torch.backends.cudnn.benchmark is (not on)
+    set_backends(cfg, torch.device("cuda", 0))  # sets flags only: no CUDA device is needed for that
+    assert torch.backends.cudnn.benchmark is on
+
+
 @pytest.mark.parametrize("mode", COMPILE_MODES)
 def test_cudagraph_modes_agree_with_torch(mode):
     """The trainer's CUDA-graph decisions (the step-begin mark, the drift features compiled without graphs) follow

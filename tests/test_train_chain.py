@@ -187,15 +187,21 @@ def test_time_limit_stops_with_a_checkpoint_and_the_run_resumes(image_folder, tm
     assert (r["step"], r["images_seen"]) == (5, 40)
 
 
-def test_bench_train_reports_the_trainer_step_and_the_baseline(tmp_path):
+def test_bench_train_reports_the_trainer_step_and_the_baseline(tmp_path, monkeypatch):
     from driftin.bench.__main__ import main
+    from driftin.train import trainer
+
+    seen = []  # the overridden cudnn_benchmark reaches every Trainer the bench builds (their one backend set-up)
+    real = trainer.set_backends
+    monkeypatch.setattr(trainer, "set_backends", lambda cfg, device: seen.append(cfg.cudnn_benchmark) or real(cfg, device))
 
     out, md = tmp_path / "train.json", tmp_path / "train.md"
     rc = main(["train", "--device", "cpu", "--presets", "tiny", "--batch", "20", "--variants", "baseline", "eager",
                "--steps", "2", "--warmup", "1", "--num-images", "40", "--drift-config", "training/drift_pixels_cifar10.json",
                "--peak-tflops", "1", "--out", str(out), "--md", str(md), "--profile", str(tmp_path / "prof"), "--profile-steps", "2",
-               "--force-layout", "true", "--compile-field", "true", "--drift-encoder-weights", "some/encoder"])
-    assert rc == 0
+               "--force-layout", "true", "--compile-field", "true", "--drift-encoder-weights", "some/encoder",
+               "--cudnn-benchmark", "true"])
+    assert rc == 0 and len(seen) == 6 and all(seen)  # per objective: the FLOP count's Trainer, then one per variant
     res = json.loads(out.read_text())
     assert res["meta"]["peak_tflops"] == 1 and res["meta"]["steps"] == 2
     rows = res["rows"]
@@ -203,6 +209,7 @@ def test_bench_train_reports_the_trainer_step_and_the_baseline(tmp_path):
     for r in rows:
         assert r["status"] == "ok" and r["preset"] == "tiny" and r["batch"] == 20 and r["compile_fallback"] is None
         assert r["force_layout"] is None and r["compile_field"] is None  # asked for, but compiled steps only
+        assert r["cudnn_benchmark"] is None  # asked for, but CUDA only
         assert r.get("encoder_weights") == ("some/encoder" if r["objective"] == "drift" else None)  # (pixels: unused)
         assert r["ms_per_step"] > 0 and r["img_per_s"] == pytest.approx(20 / r["ms_per_step"] * 1e3)
         assert r["flop_per_step"] > 1e8 and r["tflops"] == pytest.approx(r["flop_per_step"] / r["ms_per_step"] / 1e9)
@@ -218,6 +225,7 @@ def test_bench_train_reports_the_trainer_step_and_the_baseline(tmp_path):
     assert "| ddpm | tiny | 20 | graphs force-layout |" in markdown({**res, "rows": [compiled]})
     compiled = {**rows[3], "variant": "compiled", "force_layout": True, "compile_field": True}
     assert "| drift | tiny | 20 | compiled force-layout + field |" in markdown({**res, "rows": [compiled]})
+    assert "| ddpm | tiny | 20 | eager cudnn-benchmark |" in markdown({**res, "rows": [{**rows[1], "cudnn_benchmark": True}]})
 
 
 def test_drift_queues_are_checkpointed_and_resume_bit_exactly(image_folder, tmp_path):

@@ -139,6 +139,7 @@ def markdown(result: dict) -> str:
         nchw = " NCHW" if m["device"].startswith("cuda") and r.get("channels_last") is False and r["variant"] != "baseline" else ""
         nchw += " force-layout" if r.get("force_layout") else ""
         nchw += " + field" if r.get("compile_field") else ""
+        nchw += " cudnn-benchmark" if r.get("cudnn_benchmark") else ""
         lines.append(f"| {r['objective']} | {r['preset']} | {r['batch']} | {r['variant']}{nchw}{' (eager fallback)' if r.get('compile_fallback') else ''} "
                      f"| {r['ms_per_step']:.2f} | {r['img_per_s']:,.0f} | {f(r['tflops'], '.1f')} | {f(r['mfu'], '.1%')} "
                      f"| {f(r.get('speedup_vs_baseline'), '.2f')} | {f(r['first_step_s'], '.1f')} | {f(r['peak_mem_gb'], '.1f')} |")
@@ -161,6 +162,8 @@ def main(argv=None):
                     help="override the recipes' compile_force_layout (inductor layout optimisation in backward graphs too)")
     ap.add_argument("--compile-field", default=None, choices=["true", "false"],
                     help="override the drift recipe's compile_field (its field loss compiled too)")
+    ap.add_argument("--cudnn-benchmark", default=None, choices=["true", "false"],
+                    help="override the recipes' cudnn_benchmark (cuDNN's autotuner picks each convolution's algorithm; CUDA only)")
     ap.add_argument("--steps", type=int, default=30, help="timed steps")
     ap.add_argument("--warmup", type=int, default=10, help="untimed steps first (the first one compiles)")
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak for MFU (H100/H200 SXM: 989)")
@@ -210,6 +213,8 @@ def main(argv=None):
                     cfg = dataclasses.replace(cfg, compile_force_layout=a.force_layout == "true")
                 if a.compile_field:
                     cfg = dataclasses.replace(cfg, compile_field=a.compile_field == "true")
+                if a.cudnn_benchmark:
+                    cfg = dataclasses.replace(cfg, cudnn_benchmark=a.cudnn_benchmark == "true")
                 if a.drift_encoder_weights and objective == "drift":
                     cfg = dataclasses.replace(cfg, drift=dataclasses.replace(cfg.drift, encoder_weights=a.drift_encoder_weights))
                 key = {"objective": objective, "preset": p, "batch": cfg.batch_size, "recipe": recipe,
@@ -242,10 +247,13 @@ def main(argv=None):
                            "channels_last": opts.channels_last,  # the variant's own: the naive baseline runs NCHW
                            "compile_mode": opts.compile_mode if opts.compile else None,
                            "force_layout": opts.force_layout if opts.compile else None,  # it changes compiled steps only
-                           "compile_field": opts.compile_field if opts.compile and objective == "drift" else None}
+                           "compile_field": opts.compile_field if opts.compile and objective == "drift" else None,
+                           # every variant's Trainer sets it (trainer.set_backends), on CUDA only
+                           "cudnn_benchmark": cfg.cudnn_benchmark if device.type == "cuda" else None}
                     try:
                         layout = ("_nchw" if device.type == "cuda" and not cfg.channels_last else "") + (
-                            "_forcelayout" if row["force_layout"] else "") + ("_field" if row["compile_field"] else "")
+                            "_forcelayout" if row["force_layout"] else "") + ("_field" if row["compile_field"] else "") + (
+                            "_cudnnbench" if row["cudnn_benchmark"] else "")
                         prof = Path(a.profile) / f"{objective}_{p}_{cfg.batch_size}_{v}{layout}.txt" if a.profile else None
                         row.update(run_one(cfg, opts, device, images, labels, a.warmup, a.steps, prof, a.profile_steps), status="ok")
                     except Exception as e:  # noqa: BLE001

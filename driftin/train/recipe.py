@@ -57,6 +57,10 @@ class TrainConfig:
     channels_last: bool = True  # NHWC model and inputs on CUDA (ignored elsewhere)
     compile_force_layout: bool = False  # inductor's layout optimisation in backward graphs too (compile_kwargs)
     compile_field: bool = False  # drift: its field loss compiled too, one graph per feature map (DriftLoss.compile)
+    # CUDA only (trainer.set_backends): cuDNN times each convolution's algorithms on first use and keeps the fastest;
+    # training shapes are fixed, so the search is paid once (issue #17). Off until measured on a GPU; its pick
+    # depends on timings, so on a GPU a resumed run with it on may not be bit-exact
+    cudnn_benchmark: bool = False
     # in the UNet's residual blocks while training (the DDPM paper's CIFAR-10 model: 0.1); its masks come from torch's
     # global RNG, whose CUDA state a resume does not restore, so on a GPU a resumed run with dropout is not bit-exact
     dropout: float = 0.0

@@ -60,6 +60,14 @@ def ema_update(ema, model, decay: float, foreach: bool = True):
         e.copy_(b)
 
 
+def set_backends(cfg: TrainConfig, device) -> None:
+    """The process-wide backend flags a run trains with, set by every Trainer (so the bench times what train runs);
+    on CUDA only: elsewhere they are left as they are."""
+    if torch.device(device).type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = cfg.cudnn_benchmark  # set either way: a previous Trainer may have turned it on
+
+
 def make_objective(cfg: TrainConfig, device):
     if cfg.objective == "ddpm":
         return DDPMLoss()
@@ -106,8 +114,7 @@ class Trainer:
             raise ValueError(f"global batch {cfg.batch_size} is not divisible by world size {self.world}")
         self.local_bs = cfg.batch_size // self.world
         cuda = self.device.type == "cuda"
-        if cuda:
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        set_backends(cfg, self.device)
         torch.manual_seed(cfg.seed)
         model = UNet(cfg.model_config()).to(self.device)
         if self.opts.channels_last:
