@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import clean_state_dict
+from .checkpoint import clean_state_dict, write_atomic
 from .config import UNetConfig, diff_keys, from_dict, to_dict
 from .unet import UNet
 
@@ -37,8 +37,9 @@ class WeightsCorrupt(WeightsError):
 
 
 def write_config(folder: str | Path, config: dict) -> Path:
+    """config.json (indent 2, trailing newline), written atomically: a crash never leaves a weights folder half-described."""
     path = Path(folder) / CONFIG_FILE
-    path.write_text(json.dumps(config, indent=2) + "\n")
+    write_atomic(path, json.dumps(config, indent=2) + "\n")
     return path
 
 

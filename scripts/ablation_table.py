@@ -47,9 +47,10 @@ def load_row(folder: Path, entry_key: str | None = None, at_step: int | None = N
     at_step: the row as it was at that step (its EMA snapshot's eval where the run went on past it)."""
     cfg = json.loads((folder / "config.json").read_text())
     records = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines() if line.strip()]
+    losses = [r for r in records if "loss" in r and "step" in r]
     folder_eval = folder
     if at_step is not None:  # the row must have got there: a run cut short, or past it without a snapshot, is no row
-        last = max((r["step"] for r in records if "loss" in r and "step" in r), default=0)
+        last = max((r["step"] for r in losses), default=0)
         snapshot = folder / "snapshots" / f"step_{at_step:07d}"
         if last < at_step:
             raise ValueError(f"{folder.name} stopped at step {last}, before --at-step {at_step}")
@@ -58,7 +59,7 @@ def load_row(folder: Path, entry_key: str | None = None, at_step: int | None = N
                 raise ValueError(f"{folder.name} went on to step {last} and has no evaluated snapshot at {at_step} ({snapshot})")
             folder_eval = snapshot
         records = [r for r in records if r.get("step", 0) <= at_step]
-    losses = [r for r in records if "loss" in r and "step" in r]
+        losses = [r for r in losses if r["step"] <= at_step]
     start = next((r for r in records if r.get("event") == "boundary"), {"step": 0, "images_seen": 0})
     entries = json.loads(eval_file(folder_eval).read_text())
     if entry_key is None and len(entries) != 1:

@@ -24,6 +24,8 @@ from pathlib import Path
 from safetensors import safe_open
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from driftin.hub import write_config  # noqa: E402
 DEVICE_WEIGHTS = "/root/stage/weights/"
 EXPORT_FILES = ("model.safetensors.index.json", "config.json", "eval.json")
 
@@ -102,7 +104,7 @@ def land(res: Path, files_at: Path, model: str, arm: str) -> str:
     with open(dst / "train_log.jsonl", "a") as log:
         log.write((src / "log.jsonl").read_text())
     config = local_config(json.loads((dst / "config.json").read_text()), model)
-    (dst / "config.json").write_text(json.dumps(config, indent=2) + "\n")  # as the export wrote it (driftin.hub)
+    write_config(dst, config)  # the export's own writer (driftin.hub)
     sample = ["--n", "100", "--nrow", "10"] + (["--method", "ddim", "--steps", "50"] if model == "ddpm" else [])
     subprocess.run([sys.executable, "-m", "driftin.sample", "--weights", str(dst), *sample, "--out", str(dst / "samples.png")],
                    check=True, cwd=ROOT)
