@@ -54,20 +54,24 @@ run() { local name=$1; shift; echo "== $(date +%T) $name"; ( "$@" ) > $O/$name.l
 
 # the trainer's own step (as the recipes run it: DDPM with CUDA graphs, drift compiled) vs a naive eager bf16 step (#17),
 # both presets; capped so the lease keeps time for the rest. Needs call 3's weights (the drift chain's encoder).
+# BENCH_PRESETS / BENCH_DDPM_BATCH narrow it, e.g. the rows #17 still lacks (DDPM base at 1,024 with graphs, drift
+# base; ~4 min): BENCH_PRESETS=base BENCH_DDPM_BATCH=1024 bash scripts/gpu_lease.sh start bench
+BENCH_PRESETS=${BENCH_PRESETS:-small base} BENCH_DDPM_BATCH=${BENCH_DDPM_BATCH:-256 1024}
 bench() {
-  run bench_ddpm timeout 360 python3 -m driftin.bench train --objectives ddpm --presets small base --batch 256 1024 \
+  run bench_ddpm timeout 360 python3 -m driftin.bench train --objectives ddpm --presets $BENCH_PRESETS --batch $BENCH_DDPM_BATCH \
       --variants baseline graphs --steps 15 --warmup 3 --data cifar10 --out $O/train_ddpm_h200.json --md $O/train_ddpm_h200.md
-  run bench_drift timeout 240 python3 -m driftin.bench train --objectives drift --presets small base --batch 1280 \
+  run bench_drift timeout 240 python3 -m driftin.bench train --objectives drift --presets $BENCH_PRESETS --batch 1280 \
       --variants baseline compiled --steps 10 --warmup 3 --data cifar10 --out $O/train_drift_h200.json --md $O/train_drift_h200.md
 }
 
 # where a drift step's time goes (#17): device-busy vs wall time per step, op tables and the copies by shape (the
 # bench's --profile). Forcing inductor's layout optimisation took the copies from 15% to 9% of the drift step's device
 # time (+5.7% img/s; DDPM with graphs +9.4%; benchmarks/train_{drift,ddpm}_layout_*_h200.*): both recipes force it.
-# What is left in the drift profile (benchmarks/profiles/layout/): ~19% of device time in small eager kernels (mul,
-# sub, sum, cat, div, bmm: ~560 a step), most of them the fp32 field loss, which runs eager. This phase measures the
+# What was left in the drift profile (benchmarks/profiles/layout/): ~19% of device time in small eager kernels (mul,
+# sub, sum, cat, div, bmm: ~560 a step), most of them the fp32 field loss, which ran eager. This phase measures the
 # recipe's drift step (at batch 1,280) with and without compiling the field too (--compile-field; compile_field).
-# ~5 min alone (two drift compiles); needs call 3's tree (the recipe's encoder).
+# Measured 2026-12-01 (block 6's lease): 8,882 -> 10,969 img/s (+23.5%), so the drift recipe compiles its field since
+# (benchmarks/train_drift_field_{false,true}_h200.*). ~5 min alone (two drift compiles); needs call 3's tree.
 profile() {
   local f
   for f in false true; do
@@ -77,14 +81,15 @@ profile() {
   done
 }
 
-# a stronger drift encoder (#19), ENC_EPOCHS epochs of ENC_RECIPE. 60 epochs: GroupNorm resnet 87.8%, BatchNorm 90.3%
-# (benchmarks/encoder_resnet*_h200.json; the BatchNorm one ships since block 4). Next: ENC_EPOCHS=200 (the >= 94% target).
-# ENC_FLAGS: more `python -m driftin.classifier train` flags, e.g. "--cutout-size 16" (Cutout; ~5 min for 200 epochs).
-ENC_EPOCHS=${ENC_EPOCHS:-60} ENC_RECIPE=${ENC_RECIPE:-training/encoder_resnet_bn_cifar10.json} ENC_FLAGS=${ENC_FLAGS:-}
+# a stronger drift encoder (#19): ENC_RECIPE (its epochs, or ENC_EPOCHS). 60 epochs: GroupNorm resnet 87.8%, BatchNorm
+# 90.3% (benchmarks/encoder_resnet*_h200.json; the BatchNorm one ships since block 4). For the >= 94% target:
+# ENC_RECIPE=training/encoder_resnet_bn_cutout_cifar10.json (200 epochs + Cutout 16; ~5 min by the 60-epoch timing),
+# landing in $O/encoder-resnet-bn-cutout-cifar10. ENC_FLAGS: more `python -m driftin.classifier train` flags.
+ENC_EPOCHS=${ENC_EPOCHS:-} ENC_RECIPE=${ENC_RECIPE:-training/encoder_resnet_bn_cutout_cifar10.json} ENC_FLAGS=${ENC_FLAGS:-}
 encoder() {
   local name=$(basename $ENC_RECIPE .json)
-  run $name python3 -m driftin.classifier train --config $ENC_RECIPE --epochs $ENC_EPOCHS --device cuda --out $O/${name//_/-} \
-      $ENC_FLAGS
+  run $name python3 -m driftin.classifier train --config $ENC_RECIPE ${ENC_EPOCHS:+--epochs $ENC_EPOCHS} --device cuda \
+      --out $O/${name//_/-} $ENC_FLAGS
 }
 
 # the paper's kind of encoder (#19): the GroupNorm resnet pretrained as an MAE, then fine-tuned for classification

@@ -337,6 +337,10 @@ def test_batchnorm_recipe_and_norm_flag(tmp_path, monkeypatch):
     gn = json.loads((root / "encoder_resnet_cifar10.json").read_text())
     bn = json.loads((root / "encoder_resnet_bn_cifar10.json").read_text())
     assert {k: v for k, v in bn.items() if k not in ("norm", "out")} == {k: v for k, v in gn.items() if k != "out"}
+    cut = json.loads((root / "encoder_resnet_bn_cutout_cifar10.json").read_text())  # the >= 94% try (#19): only these differ
+    assert {k for k in set(cut) | set(bn) if cut.get(k) != bn.get(k)} == {"out", "epochs", "cutout_size"}
+    C.main(["train", "--config", str(root / "encoder_resnet_bn_cutout_cifar10.json")])
+    assert seen["cutout_size"] == 16 and seen["epochs"] == 200 and seen["out"] == "weights/encoder-resnet-bn-cutout-cifar10"
     C.main(["train", "--config", str(root / "encoder_resnet_cifar10.json"), "--norm", "batch"])  # the flag
     assert seen["arch_kwargs"]["norm"] == "batch"
     with pytest.raises(ValueError, match="evalnet has no norm"):
