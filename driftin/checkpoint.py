@@ -45,9 +45,10 @@ def atomic_torch_save(obj, path: str | Path) -> None:
 
 
 def save_checkpoint(path, *, model, ema, optimizer, step: int, config: dict, meta: dict | None = None,
-                    objective: dict | None = None) -> None:
+                    objective: dict | None = None, ema_extra: dict | None = None) -> None:
     """meta: the run's bookkeeping as JSON (images seen, where the LR warmup restarted, the chain of blocks);
-    objective: the objective's own state (drift's sample queues), tensors only."""
+    objective: the objective's own state (drift's sample queues), tensors only; ema_extra: {decay: EMA module} of the
+    config's ema_extra, stored under ema_key(decay)."""
     state = {
         "model": clean_state_dict(model.state_dict()),
         "ema": clean_state_dict(ema.state_dict()),
@@ -60,7 +61,14 @@ def save_checkpoint(path, *, model, ema, optimizer, step: int, config: dict, met
     }
     if objective:
         state["objective"] = objective
+    if ema_extra:
+        state["ema_extra"] = {ema_key(d): clean_state_dict(m.state_dict()) for d, m in ema_extra.items()}
     atomic_torch_save(state, path)
+
+
+def ema_key(decay: float) -> str:
+    """A checkpoint's name for an extra EMA: the decay as Python writes the float (0.9998 -> "0.9998")."""
+    return repr(float(decay))
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -162,12 +162,22 @@ CHAIN_MIN=${CHAIN_MIN:-10}
 CHAIN_DRIFT_FLAGS=${CHAIN_DRIFT_FLAGS---warmup 100}  # the recipe names its encoder folder: found in $S/weights
 CHAIN_MODELS=${CHAIN_MODELS:-drift ddpm}  # e.g. CHAIN_MODELS=drift: the drift block alone gets the whole GPU
 CHAIN_DDPM_FLAGS=${CHAIN_DDPM_FLAGS---warmup 200 --ema-decay 0.9999 --lr 1e-4}
+# CHAIN_EMA_EXTRA="0.9995 0.9998": more EMA decays each chain keeps beside its recipe's (TrainConfig.ema_extra), each
+# exported to $O/chain_ARM/export_emaD and scored by FID-50k with the first eval flags: the averaging length is chosen
+# after the block, against the main export's eval.json (collect the winner's shards; land_chain --arm takes the folder)
+CHAIN_EMA_EXTRA=${CHAIN_EMA_EXTRA:-}
 chain_one() {  # ARM MODEL RECIPE SNAPSHOT_EVERY EVAL_FLAGS [extra train flags...]; output in $O/chain_ARM
-  local a=$1 m=$2 recipe=$3 snap=$4 evalflags=$5; shift 5
+  local a=$1 m=$2 recipe=$3 snap=$4 evalflags=$5 d f; shift 5
   run chain_$a env DRIFTIN_COMPILE_ARTIFACTS=$S/compile/$a.bin \
       python3 -m driftin.train --config $recipe --init-from $S/weights/$m-cifar10 --steps 10000000 \
-      --snapshot-every $snap --max-minutes $CHAIN_MIN --sample-every 0 --out $O/chain_$a "$@"
+      --snapshot-every $snap --max-minutes $CHAIN_MIN --sample-every 0 --out $O/chain_$a "$@" \
+      ${CHAIN_EMA_EXTRA:+--ema-extra "[${CHAIN_EMA_EXTRA// /,}]"}
   run export_$a python3 -m driftin.train export $O/chain_$a $O/chain_$a/export
+  for d in $CHAIN_EMA_EXTRA; do
+    run export_${a}_ema$d python3 -m driftin.train export $O/chain_$a $O/chain_$a/export_ema$d --ema-decay $d
+    f=${evalflags%% *}
+    run eval_${a}_ema$d $EVAL --weights $O/chain_$a/export_ema$d ${f//,/ } --out $O/chain_$a/export_ema$d/eval.json
+  done
   cp $S/weights/$m-cifar10/fid_curve.json $O/chain_$a/ 2>/dev/null  # the committed curve: the new points are merged in
   run curve_$a python3 -m driftin.eval.curve $S/weights/$m-cifar10 $O/chain_$a/snapshots --label $m-cifar10 --n 10000 --batch 2500 --device cuda \
       --inception $FIDNET --evalnet $S/weights/evalnet-cifar10 --out $O/chain_$a/fid_curve.json --plot $O/chain_$a/fid_curve.png

@@ -31,11 +31,12 @@ EXPORT_FILES = ("model.safetensors.index.json", "config.json", "eval.json")
 
 
 def rebuild_shards(files_at: Path, arm: str, export: Path) -> list[Path]:
-    """The export's shards, each the concatenation of its parts (collect names them chain_<arm>_export_<file>.partNN)."""
+    """The export's shards, each the concatenation of its parts (collect names them chain_<arm>_<export>_<file>.partNN,
+    <export> the folder's name: export, or export_emaD for an extra EMA)."""
     index = json.loads((export / "model.safetensors.index.json").read_text())
     shards = []
     for name in sorted(set(index["weight_map"].values())):
-        parts = sorted(files_at.glob(f"chain_{arm}_export_{name}.part*"))
+        parts = sorted(files_at.glob(f"chain_{arm}_{export.name}_{name}.part*"))
         if not parts:
             raise FileNotFoundError(f"no parts of {name} for arm {arm!r} in {files_at}: was it named in `collect`?")
         with open(export / name, "wb") as out:
@@ -85,19 +86,21 @@ def local_config(config: dict, model: str) -> dict:
     return config
 
 
-def block_command(train_args: list[str], model: str, block: int) -> str:
-    """The block's two commands as they run from a checkout (device paths replaced by the repository's)."""
+def block_command(train_args: list[str], model: str, block: int, ema_decay: float | None = None) -> str:
+    """The block's two commands as they run from a checkout (device paths replaced by the repository's); ema_decay:
+    the extra EMA the export took (None: the recipe's)."""
     run = run_folder(model, block)
     train = "python -m driftin.train " + shlex.join(local_args(train_args, run))  # quoted as the card's command
-    return f"{train}\npython -m driftin.train export {run} weights/{model}-cifar10"
+    pick = f" --ema-decay {ema_decay}" if ema_decay is not None else ""
+    return f"{train}\npython -m driftin.train export {run} weights/{model}-cifar10{pick}"
 
 
-def land(res: Path, files_at: Path, model: str, arm: str) -> str:
+def land(res: Path, files_at: Path, model: str, arm: str, export: str = "export") -> str:
     src, dst = res / f"chain_{arm}", ROOT / "weights" / f"{model}-cifar10"
-    for shard in rebuild_shards(files_at, arm, src / "export"):
+    for shard in rebuild_shards(files_at, arm, src / export):
         shutil.copy2(shard, dst / shard.name)
     for name in EXPORT_FILES:
-        shutil.copy2(src / "export" / name, dst / name)
+        shutil.copy2(src / export / name, dst / name)
     for name in ("fid_curve.json", "fid_curve.png"):
         if (src / name).exists():
             shutil.copy2(src / name, dst / name)
@@ -109,7 +112,9 @@ def land(res: Path, files_at: Path, model: str, arm: str) -> str:
     subprocess.run([sys.executable, "-m", "driftin.sample", "--weights", str(dst), *sample, "--out", str(dst / "samples.png")],
                    check=True, cwd=ROOT)
     subprocess.run([sys.executable, "-m", "driftin.publish", "card", str(dst)], check=True, cwd=ROOT)
-    return block_command(config["train_args"], model, block_of(config))
+    extra = config.get("ema_decay", config["train_config"]["ema_decay"])
+    return block_command(config["train_args"], model, block_of(config),
+                         extra if extra != config["train_config"]["ema_decay"] else None)
 
 
 def main(argv=None):
@@ -117,6 +122,8 @@ def main(argv=None):
     ap.add_argument("files_at", type=Path, help="the folder the collect call's files came back in (results.tgz + parts)")
     ap.add_argument("--arm", action="append", default=[], help="MODEL=ARM: land this arm's export (e.g. drift=drift_trial)")
     ap.add_argument("--models", nargs="+", default=["drift", "ddpm"])
+    ap.add_argument("--export", default="export", help="the arm's export folder to land (e.g. export_ema0.9998: an extra "
+                    "EMA that scored better; collect its shards as chain_ARM/export_ema0.9998/model-...)")
     ap.add_argument("--no-assets", action="store_true", help="skip the comparison grid, GIF and app screenshot")
     a = ap.parse_args(argv)
     arms = {m: m for m in a.models} | dict(kv.split("=", 1) for kv in a.arm)
@@ -126,7 +133,7 @@ def main(argv=None):
         tar.extractall(res, filter="data")
     for model in a.models:
         print(f"\n# {model}: landed arm {arms[model]!r}; block command for training/chains/{model}-cifar10.sh:\n"
-              + land(res, a.files_at, model, arms[model]))
+              + land(res, a.files_at, model, arms[model], a.export))
     if not a.no_assets:
         for cmd in (["scripts/make_assets.py", "compare"], ["scripts/make_assets.py", "gif"],
                     ["scripts/screenshot_app.py", "--ddpm-min-step", "22"]):

@@ -46,6 +46,18 @@ def test_a_lost_part_or_arm_is_an_error_not_a_shipped_shard(tmp_path):
         land_chain.rebuild_shards(files_at, "drift", export)
 
 
+def test_an_extra_emas_export_is_rebuilt_from_its_own_parts_and_named_in_the_command(tmp_path):
+    export, files_at, name, tensors = _export(tmp_path)
+    ema = export.parent / "export_ema0.9998"  # gpu_lease's CHAIN_EMA_EXTRA exports; collect names its parts after it
+    export.rename(ema)
+    for p in files_at.iterdir():
+        p.rename(p.with_name(p.name.replace("_export_", "_export_ema0.9998_")))
+    (shard,) = land_chain.rebuild_shards(files_at, "drift_trial", ema)
+    assert all(torch.equal(load_file(shard)[k], v) for k, v in tensors.items())
+    assert land_chain.block_command(["--out", "/root/res/chain_drift"], "drift", 7, 0.9998).endswith(
+        "\npython -m driftin.train export runs/drift-cifar10-b7 weights/drift-cifar10 --ema-decay 0.9998")
+
+
 def test_block_command_runs_from_a_checkout():
     args = ["--config", "training/ddpm_cifar10.json", "--init-from", "/root/stage/weights/ddpm-cifar10", "--steps", "10000000",
             "--max-minutes", "10", "--out", "/root/res/chain_ddpm", "--ema-decay", "0.9999"]

@@ -67,6 +67,15 @@ def test_cudnn_benchmark_flag_defaults_off_and_old_configs_load():
     assert cfg.cudnn_benchmark is False and cfg.compile_field is True
 
 
+def test_ema_extra_flag_takes_a_number_or_a_list_and_refuses_bad_decays():
+    assert TrainConfig().ema_extra == () and parse_args(["--ema-extra", "0.9998"])[0].ema_extra == (0.9998,)
+    assert parse_args(["--ema-extra", "[0.99, 0.9999]"])[0].ema_extra == (0.99, 0.9999)
+    assert TrainConfig(ema_extra=[0.99]).ema_extra == (0.99,)  # a recipe's JSON list
+    for bad in ((1.0,), (0.0,), (0.99, 0.99), (0.9995,)):  # the last is ema_decay itself
+        with pytest.raises(ValueError, match="ema_extra"):
+            TrainConfig(ema_decay=0.9995, ema_extra=bad)
+
+
 @pytest.mark.parametrize("on", [True, False])
 def test_cudnn_benchmark_is_set_on_cuda_only(monkeypatch, on):
     """The one place both train and the bench set backend flags (every Trainer calls it): on CUDA cudnn.benchmark

@@ -332,3 +332,44 @@ def test_each_kind_of_draw_has_its_own_stream():
     from driftin.data import STREAMS
 
     assert len(set(STREAMS.values())) == len(STREAMS) and min(STREAMS.values()) >= 1
+
+
+def test_extra_emas_follow_their_decays_resume_bit_exactly_and_export(image_folder, tmp_path):
+    """ema_extra: each extra EMA is the lerp chain of the weights after every step at its own decay (a slow reference
+    here), survives a kill and resume bit-exactly, starts from the main EMA where a checkpoint lacks it, and export
+    picks it by decay (an unknown decay is refused, naming the kept ones)."""
+    base = {**TINY, "data": image_folder, "steps": 6, "ckpt_every": 3, "ema_decay": 0.9, "ema_extra": (0.5,)}
+    cfg = TrainConfig(**base, out=str(tmp_path / "full"))
+    images, labels = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8), torch.arange(8) % 2
+    tr = Trainer(cfg, "cpu", images, labels)
+    ref = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    for step in range(3):
+        tr.step(step)
+        for k, v in tr.model.state_dict().items():
+            ref[k] = 0.5 * ref[k] + 0.5 * v if v.is_floating_point() else v.clone()
+    for k, v in tr.ema_extra[0.5].state_dict().items():
+        torch.testing.assert_close(v, ref[k], msg=k)
+    assert any(not torch.equal(a, b) for a, b in zip(tr.ema_extra[0.5].parameters(), tr.ema.parameters()))
+
+    full = train(cfg, quiet=True)
+    part = TrainConfig(**base, out=str(tmp_path / "part"))
+    train(part, stop_after=3, quiet=True)
+    resumed = train(part, quiet=True)
+    for (k, a), b in zip(full["trainer"].ema_extra[0.5].state_dict().items(), resumed["trainer"].ema_extra[0.5].state_dict().values()):
+        assert torch.equal(a, b), f"ema_extra 0.5 {k} differs after resume"
+
+    # a checkpoint without the extra EMA (written before it was asked for): it starts from the main EMA
+    state = load_checkpoint(tmp_path / "part" / "checkpoint.pt")
+    assert set(state["ema_extra"]) == {"0.5"}
+    more = Trainer(TrainConfig(**{**base, "ema_extra": (0.5, 0.99)}), "cpu", images, labels)
+    more.load_state(state)
+    assert all(torch.equal(a, b) for a, b in zip(more.ema_extra[0.99].state_dict().values(), state["ema"].values()))
+    assert all(torch.equal(a, b) for a, b in zip(more.ema_extra[0.5].state_dict().values(), state["ema_extra"]["0.5"].values()))
+
+    main_w = load_pretrained(export(tmp_path / "full", tmp_path / "w_main"))
+    extra_w = load_pretrained(export(tmp_path / "full", tmp_path / "w_extra", 0.5))
+    assert (main_w.meta["ema_decay"], extra_w.meta["ema_decay"]) == (0.9, 0.5)
+    for k, v in full["trainer"].ema_extra[0.5].state_dict().items():
+        torch.testing.assert_close(extra_w.state_dict()[k], v.half().float(), msg=k)
+    with pytest.raises(ValueError, match=r"no EMA with decay 0.7: it kept \[0.9, 0.5\]"):
+        export(tmp_path / "full", tmp_path / "w_bad", 0.7)

@@ -43,7 +43,7 @@ def parse_args(argv=None) -> tuple[TrainConfig, RunOptions]:
                 p.add_argument(f"--drift-{g.name.replace('_', '-')}", dest=f"drift.{g.name}", type=json_or_str, default=None,
                                help=f"drift option (JSON value), default {g.default!r}")
         else:
-            p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=json.loads if f.name in ("betas",) or f.type in ("bool",) else None, default=None)
+            p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=json.loads if f.name in ("betas", "ema_extra") or f.type in ("bool",) else None, default=None)
     a = vars(p.parse_args(argv))
     run = RunOptions(init_from=a.pop("init_from"), max_minutes=a.pop("max_minutes"))
     base = json.loads(Path(a.pop("config")).read_text()) if a.get("config") else {}
@@ -55,7 +55,7 @@ def parse_args(argv=None) -> tuple[TrainConfig, RunOptions]:
             drift[k[6:]] = v
         else:
             typ = type(getattr(TrainConfig(), k))
-            base[k] = v if typ in (bool, tuple) else typ(v)
+            base[k] = v if typ in (bool, tuple) else typ(v)  # (ema_extra: a number or a JSON list, TrainConfig makes it a tuple)
     return from_dict(TrainConfig, {**base, "drift": drift}), run
 
 
@@ -65,8 +65,10 @@ def main(argv=None):
         p = argparse.ArgumentParser(prog="python -m driftin.train export", description="export a run's EMA weights as safetensors + config.json")
         p.add_argument("run_dir")
         p.add_argument("folder")
+        p.add_argument("--ema-decay", dest="ema_decay", type=float, help="which EMA (the recipe's ema_decay or one of ema_extra; "
+                       "default: ema_decay)")
         a = p.parse_args(argv[1:])
-        print(export(a.run_dir, a.folder))
+        print(export(a.run_dir, a.folder, a.ema_decay))
         return
     cfg, run = parse_args(argv)
     try:

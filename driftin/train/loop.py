@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from .. import distributed as dist
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import ema_key, load_checkpoint, save_checkpoint
 from ..data import load_dataset
 from ..unet import UNet, count_params
 from .compile_cache import artifacts_path, load_artifacts, save_artifacts
@@ -22,7 +22,7 @@ def weights_meta(config: dict, step: int, images_seen: int, chain: list, train_a
     """What an inference folder records about its training: the next block starts from these. train_args: the
     command-line arguments of `driftin.train` that ran it, recorded as given (the card shows them as they were)."""
     meta = {"objective": config["objective"], "steps": int(step), "images_seen": int(images_seen),
-            "chain": chain, "train_config": config}
+            "chain": chain, "train_config": config, "ema_decay": config["ema_decay"]}  # export may pick an ema_extra
     if train_args is not None:
         meta["train_args"] = list(train_args)
     return meta
@@ -138,7 +138,7 @@ def train(cfg: TrainConfig, stop_after: int | None = None, quiet: bool = False, 
             check(done)  # never write a checkpoint over the last good one with broken weights
             if dist.is_main():
                 save_checkpoint(ckpt, model=model, ema=ema, optimizer=tr.opt, step=done, config=config, meta=run_meta(),
-                                objective=tr.objective_state())
+                                objective=tr.objective_state(), ema_extra=tr.ema_extra)
             last_good = done
         if cfg.snapshot_every and done % cfg.snapshot_every == 0:
             check(done)
@@ -181,15 +181,20 @@ def save_grid(ema, cfg: TrainConfig, path: Path, n: int = 100):
     save_image(imgs, path, nrow=10)
 
 
-def export(run_dir: str | Path, folder: str | Path) -> Path:
-    """Write the EMA weights of a run as an inference folder (safetensors + config.json)."""
+def export(run_dir: str | Path, folder: str | Path, ema_decay: float | None = None) -> Path:
+    """Write the EMA weights of a run as an inference folder (safetensors + config.json). ema_decay: which EMA (the
+    config's ema_decay, the default, or one of its ema_extra); the folder's config.json records it."""
     from ..hub import save_pretrained
 
     state = load_checkpoint(Path(run_dir) / "checkpoint.pt")
     cfg = TrainConfig(**state["config"])
+    decay = cfg.ema_decay if ema_decay is None else float(ema_decay)
+    extra = state.get("ema_extra", {})
+    if decay != cfg.ema_decay and ema_key(decay) not in extra:
+        raise ValueError(f"{run_dir} has no EMA with decay {decay}: it kept {[cfg.ema_decay, *map(float, extra)]}")
     model = UNet(cfg.model_config())
-    model.load_state_dict(state["ema"])
+    model.load_state_dict(state["ema"] if decay == cfg.ema_decay else extra[ema_key(decay)])
     run = state["meta"]
     seen = run.get("images_seen", state["step"] * cfg.batch_size)  # checkpoints before images_seen was recorded
-    return save_pretrained(model, folder, weights_meta(state["config"], state["step"], seen, run.get("chain", []),
-                                                       run.get("train_args")))
+    meta = weights_meta(state["config"], state["step"], seen, run.get("chain", []), run.get("train_args"))
+    return save_pretrained(model, folder, {**meta, "ema_decay": decay})

@@ -51,6 +51,9 @@ class TrainConfig:
     warmup: int = 500
     grad_clip: float = 1.0
     ema_decay: float = 0.9995
+    # more EMA decays tracked beside ema_decay, for choosing the averaging length after training (it moves FID and no
+    # recipe measured it): kept in checkpoints, exported with `export --ema-decay D`; snapshots hold ema_decay's only
+    ema_extra: tuple[float, ...] = ()
     bf16: bool = True
     compile: bool = False
     compile_mode: str = "default"  # torch.compile mode (COMPILE_MODES); "reduce-overhead" and "max-autotune" use CUDA graphs
@@ -74,6 +77,10 @@ class TrainConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "betas", tuple(self.betas))
+        extra = self.ema_extra if isinstance(self.ema_extra, (list, tuple)) else (self.ema_extra,)  # `--ema-extra 0.9998`
+        object.__setattr__(self, "ema_extra", tuple(float(d) for d in extra))
+        if any(not 0 < d < 1 for d in self.ema_extra) or len(set(self.ema_extra) | {self.ema_decay}) != len(self.ema_extra) + 1:
+            raise ValueError(f"ema_extra {self.ema_extra} must hold distinct decays in (0, 1) other than ema_decay {self.ema_decay}")
         if isinstance(self.drift, dict):
             object.__setattr__(self, "drift", from_dict(DriftConfig, self.drift))
         if self.objective not in ("ddpm", "drift"):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import distributed as dist
+from ..checkpoint import ema_key
 from ..data import STREAMS, DeviceData, global_batch, stream_seed, to_model_range
 from ..diffusion import DDPMLoss, unwrap
 from ..unet import UNet
@@ -121,6 +122,7 @@ class Trainer:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.ema = copy.deepcopy(model).requires_grad_(False)
+        self.ema_extra = {d: copy.deepcopy(model).requires_grad_(False) for d in cfg.ema_extra}
         if not self.opts.fused_optimizer:
             self.opt_flags = {"foreach": False, "fused": None}
         else:
@@ -150,6 +152,8 @@ class Trainer:
         """Model, EMA, optimizer and LR warmup start from a checkpoint (as load_checkpoint returns it)."""
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
+        for d, e in self.ema_extra.items():  # one the checkpoint lacks (added on resume) starts from the main EMA
+            e.load_state_dict(state.get("ema_extra", {}).get(ema_key(d), state["ema"]))
         self.load_optimizer(state["optimizer"])
         self.warm_start = int(state.get("meta", {}).get("warm_start", 0))
         if state.get("objective") and hasattr(self.objective, "load_state_dict"):  # drift's sample queues
@@ -181,8 +185,8 @@ class Trainer:
         if meta.get("objective") not in (None, self.cfg.objective):
             raise ValueError(f"{path_or_repo} holds {meta['objective']!r} weights; this run trains {self.cfg.objective!r}")
         sd = src.state_dict()
-        self.model.load_state_dict(sd)
-        self.ema.load_state_dict(sd)
+        for m in (self.model, self.ema, *self.ema_extra.values()):
+            m.load_state_dict(sd)
         self.warm_start = int(meta.get("steps", 0))
         return meta
 
@@ -273,7 +277,8 @@ class Trainer:
             raise FloatingPointError(f"non-finite loss {loss.item()} at step {step}")
         gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.opt.step()
-        ema_update(self.ema, self.model, cfg.ema_decay, foreach=self.opts.foreach_ema)
+        for d, e in ((cfg.ema_decay, self.ema), *self.ema_extra.items()):
+            ema_update(e, self.model, d, foreach=self.opts.foreach_ema)
         # remember the first bad step on the device: reading it here would stall the host every step
         ok = torch.isfinite(loss.detach()) & torch.isfinite(gnorm)
         self.first_bad = torch.where(ok | (self.first_bad >= 0), self.first_bad, step)
