@@ -60,7 +60,23 @@ def unwrap(model):
     return getattr(model, "_orig_mod", model)
 
 
-def ddim_timesteps(steps: int, num_steps: int = T) -> list[int]:
+DDIM_SPACINGS = ("uniform", "quadratic")
+
+
+def ddim_timesteps(steps: int, num_steps: int = T, spacing: str = "uniform") -> list[int]:
+    """The DDIM sub-sequence, from the noisiest t down to t = 0. "uniform": every num_steps/steps-th step;
+    "quadratic": t_i = (i * sqrt(0.8 num_steps) / (steps - 1))^2, dense near the data and stopping at 0.8 num_steps,
+    the DDIM paper's choice for CIFAR-10 (its FID 4.67 at 50 steps); rounded, and each t at least one above the
+    previous (the first squares are below 1 apart), so there are always `steps` distinct steps."""
     if not 1 <= steps <= num_steps:
         raise ValueError(f"DDIM steps must be in [1, {num_steps}], got {steps}")
-    return [int(round(i * num_steps / steps)) for i in range(steps)][::-1]  # uniform spacing, t = 0 included
+    if spacing not in DDIM_SPACINGS:
+        raise ValueError(f"DDIM spacing must be one of {DDIM_SPACINGS}, got {spacing!r}")
+    if spacing == "uniform":
+        return [int(round(i * num_steps / steps)) for i in range(steps)][::-1]  # t = 0 included
+    top = (0.8 * num_steps) ** 0.5
+    ts: list[int] = []
+    for i in range(steps):
+        t = int(round((i * top / max(steps - 1, 1)) ** 2))
+        ts.append(max(t, ts[-1] + 1) if ts else t)
+    return ts[::-1]

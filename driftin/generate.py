@@ -5,7 +5,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .diffusion import unwrap
+from .diffusion import DDIM_SPACINGS, unwrap
 from .fast import FastOptions, fast_generate
 from .sampling import (eager_sample, eps_fn, labels_tensor, make_noise, seed_list,  # noqa: F401 (re-exported)
                        step_noise, style_for_seeds)
@@ -29,6 +29,7 @@ def generate(
     fast: "bool | FastOptions" = False,
     noise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    spacing: str = "uniform",
 ) -> torch.Tensor:
     """Images [n, 3, H, W]: float in [0, 1] (output="float") or uint8 (output="uint8").
 
@@ -43,6 +44,7 @@ def generate(
     - noise: the latents x_T themselves, [n, C, H, W] (latent walks, interpolation, your own sampler);
     - generator: a torch.Generator the whole batch is drawn from (torch-style reproducibility; n needed).
     DDIM with eta > 0 draws its per-step noise from the generator when one is given, else from the seeds.
+    spacing: which `steps` of the 1,000 DDIM visits, "uniform" or "quadratic" (the DDIM paper's CIFAR-10 choice).
     """
     net = unwrap(model)
     cfg = net.config
@@ -50,6 +52,8 @@ def generate(
     method = "ddim" if method == "ddpm" else method
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if spacing not in DDIM_SPACINGS:
+        raise ValueError(f"spacing must be one of {DDIM_SPACINGS}, got {spacing!r}")
     if output not in ("float", "uint8"):
         raise ValueError(f"output must be 'float' or 'uint8', got {output!r}")
     if not (0.0 <= guidance <= 20.0):
@@ -85,10 +89,10 @@ def generate(
 
     if fast:  # compiled / CUDA-graph path; falls back to eager itself
         options = fast if isinstance(fast, FastOptions) else None
-        x = fast_generate(net, noise, method, steps, y, guidance, eta, seeds, callback, options=options)
+        x = fast_generate(net, noise, method, steps, y, guidance, eta, seeds, callback, options=options, spacing=spacing)
     else:
         noise_fn = (step or step_noise(seeds, noise)) if method == "ddim" else None
-        x = eager_sample(net, noise, method, steps, y, guidance, eta, noise_fn, callback, style)
+        x = eager_sample(net, noise, method, steps, y, guidance, eta, noise_fn, callback, style, spacing)
     x = x.clamp(-1, 1).add(1).div(2)
     return x.mul(255).round().to(torch.uint8) if output == "uint8" else x
 

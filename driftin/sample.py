@@ -11,6 +11,7 @@ import sys
 import torch
 
 from .data import CIFAR10_CLASSES, class_index
+from .diffusion import DDIM_SPACINGS
 from .fast import FastOptions
 from .generate import generate, resolve_device
 from .hub import load_pretrained
@@ -45,6 +46,7 @@ def main(argv=None):
     p.add_argument("--method", choices=["drift", "ddim"], default=None, help="default: the model's objective")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--eta", type=float, default=0.0)
+    p.add_argument("--spacing", choices=DDIM_SPACINGS, default="uniform", help="DDIM's sub-sequence of the 1,000 steps")
     p.add_argument("--class", dest="cls", default=None,
                    help="'all' (default for a conditional model: classes 0..9 in turn), a class name or index, "
                         "or 'unconditional'")
@@ -61,7 +63,7 @@ def main(argv=None):
     model = load_pretrained(a.weights, device=resolve_device(a.device))
     labels = class_labels(a.cls, a.n, model.config.num_classes)
     imgs = generate(model, a.n, a.seed, method=a.method, steps=a.steps, eta=a.eta, class_labels=labels,
-                    guidance=a.guidance, fast=FastOptions.from_env() if a.fast else False)
+                    guidance=a.guidance, fast=FastOptions.from_env() if a.fast else False, spacing=a.spacing)
     save_image(imgs, a.out, nrow=a.nrow)
     print(f"wrote {a.out}")
 

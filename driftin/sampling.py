@@ -90,12 +90,12 @@ def eps_fn(net, y, guidance: float):
 
 # ---------------------------------------------------------------------------------------------- DDIM
 @functools.lru_cache(maxsize=64)
-def ddim_coefficients(steps: int, eta: float):
+def ddim_coefficients(steps: int, eta: float, spacing: str = "uniform"):
     """(ts, coefs [steps, 8] fp32, sigmas): per step [sqrt(a_t), sqrt(1-a_t), sqrt(a_prev), sqrt(1-a_prev-sigma^2),
     sigma, 0, 0, 0] (padded to 8 for aligned device copies); sigmas[i] is the float noise scale after step i
     (0 for the last step and for eta = 0). Computed once on the CPU, in fp32 from the fp64 schedule."""
     abar = alphas_cumprod()
-    ts = ddim_timesteps(steps)
+    ts = ddim_timesteps(steps, spacing=spacing)
     rows, sigmas = [], []
     zero = torch.tensor(0.0)
     for i, t in enumerate(ts):
@@ -126,6 +126,7 @@ def ddim_sample(
     step_noise: Callable[[int], torch.Tensor] | None = None,
     callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
     clip: bool = True,
+    spacing: str = "uniform",
 ) -> torch.Tensor:
     """DDIM (Song et al.) from x_T = noise to x_0.
 
@@ -133,7 +134,7 @@ def ddim_sample(
     step_noise(i) gives the fresh noise for step i when eta > 0 (so callers control seeds);
     callback(i, x_t, x0_pred) sees every intermediate frame.
     """
-    ts, coefs, _ = ddim_coefficients(steps, float(eta))
+    ts, coefs, _ = ddim_coefficients(steps, float(eta), spacing)
     coefs = coefs.to(noise.device)
     x = noise.float()
     for i, t in enumerate(ts):
@@ -158,12 +159,13 @@ def drift_alpha(net, n: int, guidance: float, device) -> torch.Tensor | None:
 
 
 def eager_sample(net, noise, method, steps=50, y=None, guidance=1.0, eta=0.0, noise_fn=None, callback=None,
-                 style=None) -> torch.Tensor:
+                 style=None, spacing="uniform") -> torch.Tensor:
     """The reference sampler: x [n, C, H, W] float32 in about [-1, 1] (not yet clamped). noise_fn(i) gives DDIM's
-    eta > 0 noise for step i; style: the drift generator's style indices, if it takes them."""
+    eta > 0 noise for step i; style: the drift generator's style indices, if it takes them; spacing: DDIM's
+    sub-sequence (diffusion.ddim_timesteps)."""
     if method == "drift":
         alpha = drift_alpha(net, noise.shape[0], guidance, noise.device)
         return net(noise, None, y, alpha, **({"style": style.to(noise.device)} if style is not None else {})).float()
     if style is not None:
         raise ValueError("DDIM sampling of a model with style embeddings is not supported (styles are a drift-generator input)")
-    return ddim_sample(eps_fn(net, y, guidance), noise, steps, eta, noise_fn, callback)
+    return ddim_sample(eps_fn(net, y, guidance), noise, steps, eta, noise_fn, callback, spacing=spacing)

@@ -9,7 +9,7 @@
 #   call 2: bash scripts/gpu_lease.sh stage     (carry .stage_b data/cifar10/test.tar.gz)    part 2 + test split (+ encoder, evalnet)
 #   call 3: CHAIN_MODELS=drift bash scripts/gpu_lease.sh stage start chains+refs profile  (drift + ddpm weights and
 #           the drift chain's encoder from the tree: 61.6 of 64 MiB, so no further encoder fits in this call)
-#   (phases: profile, encoder, mae, refs, calibrate, evals, bench, ablation, chains, trial; knobs in ENC_* / ABL_* / CHAIN_* variables;
+#   (phases: profile, encoder, mae, refs, calibrate, evals, sweep, bench, ablation, chains, trial; knobs in ENC_* / ABL_* / CHAIN_* variables;
 #    A+B runs phases A and B at the same time. Jobs queue: a job started while another runs waits for it, so call 2
 #    can start what needs only the data, e.g. `stage start encoder`, and call 3 its own phases after it)
 #   later:  bash scripts/gpu_lease.sh status [seconds to wait]; bash scripts/gpu_lease.sh collect
@@ -90,6 +90,20 @@ encoder() {
   local name=$(basename $ENC_RECIPE .json)
   run $name python3 -m driftin.classifier train --config $ENC_RECIPE ${ENC_EPOCHS:+--epochs $ENC_EPOCHS} --device cuda \
       --out $O/${name//_/-} $ENC_FLAGS
+}
+
+# DDPM's sampler settings (#21: DDIM-50 <= 6), never measured on the shipped model (blocks 1-5 scored guidance 1 with
+# uniform spacing only): DDIM-50 at each SWEEP_G guidance with uniform and quadratic spacing (the DDIM paper's CIFAR-10
+# sequence), FID-10k each, then FID-50k of the best, all into $O/eval_ddpm_sweep.json (~1 min per 10k run, 2 for the 50k)
+SWEEP_G=${SWEEP_G:-1 1.5}
+sweep() {
+  local g sp out=$O/eval_ddpm_sweep.json best
+  for sp in uniform quadratic; do for g in $SWEEP_G; do
+    run sweep_${sp}_g$g $EVAL --weights $S/weights/ddpm-cifar10 --method ddim --steps 50 --guidance $g --spacing $sp \
+        --n 10000 --out $out
+  done; done
+  best=$(python3 -c "import json; d = json.load(open('$out')); e = min(d.values(), key=lambda e: e['fid']); print(e['guidance'], e['spacing'])")
+  run sweep_best $EVAL --weights $S/weights/ddpm-cifar10 --method ddim --steps 50 --guidance ${best% *} --spacing ${best#* } --out $out
 }
 
 # the paper's kind of encoder (#19): the GroupNorm resnet pretrained as an MAE, then fine-tuned for classification
@@ -207,7 +221,7 @@ case ${1:-} in
   start|stage)
     [ "${1:-}" = start ] && shift
     for phase in $(echo "$@" | tr + ' '); do  # a misspelt phase fails now, not when the job reaches it
-      case $phase in profile|encoder|mae|refs|calibrate|evals|bench|ablation|chains|trial) ;; *) echo "unknown phase $phase" >&2; exit 2 ;; esac
+      case $phase in profile|encoder|mae|refs|calibrate|evals|sweep|bench|ablation|chains|trial) ;; *) echo "unknown phase $phase" >&2; exit 2 ;; esac
     done
     for m in $CHAIN_MODELS; do [[ $m == drift || $m == ddpm ]] || { echo "CHAIN_MODELS: unknown model $m (drift, ddpm)" >&2; exit 2; }; done
     for r in $ABL_ROWS; do grep -q "^$r\b" training/ablation/rows.txt || { echo "ABL_ROWS: no row $r in training/ablation/rows.txt" >&2; exit 2; }; done

@@ -205,8 +205,11 @@ def test_cli_generator(tiny_net, u8, tmp_path, monkeypatch):
     entry = main(args)
     assert entry["method"] == "ddim" and entry["steps"] == 2 and entry["classes"] == "none" and entry["n"] == 6
     main(args + ["--steps", "1"])  # a second entry is merged, not overwritten
+    quad = main(args + ["--spacing", "quadratic"])  # its own entry, named after the spacing (uniform keys unchanged)
     data = json.loads((tmp_path / "gen" / "eval.json").read_text())
-    assert set(data) == {"ddim_steps2_g1_uncond_n6", "ddim_steps1_g1_uncond_n6"}
+    assert set(data) == {"ddim_steps2_g1_uncond_n6", "ddim_steps1_g1_uncond_n6", "ddim_steps2_g1_uncond_quadratic_n6"}
+    assert quad["spacing"] == "quadratic" and data["ddim_steps2_g1_uncond_n6"]["spacing"] == "uniform"
+    assert quad["fd"] != entry["fd"]  # other timesteps, other samples
 
 
 def test_write_json_is_atomic_and_formatted(tmp_path):

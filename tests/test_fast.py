@@ -91,6 +91,24 @@ def test_static_ddim_matches_eager(nets, eta, guidance, labels):
         assert fast.cache_info()["graphs"] == n_graphs + (guidance == 1.0)  # 1.0 -> 2.0 switches CFG on
 
 
+def test_static_ddim_follows_the_spacing(nets):
+    """The spacing reaches the captured sampler (its own entry: other timesteps and coefficients) and generate()."""
+    from driftin.generate import generate
+
+    net = nets[False]
+    seeds = [3, 4]
+    noise, y = _inputs(seeds)
+    s = fast.get_sampler(net, STATIC, "cpu")
+    ref = fast.eager_generate(net, noise, "ddim", 4, y, 2.0, 0.0, seeds, spacing="quadratic")
+    torch.testing.assert_close(s.generate(noise, "ddim", 4, y, 2.0, 0.0, seeds, spacing="quadratic"), ref, atol=1e-4, rtol=0)
+    uniform = s.generate(noise, "ddim", 4, y, 2.0, 0.0, seeds)
+    assert not torch.allclose(uniform, ref, atol=1e-3)
+    out = generate(net, seeds=seeds, method="ddim", steps=4, class_labels=y, guidance=2.0, spacing="quadratic")
+    torch.testing.assert_close(out, ref.clamp(-1, 1).add(1).div(2), atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="spacing"):
+        generate(net, seeds=seeds, method="ddim", steps=4, spacing="log")
+
+
 def test_inference_mode_callers(nets):
     """Static buffers made under torch.inference_mode() stay usable outside it, and vice versa."""
     net = nets[False]

@@ -24,6 +24,7 @@ import torch
 
 from driftin.bench.timing import Timer
 from driftin.data import CIFAR10_CLASSES, REPO, load_image_folder
+from driftin.diffusion import DDIM_SPACINGS
 from driftin.eval import git_commit, markdown_table, write_json
 from driftin.eval.features import (DEFAULT_EVALNET, EvalFeatures, collect, default_device, generated_batches, load_evalnet,
                                    reference_images, reference_stats, state_hash)
@@ -43,6 +44,8 @@ def parse_args(argv=None):
     ap.add_argument("--method", choices=["drift", "ddim"], help="default: the model's own (drift -> one step, ddpm -> ddim)")
     ap.add_argument("--steps", type=int, default=50, help="sampler steps (ignored by drift)")
     ap.add_argument("--guidance", type=float, default=1.0)
+    ap.add_argument("--spacing", choices=DDIM_SPACINGS, default="uniform",
+                    help="DDIM's sub-sequence of the 1,000 steps (quadratic: the DDIM paper's CIFAR-10 choice)")
     ap.add_argument("--classes", choices=["auto", "uniform", "none"], default="auto",
                     help="uniform: label i %% K for sample i; auto: uniform for class-conditional models")
     ap.add_argument("--seed", type=int, default=0, help="samples use seeds seed .. seed+n-1")
@@ -83,9 +86,11 @@ def _model_source(args, device, context):
     fast = device.type == "cuda" if args.fast is None else args.fast
     batches = generated_batches(model, args.n, seed=args.seed, batch=args.batch, method=method, steps=steps,
                                 guidance=args.guidance, classes=classes, num_classes=num_classes or 10, device=device,
-                                fast=FastOptions.from_env() if fast else False)
+                                fast=FastOptions.from_env() if fast else False, spacing=args.spacing)
     info = {"model": str(args.weights), "method": method, "steps": steps, "guidance": args.guidance, "classes": classes,
             "seed": args.seed, "objective": meta.get("objective"), "fast": fast, "train_steps": meta.get("steps")}
+    if method == "ddim":
+        info["spacing"] = args.spacing
     return batches, args.n, info, None
 
 
@@ -94,6 +99,7 @@ def entry_key(info: dict, n: int) -> str:
         return "images" + ("" if n == 50_000 else f"_n{n}")
     key = f"{info['method']}_steps{info['steps']}_g{info['guidance']:g}"
     key += "_uncond" if info["classes"] == "none" else ""
+    key += f"_{info['spacing']}" if info.get("spacing", "uniform") != "uniform" else ""  # uniform keys stay as before
     return key + ("" if n == 50_000 else f"_n{n}")  # a quick 10k run must not overwrite the 50k number
 
 

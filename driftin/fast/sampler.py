@@ -136,12 +136,12 @@ class FastSampler:
         return e
 
     # -- sampling ------------------------------------------------------------------------------
-    def generate(self, noise, method, steps=50, y=None, guidance=1.0, eta=0.0, seeds=None, callback=None):
+    def generate(self, noise, method, steps=50, y=None, guidance=1.0, eta=0.0, seeds=None, callback=None, spacing="uniform"):
         # static buffers / copies must be normal tensors even when called under torch.inference_mode()
         with torch.inference_mode(False), torch.no_grad():
-            return self._generate(noise, method, steps, y, guidance, eta, seeds, callback)
+            return self._generate(noise, method, steps, y, guidance, eta, seeds, callback, spacing)
 
-    def _generate(self, noise, method, steps, y, guidance, eta, seeds, callback):
+    def _generate(self, noise, method, steps, y, guidance, eta, seeds, callback, spacing="uniform"):
         if method == "drift" and guidance != 1.0 and not self.config.guidance_input:
             raise ValueError("this drift model has no guidance input; use guidance=1")
         if method not in ("drift", "ddim"):
@@ -151,7 +151,7 @@ class FastSampler:
         if callback is not None and self.stale():  # a callback must not see frames twice
             self.refresh()
         run = self._drift if method == "drift" else self._ddim
-        args = (noise, y, guidance) if method == "drift" else (noise, steps, y, guidance, eta, seeds, callback)
+        args = (noise, y, guidance) if method == "drift" else (noise, steps, y, guidance, eta, seeds, callback, spacing)
         x = run(*args)
         if callback is None and self.stale():  # checked after launching: hidden behind the GPU work
             self.refresh()
@@ -181,9 +181,9 @@ class FastSampler:
         out = e()
         return out.clone() if e.graph is not None else out
 
-    def _ddim_inputs(self, noise, steps, y, guided, eta):
+    def _ddim_inputs(self, noise, steps, y, guided, eta, spacing="uniform"):
         n, dev, K = noise.shape[0], self.device, self.config.num_classes
-        ts, coefs, sigmas = ddim_coefficients(steps, float(eta))
+        ts, coefs, sigmas = ddim_coefficients(steps, float(eta), spacing)
         nb = 2 * n if guided else n
         ins = {"x": noise.clone(), "y": None, "g": torch.zeros((), device=dev),
                "t": [torch.full((nb,), t, dtype=torch.long, device=dev) for t in ts],
@@ -206,14 +206,14 @@ class FastSampler:
         if ins["noise"] is not None:
             ins["noise"].copy_(predraw_noise(seeds, steps, noise.shape[1:]))
 
-    def _ddim(self, noise, steps, y, guidance, eta, seeds, callback):
+    def _ddim(self, noise, steps, y, guidance, eta, seeds, callback, spacing="uniform"):
         n = noise.shape[0]
         guided = y is not None and guidance != 1.0
         eta = float(eta)
         name = "ddim_guided" if guided else "ddim"
 
         def make():
-            ins = self._ddim_inputs(noise, steps, y, guided, eta)
+            ins = self._ddim_inputs(noise, steps, y, guided, eta, spacing)
             ins["g"].fill_(float(guidance))
             return ins
 
@@ -226,7 +226,7 @@ class FastSampler:
                         x = torch.add(x, ins["noise"][i], alpha=ins["sigmas"][i])
                 return x
 
-            e = self._entry(("ddim", n, steps, eta, guided, y is not None), make, run)
+            e = self._entry(("ddim", n, steps, eta, guided, y is not None, spacing), make, run)
             self._fill_ddim(e, noise, y, guidance, seeds, steps, guided)
             self.last_entry = e
             out = e()
@@ -242,7 +242,7 @@ class FastSampler:
         def run_step(ins):
             return self._fn(name)(ins["x"], ins["t"], ins["y"], ins["g"] if guided else None, ins["c"])
 
-        e = self._entry(("ddim_step", n, steps, eta, guided, y is not None), make_step, run_step)
+        e = self._entry(("ddim_step", n, steps, eta, guided, y is not None, spacing), make_step, run_step)
         self._fill_ddim(e, noise, y, guidance, seeds, steps, guided)
         ins, x = e.inputs, noise.float()
         self.last_entry = e
