@@ -65,9 +65,9 @@ DDIM_SPACINGS = ("uniform", "quadratic")
 
 def ddim_timesteps(steps: int, num_steps: int = T, spacing: str = "uniform") -> list[int]:
     """The DDIM sub-sequence, from the noisiest t down to t = 0. "uniform": every num_steps/steps-th step;
-    "quadratic": t_i = (i * sqrt(0.8 num_steps) / (steps - 1))^2, dense near the data and stopping at 0.8 num_steps,
-    the DDIM paper's choice for CIFAR-10 (its FID 4.67 at 50 steps); rounded, and each t at least one above the
-    previous (the first squares are below 1 apart), so there are always `steps` distinct steps."""
+    "quadratic": after the DDIM paper's CIFAR-10 sequence (its FID 4.67 at 50 steps), t_i = (i * sqrt(0.8 num_steps) /
+    (steps - 1))^2, dense near the data and stopping at 0.8 num_steps; rounded (its code truncates and keeps a repeated
+    t = 0), and each t at least one above the previous, so there are always `steps` distinct steps."""
     if not 1 <= steps <= num_steps:
         raise ValueError(f"DDIM steps must be in [1, {num_steps}], got {steps}")
     if spacing not in DDIM_SPACINGS:

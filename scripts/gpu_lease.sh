@@ -102,8 +102,10 @@ sweep() {
     run sweep_${sp}_g$g $EVAL --weights $S/weights/ddpm-cifar10 --method ddim --steps 50 --guidance $g --spacing $sp \
         --n 10000 --out $out
   done; done
-  best=$(python3 -c "import json; d = json.load(open('$out')); e = min(d.values(), key=lambda e: e['fid']); print(e['guidance'], e['spacing'])")
-  run sweep_best $EVAL --weights $S/weights/ddpm-cifar10 --method ddim --steps 50 --guidance ${best% *} --spacing ${best#* } --out $out
+  best=$(python3 -c "import json; d = [e for e in json.load(open('$out')).values() if e['n'] == 10000]
+print(*(lambda e: (e['guidance'], e['spacing']))(min(d, key=lambda e: e['fid'])))" 2>/dev/null)  # the 10k runs only
+  [ -n "$best" ] && run sweep_best $EVAL --weights $S/weights/ddpm-cifar10 --method ddim --steps 50 --guidance ${best% *} \
+      --spacing ${best#* } --out $out
 }
 
 # the paper's kind of encoder (#19): the GroupNorm resnet pretrained as an MAE, then fine-tuned for classification
@@ -185,19 +187,19 @@ chain_one() {  # ARM MODEL RECIPE SNAPSHOT_EVERY EVAL_FLAGS [extra train flags..
   run chain_$a env DRIFTIN_COMPILE_ARTIFACTS=$S/compile/$a.bin \
       python3 -m driftin.train --config $recipe --init-from $S/weights/$m-cifar10 --steps 10000000 \
       --snapshot-every $snap --max-minutes $CHAIN_MIN --sample-every 0 --out $O/chain_$a "$@" \
-      ${CHAIN_EMA_EXTRA:+--ema-extra "[${CHAIN_EMA_EXTRA// /,}]"}
+      ${CHAIN_EMA_EXTRA:+--ema-extra "[$(echo $CHAIN_EMA_EXTRA | tr ' ' ,)]"}
   run export_$a python3 -m driftin.train export $O/chain_$a $O/chain_$a/export
-  for d in $CHAIN_EMA_EXTRA; do
-    run export_${a}_ema$d python3 -m driftin.train export $O/chain_$a $O/chain_$a/export_ema$d --ema-decay $d
-    f=${evalflags%% *}
-    run eval_${a}_ema$d $EVAL --weights $O/chain_$a/export_ema$d ${f//,/ } --out $O/chain_$a/export_ema$d/eval.json
-  done
   cp $S/weights/$m-cifar10/fid_curve.json $O/chain_$a/ 2>/dev/null  # the committed curve: the new points are merged in
   run curve_$a python3 -m driftin.eval.curve $S/weights/$m-cifar10 $O/chain_$a/snapshots --label $m-cifar10 --n 10000 --batch 2500 --device cuda \
       --inception $FIDNET --evalnet $S/weights/evalnet-cifar10 --out $O/chain_$a/fid_curve.json --plot $O/chain_$a/fid_curve.png
   for f in $evalflags; do run eval_$a${f//[^0-9.]/} $EVAL --weights $O/chain_$a/export ${f//,/ } --out $O/chain_$a/export/eval.json; done
+  f=${evalflags%% *}  # the extra EMAs last (a lease cut short loses these, not the main numbers); an arm's own decay
+  for d in $CHAIN_EMA_EXTRA; do  # is not among its extras (TrainConfig drops it), so its export is refused and skipped
+    run export_${a}_ema$d python3 -m driftin.train export $O/chain_$a $O/chain_$a/export_ema$d --ema-decay $d
+    [ -e $O/export_${a}_ema$d.done ] && run eval_${a}_ema$d $EVAL --weights $O/chain_$a/export_ema$d ${f//,/ } --out $O/chain_$a/export_ema$d/eval.json
+  done
 }
-DRIFT_SNAP=1000
+DRIFT_SNAP=${DRIFT_SNAP:-1000}  # the drift chain's snapshot (FID-10k curve point) interval in steps
 DRIFT_ARM="drift training/drift_cifar10.json $DRIFT_SNAP"  # model, recipe, snapshot interval: one for both drift arms
 chains() {
   [[ " $CHAIN_MODELS " == *" drift "* ]] && chain_one drift $DRIFT_ARM "--guidance,1 --guidance,1.5" $CHAIN_DRIFT_FLAGS &

@@ -2,6 +2,7 @@
 
     python scripts/land_chain.py /work/.device/N                       # drift and ddpm, from their main arms
     python scripts/land_chain.py /work/.device/N --arm drift=drift_trial --no-assets
+    python scripts/land_chain.py /work/.device/N --models drift --export drift=export_ema0.9998   # an extra EMA won
 
 For each model: rebuilds the exported shards from their 15 MiB parts (checked by opening them), copies the export
 (shards, index, config.json with device weight paths made local, eval.json), the merged FID curve and the block's log
@@ -122,18 +123,22 @@ def main(argv=None):
     ap.add_argument("files_at", type=Path, help="the folder the collect call's files came back in (results.tgz + parts)")
     ap.add_argument("--arm", action="append", default=[], help="MODEL=ARM: land this arm's export (e.g. drift=drift_trial)")
     ap.add_argument("--models", nargs="+", default=["drift", "ddpm"])
-    ap.add_argument("--export", default="export", help="the arm's export folder to land (e.g. export_ema0.9998: an extra "
-                    "EMA that scored better; collect its shards as chain_ARM/export_ema0.9998/model-...)")
+    ap.add_argument("--export", action="append", default=[], help="MODEL=FOLDER: land this export folder of the model's arm "
+                    "(e.g. drift=export_ema0.9998, an extra EMA that scored better; its shards collected as "
+                    "chain_ARM/export_ema0.9998/model-...); default: export")
     ap.add_argument("--no-assets", action="store_true", help="skip the comparison grid, GIF and app screenshot")
     a = ap.parse_args(argv)
     arms = {m: m for m in a.models} | dict(kv.split("=", 1) for kv in a.arm)
+    exports = {m: "export" for m in a.models} | dict(kv.split("=", 1) for kv in a.export)
+    if set(exports) - set(a.models):
+        ap.error(f"--export names models not landed: {sorted(set(exports) - set(a.models))}")
     res = ROOT / "runs" / f"lease-{a.files_at.name}"
     res.mkdir(parents=True, exist_ok=True)
     with tarfile.open(a.files_at / "results.tgz") as tar:
         tar.extractall(res, filter="data")
     for model in a.models:
         print(f"\n# {model}: landed arm {arms[model]!r}; block command for training/chains/{model}-cifar10.sh:\n"
-              + land(res, a.files_at, model, arms[model], a.export))
+              + land(res, a.files_at, model, arms[model], exports[model]))
     if not a.no_assets:
         for cmd in (["scripts/make_assets.py", "compare"], ["scripts/make_assets.py", "gif"],
                     ["scripts/screenshot_app.py", "--ddpm-min-step", "22"]):

@@ -105,6 +105,9 @@ def test_static_ddim_follows_the_spacing(nets):
     assert not torch.allclose(uniform, ref, atol=1e-3)
     out = generate(net, seeds=seeds, method="ddim", steps=4, class_labels=y, guidance=2.0, spacing="quadratic")
     torch.testing.assert_close(out, ref.clamp(-1, 1).add(1).div(2), atol=1e-4, rtol=0)
+    # generate(fast=True) where the captured path does not run (CPU: the eager fallback) keeps the spacing too
+    torch.testing.assert_close(generate(net, seeds=seeds, method="ddim", steps=4, class_labels=y, guidance=2.0,
+                                        spacing="quadratic", fast=True), out, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="spacing"):
         generate(net, seeds=seeds, method="ddim", steps=4, spacing="log")
 

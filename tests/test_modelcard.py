@@ -185,3 +185,19 @@ def test_chain_blocks_shown_however_the_folder_is_named(monkeypatch):
         pytest.skip("no chained drift weights in this checkout")
     monkeypatch.chdir(folder)
     assert "(`training/chains/drift-cifar10.sh`)" in build_card_text(".")
+
+
+def test_card_names_the_exports_ema_decay_and_the_ddim_spacing(tmp_path):
+    """An export of one of the run's ema_extra averages says its own decay (config.json's ema_decay, not the recipe's),
+    and a quadratic-spacing DDIM entry gets its own label beside the uniform one."""
+    tc = TrainConfig(objective="ddpm", preset="tiny", steps=200, ema_decay=0.999, ema_extra=(0.9998,))
+    folder = tmp_path / "ddpm-tiny"
+    save_pretrained(UNet(tc.model_config()), folder, {"objective": "ddpm", "steps": 200, "ema_decay": 0.9998,
+                                                       "train_config": json.loads(json.dumps(dataclasses.asdict(tc)))})
+    entry = {"fid": 9.5, "fd": 1.0, "n": 50000, "method": "ddim", "steps": 50, "guidance": 1.0, "classes": "uniform"}
+    (folder / "eval.json").write_text(json.dumps({"ddim_steps50_g1": {**entry, "spacing": "uniform"},
+                                                  "ddim_steps50_g1_quadratic": {**entry, "fid": 7.5, "spacing": "quadratic"}}))
+    assert [r["spacing"] for r in load_eval(folder)] == ["uniform", "quadratic"]
+    text = Path(write_model_card(folder)).read_text()
+    assert "EMA (decay 0.9998) at step 200" in text and "EMA (decay 0.999)" not in text
+    assert "ddim, 50 steps, quadratic spacing" in text and "ddim, 50 steps |" in text

@@ -67,13 +67,15 @@ def test_cudnn_benchmark_flag_defaults_off_and_old_configs_load():
     assert cfg.cudnn_benchmark is False and cfg.compile_field is True
 
 
-def test_ema_extra_flag_takes_a_number_or_a_list_and_refuses_bad_decays():
+def test_ema_extra_flag_takes_a_number_or_a_list_and_refuses_decays_outside_0_1():
     assert TrainConfig().ema_extra == () and parse_args(["--ema-extra", "0.9998"])[0].ema_extra == (0.9998,)
     assert parse_args(["--ema-extra", "[0.99, 0.9999]"])[0].ema_extra == (0.99, 0.9999)
     assert TrainConfig(ema_extra=[0.99]).ema_extra == (0.99,)  # a recipe's JSON list
-    for bad in ((1.0,), (0.0,), (0.99, 0.99), (0.9995,)):  # the last is ema_decay itself
+    for bad in ((1.0,), (0.0,), (0.99, 1.5)):
         with pytest.raises(ValueError, match="ema_extra"):
             TrainConfig(ema_decay=0.9995, ema_extra=bad)
+    # ema_decay itself and repeats are kept already: dropped, so one CHAIN_EMA_EXTRA list serves arms with other decays
+    assert TrainConfig(ema_decay=0.9995, ema_extra=(0.9995, 0.99, 0.99, 0.9999)).ema_extra == (0.99, 0.9999)
 
 
 @pytest.mark.parametrize("on", [True, False])

@@ -149,4 +149,4 @@ def fast_generate(net, noise, method, steps=50, y=None, guidance=1.0, eta=0.0, s
                     log.warning("driftin.fast: %s", reason)
                 break
     _info("eager", reason)
-    return eager_generate(net, noise, method, steps, y, guidance, eta, seeds, callback)
+    return eager_generate(net, noise, method, steps, y, guidance, eta, seeds, callback, spacing=spacing)

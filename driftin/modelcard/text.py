@@ -50,6 +50,8 @@ def _eval_label(r: dict) -> str:
     s = f"{method}, {steps} step{'s' if steps != 1 else ''}" if steps else method
     if r.get("guidance") not in (None, 1.0):
         s += f", guidance {r['guidance']:g}"
+    if r.get("spacing", "uniform") != "uniform":
+        s += f", {r['spacing']} spacing"
     if r.get("classes") == "none":
         s += ", unconditional"
     return s
@@ -196,7 +198,8 @@ def build_card_text(folder: str | Path, repo_id: str | None = None, train_record
             rows += [[f"drift.{k}", f"`{json.dumps(v)}`"] for k, v in tc["drift"].items()]
         b += [_table(["setting", "value"], rows), ""]
         if cfg.get("steps") is not None:
-            b += [f"These weights are the EMA (decay {tc.get('ema_decay', '?')}) at step {cfg['steps']:,}.", ""]
+            # an export may take one of the run's ema_extra averages: the folder's own ema_decay says which
+            b += [f"These weights are the EMA (decay {cfg.get('ema_decay', tc.get('ema_decay', '?'))}) at step {cfg['steps']:,}.", ""]
         chain_script = Path(root, "training", "chains", f"{name}.sh") if root is not None else None
         if cfg.get("chain") and chain_script is not None and chain_script.exists():  # trained in blocks: every block's command
             starts = ", ".join(f"{int(c['step']):,}" for c in cfg["chain"] if isinstance(c, dict) and "step" in c)

@@ -78,9 +78,10 @@ class TrainConfig:
     def __post_init__(self):
         object.__setattr__(self, "betas", tuple(self.betas))
         extra = self.ema_extra if isinstance(self.ema_extra, (list, tuple)) else (self.ema_extra,)  # `--ema-extra 0.9998`
-        object.__setattr__(self, "ema_extra", tuple(float(d) for d in extra))
-        if any(not 0 < d < 1 for d in self.ema_extra) or len(set(self.ema_extra) | {self.ema_decay}) != len(self.ema_extra) + 1:
-            raise ValueError(f"ema_extra {self.ema_extra} must hold distinct decays in (0, 1) other than ema_decay {self.ema_decay}")
+        if any(not 0 < float(d) < 1 for d in extra):
+            raise ValueError(f"ema_extra {tuple(extra)}: every decay must be in (0, 1)")
+        # ema_decay itself and repeats are dropped: they are kept already (so one list can serve arms with other decays)
+        object.__setattr__(self, "ema_extra", tuple(dict.fromkeys(float(d) for d in extra if float(d) != self.ema_decay)))
         if isinstance(self.drift, dict):
             object.__setattr__(self, "drift", from_dict(DriftConfig, self.drift))
         if self.objective not in ("ddpm", "drift"):

@@ -152,8 +152,9 @@ class Trainer:
         """Model, EMA, optimizer and LR warmup start from a checkpoint (as load_checkpoint returns it)."""
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
-        for d, e in self.ema_extra.items():  # one the checkpoint lacks (added on resume) starts from the main EMA
-            e.load_state_dict(state.get("ema_extra", {}).get(ema_key(d), state["ema"]))
+        saved = {ema_key(state["config"].get("ema_decay", self.cfg.ema_decay)): state["ema"], **state.get("ema_extra", {})}
+        for d, e in self.ema_extra.items():  # by decay (the saved main one included); one not saved starts from the main EMA
+            e.load_state_dict(saved.get(ema_key(d), state["ema"]))
         self.load_optimizer(state["optimizer"])
         self.warm_start = int(state.get("meta", {}).get("warm_start", 0))
         if state.get("objective") and hasattr(self.objective, "load_state_dict"):  # drift's sample queues
