@@ -71,6 +71,12 @@ def ema_key(decay: float) -> str:
     return repr(float(decay))
 
 
+def saved_emas(state: dict) -> dict[str, dict]:
+    """Every EMA a loaded checkpoint holds, by ema_key(decay): the main one (its config's ema_decay) first, then the
+    ema_extra ones. Resume and export pick theirs from this one map."""
+    return {ema_key(state["config"]["ema_decay"]): state["ema"], **state.get("ema_extra", {})}
+
+
 def load_checkpoint(path: str | Path) -> dict:
     """weights_only=True: the unpickler accepts tensors and plain containers only, never code."""
     path = Path(path)

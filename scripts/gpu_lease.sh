@@ -180,7 +180,7 @@ CHAIN_MODELS=${CHAIN_MODELS:-drift ddpm}  # e.g. CHAIN_MODELS=drift: the drift b
 CHAIN_DDPM_FLAGS=${CHAIN_DDPM_FLAGS---warmup 200 --ema-decay 0.9999 --lr 1e-4}
 # CHAIN_EMA_EXTRA="0.9995 0.9998": more EMA decays each chain keeps beside its recipe's (TrainConfig.ema_extra), each
 # exported to $O/chain_ARM/export_emaD and scored by FID-50k with the first eval flags: the averaging length is chosen
-# after the block, against the main export's eval.json (collect the winner's shards; land_chain --arm takes the folder)
+# after the block, against the main export's eval.json (collect the winner's shards; land_chain --export MODEL=export_emaD)
 CHAIN_EMA_EXTRA=${CHAIN_EMA_EXTRA:-}
 chain_one() {  # ARM MODEL RECIPE SNAPSHOT_EVERY EVAL_FLAGS [extra train flags...]; output in $O/chain_ARM
   local a=$1 m=$2 recipe=$3 snap=$4 evalflags=$5 d f; shift 5
@@ -211,7 +211,8 @@ chains() {
 }
 # a second arm of the drift block from the same start weights with other flags (`chains+trial`: both arms share the GPU
 # under equal conditions, same minutes): the arm with the lower FID-50k is the one to ship, the other is the ablation row
-# (the trial arm is scored at guidance 1 only, to keep the lease's evaluation time; score 1.5 if it is shipped).
+# (the trial arm is scored at guidance 1 only, to keep the lease's evaluation time; score CHAIN_DRIFT_EVALS' other
+# guidance if it is shipped).
 # The trial's flags come after CHAIN_DRIFT_FLAGS, so a flag given in both takes the trial's value (argparse: the last
 # one wins; the run's train_args record both). E.g. CHAIN_TRIAL_FLAGS="--compile-force-layout true", or an encoder
 # trained earlier in the same job: `start encoder chains+trial` with CHAIN_TRIAL_FLAGS="--drift-encoder-weights

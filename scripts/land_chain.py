@@ -128,10 +128,14 @@ def main(argv=None):
                     "chain_ARM/export_ema0.9998/model-...); default: export")
     ap.add_argument("--no-assets", action="store_true", help="skip the comparison grid, GIF and app screenshot")
     a = ap.parse_args(argv)
-    arms = {m: m for m in a.models} | dict(kv.split("=", 1) for kv in a.arm)
-    exports = {m: "export" for m in a.models} | dict(kv.split("=", 1) for kv in a.export)
-    if set(exports) - set(a.models):
-        ap.error(f"--export names models not landed: {sorted(set(exports) - set(a.models))}")
+    def per_model(flag: str, pairs: list[str], default) -> dict[str, str]:  # MODEL=VALUE flags over default(model)
+        given = dict(kv.split("=", 1) for kv in pairs)
+        if set(given) - set(a.models):
+            ap.error(f"{flag} names models not landed: {sorted(set(given) - set(a.models))}")
+        return {m: given.get(m, default(m)) for m in a.models}
+
+    arms = per_model("--arm", a.arm, lambda m: m)
+    exports = per_model("--export", a.export, lambda m: "export")
     res = ROOT / "runs" / f"lease-{a.files_at.name}"
     res.mkdir(parents=True, exist_ok=True)
     with tarfile.open(a.files_at / "results.tgz") as tar:

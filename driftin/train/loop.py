@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from .. import distributed as dist
-from ..checkpoint import ema_key, load_checkpoint, save_checkpoint
+from ..checkpoint import ema_key, load_checkpoint, save_checkpoint, saved_emas
 from ..data import load_dataset
 from ..unet import UNet, count_params
 from .compile_cache import artifacts_path, load_artifacts, save_artifacts
@@ -189,11 +189,11 @@ def export(run_dir: str | Path, folder: str | Path, ema_decay: float | None = No
     state = load_checkpoint(Path(run_dir) / "checkpoint.pt")
     cfg = TrainConfig(**state["config"])
     decay = cfg.ema_decay if ema_decay is None else float(ema_decay)
-    extra = state.get("ema_extra", {})
-    if decay != cfg.ema_decay and ema_key(decay) not in extra:
-        raise ValueError(f"{run_dir} has no EMA with decay {decay}: it kept {[cfg.ema_decay, *map(float, extra)]}")
+    emas = saved_emas(state)
+    if ema_key(decay) not in emas:
+        raise ValueError(f"{run_dir} has no EMA with decay {decay}: it kept {[float(k) for k in emas]}")
     model = UNet(cfg.model_config())
-    model.load_state_dict(state["ema"] if decay == cfg.ema_decay else extra[ema_key(decay)])
+    model.load_state_dict(emas[ema_key(decay)])
     run = state["meta"]
     seen = run.get("images_seen", state["step"] * cfg.batch_size)  # checkpoints before images_seen was recorded
     meta = weights_meta(state["config"], state["step"], seen, run.get("chain", []), run.get("train_args"))

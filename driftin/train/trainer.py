@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import distributed as dist
-from ..checkpoint import ema_key
+from ..checkpoint import ema_key, saved_emas
 from ..data import STREAMS, DeviceData, global_batch, stream_seed, to_model_range
 from ..diffusion import DDPMLoss, unwrap
 from ..unet import UNet
@@ -152,7 +152,7 @@ class Trainer:
         """Model, EMA, optimizer and LR warmup start from a checkpoint (as load_checkpoint returns it)."""
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
-        saved = {ema_key(state["config"].get("ema_decay", self.cfg.ema_decay)): state["ema"], **state.get("ema_extra", {})}
+        saved = saved_emas(state)
         for d, e in self.ema_extra.items():  # by decay (the saved main one included); one not saved starts from the main EMA
             e.load_state_dict(saved.get(ema_key(d), state["ema"]))
         self.load_optimizer(state["optimizer"])
