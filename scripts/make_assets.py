@@ -43,8 +43,8 @@ def compare(a):
     labels = torch.arange(10).repeat_interleave(a.per_class)  # one row per class
     seeds = list(range(a.seed, a.seed + len(labels)))
     x_drift = generate(drift, seeds=seeds, method="drift", class_labels=labels, guidance=a.guidance)
-    x_ddim = generate(ddpm, seeds=seeds, method="ddim", steps=a.steps, class_labels=labels)
-    titles = [f"drift, 1 step (guidance {a.guidance:g})", f"DDPM, DDIM {a.steps} steps"]
+    x_ddim = generate(ddpm, seeds=seeds, method="ddim", steps=a.steps, class_labels=labels, guidance=a.ddim_guidance)
+    titles = [f"drift, 1 step (guidance {a.guidance:g})", f"DDPM, DDIM {a.steps} steps (guidance {a.ddim_guidance:g})"]
     titled([grid(x_drift, a.per_class, a.scale), grid(x_ddim, a.per_class, a.scale)], titles).save(a.out)
     print(f"wrote {a.out} (rows: {', '.join(CIFAR10_CLASSES)}; same seeds per cell)")
 
@@ -82,7 +82,9 @@ def main():
     models.add_argument("--seed", type=int, default=0)
     c = sub.add_parser("compare", parents=[models], help="drift 1 step vs DDIM from the same noise and class labels")
     c.add_argument("--steps", type=int, default=50)
-    c.add_argument("--guidance", type=float, default=1.0)
+    c.add_argument("--guidance", type=float, default=1.0, help="drift's (1: its best FID-50k)")
+    c.add_argument("--ddim-guidance", type=float, default=1.5,
+                   help="the DDPM's (1.5: its best DDIM-50 FID-50k, weights/ddpm-cifar10/eval.json)")
     c.add_argument("--per-class", type=int, default=8)
     c.add_argument("--scale", type=int, default=2)
     c.add_argument("--out", default="assets/drift_vs_ddim50.png")

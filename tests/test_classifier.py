@@ -138,6 +138,8 @@ def test_smoke_train_and_cli(tmp_path, monkeypatch):
     C.main(["train", "--arch", "encoder", "--out", str(tmp_path / "cut"), "--epochs", "1", "--batch", "64",
             "--widths", "8,16,32,64", "--device", "cpu", "--cutout-size", "16"])
     assert json.loads((tmp_path / "cut" / C.CONFIG_FILE).read_text())["cutout_size"] == 16
+    assert "crop+flip+Cutout 16 augmentation" in (tmp_path / "cut" / "README.md").read_text()  # the card says so
+    assert "crop+flip augmentation" in (tmp_path / "enc" / "README.md").read_text()
     assert len(C.load_classifier(Path(tmp_path / "enc")).features(_x(1))) == 4
 
 

@@ -196,8 +196,11 @@ def test_card_names_the_exports_ema_decay_and_the_ddim_spacing(tmp_path):
                                                        "train_config": json.loads(json.dumps(dataclasses.asdict(tc)))})
     entry = {"fid": 9.5, "fd": 1.0, "n": 50000, "method": "ddim", "steps": 50, "guidance": 1.0, "classes": "uniform"}
     (folder / "eval.json").write_text(json.dumps({"ddim_steps50_g1": {**entry, "spacing": "uniform"},
-                                                  "ddim_steps50_g1_quadratic": {**entry, "fid": 7.5, "spacing": "quadratic"}}))
-    assert [r["spacing"] for r in load_eval(folder)] == ["uniform", "quadratic"]
+                                                  "ddim_steps50_g1_quadratic": {**entry, "fid": 7.5, "spacing": "quadratic"},
+                                                  "ddim_steps50_g1.5_n10000": {**entry, "fid": 5.0, "n": 10000, "guidance": 1.5}}))
+    assert [r["spacing"] for r in load_eval(folder) if r["n"] == 50000] == ["uniform", "quadratic"]
     text = Path(write_model_card(folder)).read_text()
     assert "EMA (decay 0.9998) at step 200" in text and "EMA (decay 0.999)" not in text
     assert "ddim, 50 steps, quadratic spacing" in text and "ddim, 50 steps |" in text
+    # the usage snippet samples with the best FID-50k setting (a lower FID-10k does not count)
+    assert 'method="ddim", steps=50, spacing="quadratic")' in text and "guidance=1.5" not in text

@@ -83,7 +83,8 @@ def test_drift_was_trained_with_a_shipped_encoder():
     assert [m.shape[1] for m in maps] == json.loads((folder / "config.json").read_text())["widths"]
 
 
-@pytest.mark.parametrize("name", ["encoder-cifar10", "encoder-resnet-bn-cifar10", "evalnet-cifar10"])
+@pytest.mark.parametrize("name", ["encoder-cifar10", "encoder-resnet-bn-cifar10", "encoder-resnet-bn-cutout-cifar10",
+                                  "evalnet-cifar10"])
 def test_classifier_card_metadata_matches_config(name):
     from huggingface_hub import ModelCard
 
@@ -98,7 +99,7 @@ def test_classifier_card_metadata_matches_config(name):
 STAGED = {"a": 43_667_731 + 16_191_976,  # .stage_a/fid.part00 + data/cifar10/train.tar.gz
           "b": 43_667_730 + 3_241_103,  # .stage_b/fid.part01 + test.tar.gz
           "c": 0,
-          "d": 2 * 6_045_156}  # .stage_c: drift's drift.bin.xz.part00 (block 6), twice for a DDPM one
+          "d": 2 * 8_074_088}  # .stage_c: drift's drift.bin.xz.part00 (block 7, compile_field on), twice for a DDPM one
 
 
 def lease_calls(shipped) -> dict[str, tuple[list[str], int]]:

@@ -40,8 +40,9 @@ def write_card_from_info(out, info: dict) -> None:
             "evalnet": "Evaluation network for FD / precision-recall / IS-analogue (`penultimate(x)` features, softmax). "
                        "Independent of the drift encoder (other architecture, seed, objective)."}[info["arch"]]
     acc = f"{info['test_acc']:.4f}" if "test_acc" in info else "(not measured)"
+    augment = "crop+flip" + (f"+Cutout {info['cutout_size']}" if info.get("cutout_size") else "") + " augmentation"
     train = (f"CIFAR-10 train split (JPEG copy), {info['epochs']} epochs, batch {info['batch']}, SGD nesterov, lr {info['lr']}, "
-             f"label smoothing {info['label_smoothing']}, seed {info['seed']}, crop+flip augmentation; "
+             f"label smoothing {info['label_smoothing']}, seed {info['seed']}, {augment}; "
              f"{info['train_seconds']} s on {info['device']}") if "epochs" in info else "(untrained save)"
     if info.get("pretrain") == "mae":
         train = (f"MAE pretraining only ({info['mask_ratio']:.0%} of 2x2 patches masked, l2 on the masked region), "

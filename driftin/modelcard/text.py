@@ -79,6 +79,17 @@ def _arch_rows(model: dict, preset_name: str | None) -> list[list]:
     return rows
 
 
+def _best_default_sampler(evals: list[dict], drift: bool) -> dict | None:
+    """The eval row with the lowest FID among the default sampler's (drift: 1 step; DDPM: DDIM 50 steps) at the
+    largest n measured, or None."""
+    rows = [r for r in evals if r.get("fid") is not None and r.get("n") and r.get("classes") != "none"
+            and (r.get("method") == "drift" if drift else (r.get("method"), r.get("steps")) == ("ddim", 50))]
+    if not rows:
+        return None
+    n = max(r["n"] for r in rows)
+    return min((r for r in rows if r["n"] == n), key=lambda r: r["fid"])
+
+
 def build_card_text(folder: str | Path, repo_id: str | None = None, train_records: list[dict] | None = None) -> str:
     """README.md text (YAML metadata + markdown body) for a weights folder."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -146,6 +157,11 @@ def build_card_text(folder: str | Path, repo_id: str | None = None, train_record
               "Uncurated samples (one column per class when class-conditional)."]
 
     gen_args = "n=16, seeds=0" + (", class_labels=3" if num_classes else "") + ("" if drift else ', method="ddim", steps=50')
+    best = _best_default_sampler(evals, drift)  # the usage shows the guidance / spacing that scored best, not just 1
+    if best and best.get("guidance") not in (None, 1.0):
+        gen_args += f", guidance={best['guidance']:g}"
+    if best and best.get("spacing", "uniform") != "uniform":
+        gen_args += f', spacing="{best["spacing"]}"'
     b += ["", "## Usage", "", "```bash",
           f"hf download {repo} --local-dir {local}",
           f"python app.py --{'drift' if drift else 'ddpm'} {local}      # the side-by-side demo (or pass the repo id)",
