@@ -54,13 +54,15 @@ run() { local name=$1; shift; echo "== $(date +%T) $name"; ( "$@" ) > $O/$name.l
 
 # the trainer's own step (as the recipes run it: DDPM with CUDA graphs, drift compiled) vs a naive eager bf16 step (#17),
 # both presets; capped so the lease keeps time for the rest. Needs call 3's weights (the drift chain's encoder).
-# BENCH_PRESETS / BENCH_DDPM_BATCH narrow it, e.g. the rows #17 still lacks (DDPM base at 1,024 with graphs, drift
-# base; ~4 min): BENCH_PRESETS=base BENCH_DDPM_BATCH=1024 bash scripts/gpu_lease.sh start bench
-BENCH_PRESETS=${BENCH_PRESETS:-small base} BENCH_DDPM_BATCH=${BENCH_DDPM_BATCH:-256 1024}
+# BENCH_OBJECTIVES / BENCH_PRESETS / BENCH_DDPM_BATCH narrow it, e.g. the row #17 still lacks (drift base; DDPM base
+# at 1,024 with graphs ran in block 7's lease; ~2 min): BENCH_OBJECTIVES=drift BENCH_PRESETS=base bash scripts/gpu_lease.sh start bench
+BENCH_OBJECTIVES=${BENCH_OBJECTIVES:-ddpm drift} BENCH_PRESETS=${BENCH_PRESETS:-small base} BENCH_DDPM_BATCH=${BENCH_DDPM_BATCH:-256 1024}
 bench() {
-  run bench_ddpm timeout 360 python3 -m driftin.bench train --objectives ddpm --presets $BENCH_PRESETS --batch $BENCH_DDPM_BATCH \
+  [[ " $BENCH_OBJECTIVES " == *" ddpm "* ]] && run bench_ddpm timeout 360 python3 -m driftin.bench train --objectives ddpm \
+      --presets $BENCH_PRESETS --batch $BENCH_DDPM_BATCH \
       --variants baseline graphs --steps 15 --warmup 3 --data cifar10 --out $O/train_ddpm_h200.json --md $O/train_ddpm_h200.md
-  run bench_drift timeout 240 python3 -m driftin.bench train --objectives drift --presets $BENCH_PRESETS --batch 1280 \
+  [[ " $BENCH_OBJECTIVES " == *" drift "* ]] && run bench_drift timeout 240 python3 -m driftin.bench train --objectives drift \
+      --presets $BENCH_PRESETS --batch 1280 \
       --variants baseline compiled --steps 10 --warmup 3 --data cifar10 --out $O/train_drift_h200.json --md $O/train_drift_h200.md
 }
 
