@@ -130,12 +130,14 @@ def test_bad_inputs_are_one_line_errors(served, caplog, capfd):
             client.predict(**{**OK, **bad}, api_name="/drift_frame")
     with pytest.raises(Exception, match=r"steps"):
         client.predict(**OK, steps=10_000, api_name="/ddim")
+    with pytest.raises(Exception, match=r"DDIM guidance"):
+        client.predict(**{**OK, "guidance": 100.0}, api_name="/ddim")
     with pytest.raises(Exception, match=r"length"):
         client.predict(seconds=600, api_name="/record_gif")
     with pytest.raises(Exception, match=r"length"):
         client.predict(seconds=live.RECORD_MIN_SECONDS - 0.5, api_name="/record_gif")
     rejected = [r for r in caplog.records if r.name == "driftin.app" and "rejected" in r.getMessage()]
-    assert len(rejected) == len(bad_drift) + 3  # exactly one log line per rejected request
+    assert len(rejected) == len(bad_drift) + 4  # exactly one log line per rejected request
     assert all(r.exc_info is None for r in rejected)
     assert "Traceback" not in capfd.readouterr().err
     # the handlers check on their own too (a request can bypass the components' limits)
@@ -146,8 +148,51 @@ def test_bad_inputs_are_one_line_errors(served, caplog, capfd):
         next(app.ddim(steps=10_000))
     with pytest.raises(gr.Error, match="length"):
         app.record_gif(seconds=11)
+    with pytest.raises(gr.Error, match="DDIM guidance"):
+        app.record_gif(seconds=1, ddim_guidance=6)
+    with pytest.raises(gr.Error, match="drift guidance"):
+        app.record_gif(seconds=1, guidance=0.5)
     with pytest.raises(gr.Error, match="frames per walk segment"):
         next(app.walk(**OK, frames_per_segment=0))
+
+
+def test_each_panel_has_its_own_guidance_slider(served):
+    """Drift's slider feeds the drift endpoints, DDIM's the DDIM ones, both the live stream and the recorder;
+    the named API keeps its parameter order (the DDIM guidance is new and last)."""
+    client, _, demo = served
+    comps = {c["props"].get("elem_id"): c for c in demo.config["components"] if "props" in c}
+    drift, ddim = comps["drift-guidance"], comps["ddim-guidance"]
+    for c, label, value in ((drift, "Drift guidance", 1.0), (ddim, "DDIM guidance", live.DDIM_GUIDANCE)):
+        p = c["props"]
+        assert (p["label"], p["value"], (p["minimum"], p["maximum"])) == (label, value, live.GUIDANCE_RANGE)
+    inputs = {d["api_name"]: d["inputs"] for d in demo.config["dependencies"]}
+    for api, want in (("drift_frame", {drift["id"]}), ("latent_walk", {drift["id"]}), ("ddim", {ddim["id"]}),
+                      ("live", {drift["id"], ddim["id"]}), ("update", {drift["id"], ddim["id"]}),
+                      ("record_gif", {drift["id"], ddim["id"]})):
+        assert {drift["id"], ddim["id"]} & set(inputs[api]) == want, api
+    info = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    params = {api: [(p["parameter_name"], p["parameter_default"]) for p in info[api]["parameters"]]
+              for api in ("/ddim", "/record_gif")}
+    assert params["/ddim"][-1] == ("guidance", live.DDIM_GUIDANCE)  # /ddim runs no drift: its guidance is DDIM's
+    assert [name for name, _ in params["/record_gif"]] == ["seconds", "seed", "random_seed", "grid", "steps",
+                                                           "class_name", "guidance", "what", "ddim_guidance"]
+    assert params["/record_gif"][-1][1] == live.DDIM_GUIDANCE
+
+
+def test_live_stream_takes_both_guidances(served):
+    _, app, _ = served
+    req = FakeRequest("guidance")
+    controls = dict(seed=0, random_seed=True, grid=1, steps=2, class_name="cat", guidance=1.2, view="x0",
+                    ddim_guidance=2.5)
+    outs, done = [], threading.Event()
+    threading.Thread(target=consume, args=(app.live(**controls, request=req), outs, done), daemon=True).start()
+    wait_for(lambda: len(outs) >= 1)
+    sess = app.sessions[(req.session_hash, "live")]
+    assert (sess.settings.guidance, sess.settings.ddim_guidance) == (1.2, 2.5)
+    app.update(**{**controls, "ddim_guidance": 3.0}, request=req)  # moving one slider leaves the other alone
+    assert (sess.settings.guidance, sess.settings.ddim_guidance) == (1.2, 3.0)
+    app.stop(req)
+    assert done.wait(30)
 
 
 def test_record_length_slider_matches_the_server(served):
@@ -162,11 +207,11 @@ def test_record_length_slider_matches_the_server(served):
 
 def test_ddim_streams_its_steps(served):
     client, app, _ = served
-    job = client.submit(seed=5, random_seed=False, grid=16, steps=30, class_name="mixed", guidance=1.0, api_name="/ddim")
+    job = client.submit(seed=5, random_seed=False, grid=16, steps=30, class_name="mixed", guidance=2.0, api_name="/ddim")
     final = read_png(job.result())
     outs = job.outputs()
     assert len(outs) >= 3  # intermediate x0 predictions, then the result
-    s = live.validate(5, False, 16, 30, "mixed", 1.0)
+    s = live.validate(5, False, 16, 30, "mixed", ddim_guidance=2.0)  # /ddim's `guidance` is the DDIM guidance
     want = live.make_grid(app.engine.ddim_images(live.frame_seeds(s, 0, 0), s))
     assert np.array_equal(final, want) and np.array_equal(read_png(outs[-1]), want)
     assert not np.array_equal(read_png(outs[0]), want)  # the first frame is an early step

@@ -112,6 +112,20 @@ def test_validate_bounds_and_messages():
     assert live.validate_record(2) == 2.0
 
 
+def test_each_panel_has_its_own_guidance():
+    # drift scores best unguided, the DDPM's DDIM-50 at 1.5 (weights/ddpm-cifar10/eval.json)
+    assert live.DDIM_GUIDANCE == 1.5
+    for s in (live.Settings(), live.validate()):
+        assert (s.guidance, s.ddim_guidance) == (1.0, 1.5)
+    s = live.validate(0, True, 4, 25, "cat", 2.0, "x0", "3.5")  # positional: the DDIM guidance comes last
+    assert (s.guidance, s.ddim_guidance) == (2.0, 3.5)
+    for bad in (0.5, 5.5, float("inf"), None, True, "x"):
+        with pytest.raises(ValueError, match="DDIM guidance"):
+            live.validate(ddim_guidance=bad)
+        with pytest.raises(ValueError, match="drift guidance"):
+            live.validate(guidance=bad)
+
+
 def test_frame_seeds():
     fixed = live.Settings(seed=5, random_seed=False, grid=4)
     assert live.frame_seeds(fixed, 100, 0) == live.frame_seeds(fixed, 100, 9) == [5, 6, 7, 8]
@@ -238,6 +252,25 @@ def test_recording_a_fresh_stream_ends_on_the_ddpm_result(engine, tmp_path):
             break
     stop.set()
     assert rec.ddpm_finished  # the clip's last frame shows DDIM's finished sample
+
+
+def test_engine_gives_each_model_its_own_guidance(engine):
+    """Drift samples with the drift guidance, DDIM with the DDIM guidance: each matches a direct generate() call."""
+    from driftin.generate import generate
+
+    s = live.Settings(seed=3, random_seed=False, grid=4, steps=3, label=live.MIXED, guidance=2.0, ddim_guidance=3.0)
+    seeds, labels = [3, 4, 5, 6], [3, 4, 5, 6]
+    drift, _ = engine.drift_images(seeds, s)
+    ddim = engine.ddim_images(seeds, s)
+
+    def direct(kind, guidance, **kw):
+        return generate(engine.slot(kind).model, seeds=seeds, class_labels=labels, guidance=guidance, output="uint8",
+                        **kw)
+
+    assert torch.equal(drift, direct("drift", 2.0, method="drift"))
+    assert torch.equal(ddim, direct("ddpm", 3.0, method="ddim", steps=3))
+    assert not torch.equal(ddim, direct("ddpm", 2.0, method="ddim", steps=3))  # not drift's guidance
+    assert not torch.equal(drift, direct("drift", 3.0, method="drift"))  # nor DDIM's for drift
 
 
 def test_walk_uses_per_tile_classes(engine):

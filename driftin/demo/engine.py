@@ -122,6 +122,7 @@ class Engine:
                 self.check(kind, s)
 
     def drift_guidance(self, s: Settings) -> float:
+        """The drift panel's guidance; a drift model without a guidance input is only ever unguided."""
         return s.guidance if self.require("drift").config.guidance_input else 1.0
 
     def _generate(self, model, **kw) -> torch.Tensor:
@@ -190,7 +191,7 @@ class Engine:
             sync(self.device)
             state["t0"] = time.perf_counter()
             x = self._generate(model, seeds=seeds, method="ddim", steps=s.steps, class_labels=tile_labels(s, seeds),
-                               guidance=s.guidance, output="uint8", device=self.device, callback=callback).cpu()
+                               guidance=s.ddim_guidance, output="uint8", device=self.device, callback=callback).cpu()
         finally:
             self.lock.release()
         return x

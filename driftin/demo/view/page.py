@@ -4,8 +4,8 @@ from __future__ import annotations
 import gradio as gr
 
 from driftin import demo
-from driftin.demo import (CLASS_CHOICES, GRID_SIZES, GUIDANCE_RANGE, MAX_STEPS, MIXED, RECORD_MAX_SECONDS,
-                          RECORD_MIN_SECONDS)
+from driftin.demo import (CLASS_CHOICES, DDIM_GUIDANCE, GRID_SIZES, GUIDANCE_RANGE, MAX_STEPS, MIXED,
+                          RECORD_MAX_SECONDS, RECORD_MIN_SECONDS)
 
 CLASS_LABELS = {MIXED: "mixed (a class per tile)"}
 
@@ -88,7 +88,11 @@ def build_page(app, autostart: bool = False, concurrency: int | None = None, que
             klass = gr.Dropdown(classes, value=app.default_class, label="Class", elem_id="class")
         with gr.Row():
             steps = gr.Slider(1, MAX_STEPS, value=25, step=1, label="DDIM steps")
-            guidance = gr.Slider(*GUIDANCE_RANGE, value=1.0, step=0.1, label="Guidance scale")
+            # one guidance per panel: the two models score best at different scales
+            drift_guidance = gr.Slider(*GUIDANCE_RANGE, value=1.0, step=0.1, label="Drift guidance",
+                                       info="1 = unguided, drift's best FID", elem_id="drift-guidance")
+            ddim_guidance = gr.Slider(*GUIDANCE_RANGE, value=DDIM_GUIDANCE, step=0.1, label="DDIM guidance",
+                                      info=f"{DDIM_GUIDANCE:g} = the DDPM's best DDIM-50 FID", elem_id="ddim-guidance")
             view = gr.Radio([("x0 prediction", "x0"), ("x_t (noisy state)", "xt")], value="x0", label="DDPM panel shows")
         with gr.Tab("Record GIF"):
             with gr.Row():
@@ -113,14 +117,14 @@ def build_page(app, autostart: bool = False, concurrency: int | None = None, que
                                 elem_id="walk-panel", height=420)
             walk_md = gr.Markdown("")
 
-        controls = [seed, random_seed, grid, steps, klass, guidance, view]
+        controls = [seed, random_seed, grid, steps, klass, drift_guidance, view, ddim_guidance]
         # raw inputs (preprocess=False): the handlers check every value themselves, so a bad request gets one
         # clear message and one log line (component checks would round 1.5 to 2, or log a traceback)
         raw = dict(preprocess=False)
         live_kw = dict(concurrency_limit=max_live, concurrency_id="live", show_progress="hidden", **raw)
         live_ev = start.click(app.live, controls, [drift_img, drift_md, ddpm_img, ddpm_md], api_name="live",
                               api_visibility="undocumented", **live_kw)
-        walk_ev = walk_start.click(app.walk, [seed, random_seed, grid, klass, guidance, walk_frames],
+        walk_ev = walk_start.click(app.walk, [seed, random_seed, grid, klass, drift_guidance, walk_frames],
                                    [walk_img, walk_md], api_name="latent_walk", api_visibility="undocumented", **live_kw)
         # Stop lets the live stream end by itself (DDPM finishes its sample), then cancels what is left (a stream
         # still queued, or one past the timeout); the walk is cut at once
@@ -129,10 +133,13 @@ def build_page(app, autostart: bool = False, concurrency: int | None = None, que
         walk_stop.click(app.stop_walk, None, None, cancels=[walk_ev], api_visibility="private", queue=False)
         for c in controls:
             c.change(app.update, controls, None, api_visibility="private", queue=False, show_progress="hidden", **raw)
-        one_drift.click(app.drift_frame, [seed, random_seed, grid, klass, guidance], drift_img, api_name="drift_frame", **raw)
-        one_ddim.click(app.ddim, [seed, random_seed, grid, steps, klass, guidance], ddpm_img, api_name="ddim",
+        # API parameters keep their order (new ones go last); /ddim's `guidance` is the DDIM slider
+        one_drift.click(app.drift_frame, [seed, random_seed, grid, klass, drift_guidance], drift_img,
+                        api_name="drift_frame", **raw)
+        one_ddim.click(app.ddim, [seed, random_seed, grid, steps, klass, ddim_guidance], ddpm_img, api_name="ddim",
                        show_progress="minimal", **raw)
-        rec_btn.click(app.record_gif, [rec_secs, seed, random_seed, grid, steps, klass, guidance, rec_what],
+        rec_btn.click(app.record_gif, [rec_secs, seed, random_seed, grid, steps, klass, drift_guidance, rec_what,
+                                       ddim_guidance],
                       [gif_file, mp4_state], api_name="record_gif", concurrency_id="record", concurrency_limit=2, **raw
                       ).then(lambda g, m: (m, g), [gif_file, mp4_state], [mp4_file, gif_preview],
                              api_visibility="private", queue=False)

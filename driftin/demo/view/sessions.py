@@ -49,9 +49,10 @@ class SessionHandlers:
     _lock: threading.Lock
 
     @staticmethod
-    def settings(seed, random_seed, grid, steps, class_name, guidance, view="x0", where="request") -> demo.Settings:
+    def settings(seed, random_seed, grid, steps, class_name, guidance=1.0, view="x0", ddim_guidance=demo.DDIM_GUIDANCE,
+                 where="request") -> demo.Settings:
         with rejecting(where):
-            return demo.validate(seed, random_seed, grid, steps, class_name, guidance, view)
+            return demo.validate(seed, random_seed, grid, steps, class_name, guidance, view, ddim_guidance)
 
     def _session(self, request: gr.Request | None, kind: str, s: demo.Settings) -> Session:
         key = (session_key(request), kind)

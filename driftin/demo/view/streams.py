@@ -14,9 +14,10 @@ class StreamHandlers(SessionHandlers):
     max_fps: float
     max_live_seconds: float
 
-    def live(self, seed, random_seed, grid, steps, class_name, guidance, view, request: gr.Request = None):
+    def live(self, seed, random_seed, grid, steps, class_name, guidance, view, ddim_guidance=demo.DDIM_GUIDANCE,
+             request: gr.Request = None):
         """Live side-by-side stream: yields (drift grid, drift stats, DDPM grid, DDPM stats)."""
-        s = self.settings(seed, random_seed, grid, steps, class_name, guidance, view, where="/live")
+        s = self.settings(seed, random_seed, grid, steps, class_name, guidance, view, ddim_guidance, where="/live")
         sess = self._session(request, "live", s)
         try:
             with rejecting("/live"):
@@ -45,12 +46,14 @@ class StreamHandlers(SessionHandlers):
         finally:
             self._end(request, "walk", sess)
 
-    def update(self, seed, random_seed, grid, steps, class_name, guidance, view, request: gr.Request = None):
+    def update(self, seed, random_seed, grid, steps, class_name, guidance, view, ddim_guidance=demo.DDIM_GUIDANCE,
+               request: gr.Request = None):
         """Controls changed: running streams of this browser session pick the new settings up."""
         key = session_key(request)
         running = [self.sessions.get((key, k)) for k in ("live", "walk")]
         if any(running):
-            s = self.settings(seed, random_seed, grid, steps, class_name, guidance, view, where="controls")
+            s = self.settings(seed, random_seed, grid, steps, class_name, guidance, view, ddim_guidance,
+                              where="controls")
             with rejecting("controls"):  # the same settings for every running stream: checked once
                 self.engine.check_loaded(s)
             for sess in running:
