@@ -59,9 +59,9 @@ def gif(a):
     seeds = list(range(a.seed, a.seed + len(labels)))
     left = make_grid(generate(drift, seeds=seeds, method="drift", class_labels=labels, output="uint8"), scale=a.scale)
     x0s = []
-    generate(ddpm, seeds=seeds, method="ddim", steps=a.steps, class_labels=labels,
+    generate(ddpm, seeds=seeds, method="ddim", steps=a.steps, class_labels=labels, guidance=a.ddim_guidance,
              callback=lambda i, x, x0: x0s.append(to_uint8(x0)))
-    frames = [side_by_side(left, make_grid(x0, scale=a.scale), ("drift: 1 step (done)", f"DDIM: step {i + 1}/{a.steps}"))
+    frames = [side_by_side(left, make_grid(x0, scale=a.scale), ("drift: 1 step (done)", f"DDIM (guidance {a.ddim_guidance:g}): step {i + 1}/{a.steps}"))
               for i, x0 in enumerate(x0s) if i % a.every == 0 or i == len(x0s) - 1]
     write_gif(frames, a.out, [0.1 * a.every] * (len(frames) - 1) + [2.0])
     print(f"wrote {a.out} ({len(frames)} frames, {Path(a.out).stat().st_size // 1024} kB)")
@@ -76,15 +76,15 @@ def pair(a):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
-    models = argparse.ArgumentParser(add_help=False)  # the two generators and the first seed, shared by compare and gif
+    models = argparse.ArgumentParser(add_help=False)  # the two generators, the first seed and DDIM guidance, shared by compare and gif
     models.add_argument("--drift", default="weights/drift-cifar10")
     models.add_argument("--ddpm", default="weights/ddpm-cifar10")
     models.add_argument("--seed", type=int, default=0)
+    models.add_argument("--ddim-guidance", type=float, default=1.5,
+                        help="the DDPM's (1.5: its best DDIM-50 FID-50k, weights/ddpm-cifar10/eval.json; the app's default)")
     c = sub.add_parser("compare", parents=[models], help="drift 1 step vs DDIM from the same noise and class labels")
     c.add_argument("--steps", type=int, default=50)
     c.add_argument("--guidance", type=float, default=1.0, help="drift's (1: its best FID-50k)")
-    c.add_argument("--ddim-guidance", type=float, default=1.5,
-                   help="the DDPM's (1.5: its best DDIM-50 FID-50k, weights/ddpm-cifar10/eval.json)")
     c.add_argument("--per-class", type=int, default=8)
     c.add_argument("--scale", type=int, default=2)
     c.add_argument("--out", default="assets/drift_vs_ddim50.png")
