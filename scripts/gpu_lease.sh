@@ -107,9 +107,11 @@ sweep() {
     run sweep_${sp}_g$g $EVAL --weights $S/weights/ddpm-cifar10 --method ddim --steps 50 --guidance $g --spacing $sp \
         --n 10000 --out $out
   done; done
-  best=$(python3 -c "import json; d = list(json.load(open('$out')).values()); s = lambda e: (e['guidance'], e['spacing'])
+  # the best 10k setting of these weights (entries of other training steps are history), empty if it has its 50k
+  best=$(python3 -c "import json; w = json.load(open('$S/weights/ddpm-cifar10/config.json'))['steps']
+d = [e for e in json.load(open('$out')).values() if e.get('train_steps') == w]; s = lambda e: (e['guidance'], e.get('spacing', 'uniform'))
 b = s(min((e for e in d if e['n'] == 10000), key=lambda e: e['fid']))
-print(*b) if all(s(e) != b for e in d if e['n'] == 50000) else None" 2>/dev/null)  # empty: the best has its 50k
+print(*b) if all(s(e) != b for e in d if e['n'] == 50000) else None") || echo "   sweep: no best picked (see above)"
   [ -n "$best" ] && run sweep_best $EVAL --weights $S/weights/ddpm-cifar10 --method ddim --steps 50 --guidance ${best% *} \
       --spacing ${best#* } --out $out
 }
@@ -208,7 +210,7 @@ chain_one() {  # ARM MODEL RECIPE SNAPSHOT_EVERY EVAL_FLAGS [extra train flags..
 DRIFT_SNAP=${DRIFT_SNAP:-1000}  # the drift chain's snapshot (FID-10k curve point) interval in steps
 DRIFT_ARM="drift training/drift_cifar10.json $DRIFT_SNAP"  # model, recipe, snapshot interval: one for both drift arms
 # the drift export's FID-50k evaluations: guidance 1.5 scored worse than 1 in blocks 4-6 (20.74 / 19.31 / 17.62 vs
-# 20.13 / 18.62 / 16.53), so the second one probes 1.25
+# 20.13 / 18.62 / 16.53; benchmarks/eval_drift_block{4,5,6}.json), and 1.25 in block 7 (15.08 vs 14.60)
 CHAIN_DRIFT_EVALS=${CHAIN_DRIFT_EVALS:---guidance,1 --guidance,1.25}
 chains() {
   [[ " $CHAIN_MODELS " == *" drift "* ]] && chain_one drift $DRIFT_ARM "$CHAIN_DRIFT_EVALS" $CHAIN_DRIFT_FLAGS &

@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from driftin import generate, load_pretrained  # noqa: E402
 from driftin.data import CIFAR10_CLASSES  # noqa: E402
+from driftin.demo import DDIM_GUIDANCE  # noqa: E402
 
 
 def titled(images: list[Image.Image], titles: list[str], gap: int = 12, bar: int = 22) -> Image.Image:
@@ -80,8 +81,8 @@ def main():
     models.add_argument("--drift", default="weights/drift-cifar10")
     models.add_argument("--ddpm", default="weights/ddpm-cifar10")
     models.add_argument("--seed", type=int, default=0)
-    models.add_argument("--ddim-guidance", type=float, default=1.5,
-                        help="the DDPM's (1.5: its best DDIM-50 FID-50k, weights/ddpm-cifar10/eval.json; the app's default)")
+    models.add_argument("--ddim-guidance", type=float, default=DDIM_GUIDANCE,
+                        help="the DDPM's (default: the app's, its best DDIM-50 FID-50k in weights/ddpm-cifar10/eval.json)")
     c = sub.add_parser("compare", parents=[models], help="drift 1 step vs DDIM from the same noise and class labels")
     c.add_argument("--steps", type=int, default=50)
     c.add_argument("--guidance", type=float, default=1.0, help="drift's (1: its best FID-50k)")

@@ -67,6 +67,16 @@ def test_eval_json_has_standard_fid_and_the_shipped_evalnet(name, evalnet_hash):
         assert f"{entry['fd']:.2f}" in card, f"{key} evalnet FD missing from the card"
 
 
+@pytest.mark.parametrize("name", sorted(GENERATORS))
+def test_card_is_regenerated_from_the_folder(name):
+    """The committed card is what `python -m driftin.publish card` makes from the folder now: a landed eval, curve or
+    chain block without regenerating the card fails here."""
+    from driftin.modelcard import build_card_text
+
+    assert (WEIGHTS / name / "README.md").read_text() == build_card_text(WEIGHTS / name), \
+        f"run `python -m driftin.publish card weights/{name}`"
+
+
 def test_drift_was_trained_with_a_shipped_encoder():
     """The encoder the drift model's config names (the recipe's default or, since block 4, a weights folder) ships
     beside it and gives the feature maps its config says: a continued block must find the same features."""

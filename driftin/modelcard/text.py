@@ -83,6 +83,7 @@ def _best_default_sampler(evals: list[dict], drift: bool) -> dict | None:
     """The eval row with the lowest FID among the default sampler's (drift: 1 step; DDPM: DDIM 50 steps) at the
     largest n measured, or None."""
     rows = [r for r in evals if r.get("fid") is not None and r.get("n") and r.get("classes") != "none"
+            and r.get("split") == "train"
             and (r.get("method") == "drift" if drift else (r.get("method"), r.get("steps")) == ("ddim", 50))]
     if not rows:
         return None
@@ -160,7 +161,7 @@ def build_card_text(folder: str | Path, repo_id: str | None = None, train_record
     best = _best_default_sampler(evals, drift)  # the usage shows the guidance / spacing that scored best, not just 1
     if best and best.get("guidance") not in (None, 1.0):
         gen_args += f", guidance={best['guidance']:g}"
-    if best and best.get("spacing", "uniform") != "uniform":
+    if best and (best.get("spacing") or "uniform") != "uniform":
         gen_args += f', spacing="{best["spacing"]}"'
     b += ["", "## Usage", "", "```bash",
           f"hf download {repo} --local-dir {local}",
