@@ -225,9 +225,16 @@ chains() {
 # one wins; the run's train_args record both). E.g. CHAIN_TRIAL_FLAGS="--compile-force-layout true", or an encoder
 # trained earlier in the same job: `start encoder chains+trial` with CHAIN_TRIAL_FLAGS="--drift-encoder-weights
 # /root/res/encoder-resnet-bn-cifar10" (block 4 chose the BatchNorm ResNet-18 this way: benchmarks/ablation_block4.md).
-CHAIN_TRIAL_FLAGS=${CHAIN_TRIAL_FLAGS:-}
+# CHAIN_TRIAL_ROW=NAME puts an ablation row's flags (training/ablation/rows.txt, #19) before CHAIN_TRIAL_FLAGS: each
+# block can then resolve one row against the recipe at equal minutes from the same weights (rows that change the
+# architecture, 06_styles, cannot continue the weights). scripts/ablation_table.py --rows chain_drift chain_drift_trial
+# --at-step S compares the two arms at a common snapshot step too.
+CHAIN_TRIAL_FLAGS=${CHAIN_TRIAL_FLAGS:-} CHAIN_TRIAL_ROW=${CHAIN_TRIAL_ROW:-}
+row_flags() { awk -v r="$1" '$1 == r {$1 = ""; print substr($0, 2)}' training/ablation/rows.txt; }
 trial() {
-  chain_one drift_trial $DRIFT_ARM "--guidance,1" $CHAIN_DRIFT_FLAGS $CHAIN_TRIAL_FLAGS
+  local row=()
+  [ -n "$CHAIN_TRIAL_ROW" ] && read -ra row <<< "$(row_flags $CHAIN_TRIAL_ROW)"  # read -a: split, never globbed
+  chain_one drift_trial $DRIFT_ARM "--guidance,1" $CHAIN_DRIFT_FLAGS "${row[@]}" $CHAIN_TRIAL_FLAGS
 }
 
 case ${1:-} in
@@ -238,7 +245,7 @@ case ${1:-} in
       case $phase in profile|encoder|mae|refs|calibrate|evals|sweep|bench|ablation|chains|trial) ;; *) echo "unknown phase $phase" >&2; exit 2 ;; esac
     done
     for m in $CHAIN_MODELS; do [[ $m == drift || $m == ddpm ]] || { echo "CHAIN_MODELS: unknown model $m (drift, ddpm)" >&2; exit 2; }; done
-    for r in $ABL_ROWS; do grep -q "^$r\b" training/ablation/rows.txt || { echo "ABL_ROWS: no row $r in training/ablation/rows.txt" >&2; exit 2; }; done
+    for r in $ABL_ROWS $CHAIN_TRIAL_ROW; do grep -q "^$r\b" training/ablation/rows.txt || { echo "ABL_ROWS / CHAIN_TRIAL_ROW: no row $r in training/ablation/rows.txt" >&2; exit 2; }; done
     mkdir -p $C $O && cp -a driftin training scripts benchmarks pyproject.toml $C/ 2>/dev/null
     # a plain command with & (no `cd && ...` list): the detached job must not hold this call's stdout open
     cd $C; setsid nohup bash scripts/gpu_lease.sh job "$@" >> $O/job.log 2>&1 < /dev/null &
