@@ -56,14 +56,17 @@ run() { local name=$1; shift; echo "== $(date +%T) $name"; ( "$@" ) > $O/$name.l
 # both presets; capped so the lease keeps time for the rest. Needs call 3's weights (the drift chain's encoder).
 # BENCH_OBJECTIVES / BENCH_PRESETS / BENCH_DDPM_BATCH narrow it, e.g. the row #17 still lacks (drift base; DDPM base
 # at 1,024 with graphs ran in block 7's lease; ~2 min): BENCH_OBJECTIVES=drift BENCH_PRESETS=base bash scripts/gpu_lease.sh start bench
+# BENCH_DRIFT_VARIANTS adds e.g. `graphs` (reduce-overhead: the compiled drift step replayed as CUDA graphs, never
+# measured; the compiled step kept the GPU busy 89-90% of each step: benchmarks/profiles/drift_small_1280_compiled.txt).
 BENCH_OBJECTIVES=${BENCH_OBJECTIVES:-ddpm drift} BENCH_PRESETS=${BENCH_PRESETS:-small base} BENCH_DDPM_BATCH=${BENCH_DDPM_BATCH:-256 1024}
+BENCH_DRIFT_VARIANTS=${BENCH_DRIFT_VARIANTS:-baseline compiled}
 bench() {
   [[ " $BENCH_OBJECTIVES " == *" ddpm "* ]] && run bench_ddpm timeout 360 python3 -m driftin.bench train --objectives ddpm \
       --presets $BENCH_PRESETS --batch $BENCH_DDPM_BATCH \
       --variants baseline graphs --steps 15 --warmup 3 --data cifar10 --out $O/train_ddpm_h200.json --md $O/train_ddpm_h200.md
   [[ " $BENCH_OBJECTIVES " == *" drift "* ]] && run bench_drift timeout 240 python3 -m driftin.bench train --objectives drift \
       --presets $BENCH_PRESETS --batch 1280 \
-      --variants baseline compiled --steps 10 --warmup 3 --data cifar10 --out $O/train_drift_h200.json --md $O/train_drift_h200.md
+      --variants $BENCH_DRIFT_VARIANTS --steps 10 --warmup 3 --data cifar10 --out $O/train_drift_h200.json --md $O/train_drift_h200.md
 }
 
 # where a drift step's time goes (#17): device-busy vs wall time per step, op tables and the copies by shape (the
