@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 from pathlib import Path
 
@@ -74,6 +75,14 @@ def load_row(folder: Path, entry_key: str | None = None, at_step: int | None = N
             "eval_git_commit": entry.get("git_commit")}
 
 
+def write_atomic(path, text: str) -> None:
+    """Write through a temporary file and a rename: an interrupted run leaves the old table, never half a new one
+    (the same contract as driftin.checkpoint.write_atomic; this script stays free of torch)."""
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("root", help="folder of row folders")
@@ -96,7 +105,7 @@ def main(argv=None):
         r["change"] = {k: mine.get(k) for k in sorted(set(mine) | set(ref)) if k not in ignore and mine.get(k) != ref.get(k)}
         del r["config"]
     out = {"rows": rows, "reference": args.reference, "note": args.note, "command": args.command}
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    write_atomic(args.out, json.dumps(out, indent=2) + "\n")
     if args.md:
         lines = ["| row | change vs " + args.reference + " | steps | batch | images | FID ↓ (n) | KID ×10³ | evalnet FD | img/s |",
                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -104,7 +113,7 @@ def main(argv=None):
             change = ", ".join(f"`{k}`={json.dumps(v)}" for k, v in r["change"].items()) or "–"
             lines.append(f"| {r['row']} | {change} | {r['steps']} | {r['batch']} | {r['images_seen']:,} | {r['fid']:.2f} ({r['n'] // 1000}k) | "
                          f"{r['kid'] * 1e3:.0f} | {r['fd_evalnet']:.1f} | {r['img_per_s_median']:,.0f} |")
-        Path(args.md).write_text("\n".join(lines) + "\n" + (f"\n{args.note}\n" if args.note else ""))
+        write_atomic(args.md, "\n".join(lines) + "\n" + (f"\n{args.note}\n" if args.note else ""))
     print("\n".join(f"{r['row']}: FID ({r['n']:,} samples) {r['fid']:.2f} after {r['steps']} steps" for r in rows))
     return out
 
