@@ -101,7 +101,8 @@ encoder() {
 # each, added to the committed benchmarks/eval_ddpm_sweep.json (copied to $O/eval_ddpm_sweep.json), then FID-50k of the
 # best 10k setting in the file unless it has one already (~1 min per 10k run, 2 for the 50k). Block 7's lease swept
 # guidance 1 / 1.5 x uniform / quadratic: 1.5 uniform won (FID-10k 8.13, FID-50k 6.19, was 8.53 at guidance 1),
-# quadratic did not help; so the defaults probe stronger guidance with uniform spacing.
+# quadratic did not help; so the defaults probe stronger guidance with uniform spacing. Land it with
+# `python scripts/land_sweep.py <collected>/eval_ddpm_sweep.json` (benchmarks/, the DDPM's eval.json and card).
 SWEEP_G=${SWEEP_G:-1.75 2 2.5} SWEEP_SPACING=${SWEEP_SPACING:-uniform}
 sweep() {
   local g sp out=$O/eval_ddpm_sweep.json best

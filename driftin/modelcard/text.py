@@ -79,7 +79,7 @@ def _arch_rows(model: dict, preset_name: str | None) -> list[list]:
     return rows
 
 
-def _best_default_sampler(evals: list[dict], drift: bool) -> dict | None:
+def best_default_sampler(evals: list[dict], drift: bool) -> dict | None:
     """The eval row with the lowest FID among the default sampler's (drift: 1 step; DDPM: DDIM 50 steps) at the
     largest n measured, or None."""
     rows = [r for r in evals if r.get("fid") is not None and r.get("n") and r.get("classes") != "none"
@@ -158,7 +158,7 @@ def build_card_text(folder: str | Path, repo_id: str | None = None, train_record
               "Uncurated samples (one column per class when class-conditional)."]
 
     gen_args = "n=16, seeds=0" + (", class_labels=3" if num_classes else "") + ("" if drift else ', method="ddim", steps=50')
-    best = _best_default_sampler(evals, drift)  # the usage shows the guidance / spacing that scored best, not just 1
+    best = best_default_sampler(evals, drift)  # the usage shows the guidance / spacing that scored best, not just 1
     if best and best.get("guidance") not in (None, 1.0):
         gen_args += f", guidance={best['guidance']:g}"
     if best and (best.get("spacing") or "uniform") != "uniform":
