@@ -204,7 +204,9 @@ def test_card_names_the_exports_ema_decay_and_the_ddim_spacing(tmp_path):
     assert "ddim, 50 steps, quadratic spacing" in text and "ddim, 50 steps |" in text
     # the usage snippet samples with the best FID-50k setting (a lower FID-10k does not count)
     assert 'method="ddim", steps=50, spacing="quadratic")' in text and "guidance=1.5" not in text
+    assert "--n 64 --spacing quadratic --out grid.png" in text  # the CLI line samples the same way
     # ... and a guided FID-50k that beats both is shown with its guidance (its spacing uniform: no spacing argument)
     (folder / "eval.json").write_text(json.dumps({"ddim_steps50_g1": {**entry, "spacing": "uniform"},
                                                   "ddim_steps50_g1.5": {**entry, "fid": 6.2, "guidance": 1.5}}))
-    assert 'method="ddim", steps=50, guidance=1.5)' in Path(write_model_card(folder)).read_text()
+    text = Path(write_model_card(folder)).read_text()
+    assert 'method="ddim", steps=50, guidance=1.5)' in text and "--n 64 --guidance 1.5 --out grid.png" in text

@@ -159,14 +159,17 @@ def build_card_text(folder: str | Path, repo_id: str | None = None, train_record
 
     gen_args = "n=16, seeds=0" + (", class_labels=3" if num_classes else "") + ("" if drift else ', method="ddim", steps=50')
     best = best_default_sampler(evals, drift)  # the usage shows the guidance / spacing that scored best, not just 1
+    cli_args = ""
     if best and best.get("guidance") not in (None, 1.0):
         gen_args += f", guidance={best['guidance']:g}"
+        cli_args += f" --guidance {best['guidance']:g}"
     if best and (best.get("spacing") or "uniform") != "uniform":
         gen_args += f', spacing="{best["spacing"]}"'
+        cli_args += f" --spacing {best['spacing']}"
     b += ["", "## Usage", "", "```bash",
           f"hf download {repo} --local-dir {local}",
           f"python app.py --{'drift' if drift else 'ddpm'} {local}      # the side-by-side demo (or pass the repo id)",
-          f"python -m driftin.sample --weights {local} --n 64 --out grid.png",
+          f"python -m driftin.sample --weights {local} --n 64{cli_args} --out grid.png",
           "```", "", "```python",
           "from driftin import load_pretrained, generate",
           f'model = load_pretrained("{repo}")  # or "{local}"; add device="cuda"',
