@@ -24,9 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from driftin.checkpoint import write_atomic  # noqa: E402
 
 
 def flat(d: dict, prefix: str = "") -> dict:
@@ -73,14 +76,6 @@ def load_row(folder: Path, entry_key: str | None = None, at_step: int | None = N
             "final_loss": losses[-1]["loss"], "img_per_s_median": statistics.median(speeds) if speeds else None,
             "fid": entry["fid"], "kid": entry.get("kid"), "fd_evalnet": entry.get("fd"), "n": entry["n"],
             "eval_git_commit": entry.get("git_commit")}
-
-
-def write_atomic(path, text: str) -> None:
-    """Write through a temporary file and a rename: an interrupted run leaves the old table, never half a new one
-    (the same contract as driftin.checkpoint.write_atomic; this script stays free of torch)."""
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def main(argv=None):
