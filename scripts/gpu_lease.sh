@@ -58,13 +58,17 @@ run() { local name=$1; shift; echo "== $(date +%T) $name"; ( "$@" ) > $O/$name.l
 # at 1,024 with graphs ran in block 7's lease; ~2 min): BENCH_OBJECTIVES=drift BENCH_PRESETS=base bash scripts/gpu_lease.sh start bench
 # BENCH_DRIFT_VARIANTS adds e.g. `graphs` (reduce-overhead: the compiled drift step replayed as CUDA graphs, never
 # measured; the compiled step kept the GPU busy 89-90% of each step: benchmarks/profiles/drift_small_1280_compiled.txt).
+# A cold compiled drift row spends ~3.5 min in its first step (213 s in block 8's lease, where a flat 240 s cap killed
+# the second of four rows), so the cap is 4 min per drift row: ask for the rows a lease has time for, e.g.
+# BENCH_OBJECTIVES=drift BENCH_PRESETS=base BENCH_DRIFT_VARIANTS=compiled (~4 min).
 BENCH_OBJECTIVES=${BENCH_OBJECTIVES:-ddpm drift} BENCH_PRESETS=${BENCH_PRESETS:-small base} BENCH_DDPM_BATCH=${BENCH_DDPM_BATCH:-256 1024}
 BENCH_DRIFT_VARIANTS=${BENCH_DRIFT_VARIANTS:-baseline compiled}
 bench() {
   [[ " $BENCH_OBJECTIVES " == *" ddpm "* ]] && run bench_ddpm timeout 360 python3 -m driftin.bench train --objectives ddpm \
       --presets $BENCH_PRESETS --batch $BENCH_DDPM_BATCH \
       --variants baseline graphs --steps 15 --warmup 3 --data cifar10 --out $O/train_ddpm_h200.json --md $O/train_ddpm_h200.md
-  [[ " $BENCH_OBJECTIVES " == *" drift "* ]] && run bench_drift timeout 240 python3 -m driftin.bench train --objectives drift \
+  local drift_rows=$(( $(wc -w <<< "$BENCH_PRESETS") * $(wc -w <<< "$BENCH_DRIFT_VARIANTS") ))
+  [[ " $BENCH_OBJECTIVES " == *" drift "* ]] && run bench_drift timeout $((240 * drift_rows)) python3 -m driftin.bench train --objectives drift \
       --presets $BENCH_PRESETS --batch 1280 \
       --variants $BENCH_DRIFT_VARIANTS --steps 10 --warmup 3 --data cifar10 --out $O/train_drift_h200.json --md $O/train_drift_h200.md
 }
@@ -101,7 +105,8 @@ encoder() {
 # each, added to the committed benchmarks/eval_ddpm_sweep.json (copied to $O/eval_ddpm_sweep.json), then FID-50k of the
 # best 10k setting in the file unless it has one already (~1 min per 10k run, 2 for the 50k). Block 7's lease swept
 # guidance 1 / 1.5 x uniform / quadratic: 1.5 uniform won (FID-10k 8.13, FID-50k 6.19, was 8.53 at guidance 1),
-# quadratic did not help; so the defaults probe stronger guidance with uniform spacing. Land it with
+# quadratic did not help; block 8's swept 1.75 / 2 / 2.5 uniform: FID-10k 8.33 / 9.10 / 11.55, all worse than 1.5, so
+# the sampler settings are exhausted for these weights (a new DDPM step is worth a re-sweep of 1.25-2). Land it with
 # `python scripts/land_sweep.py <collected>/eval_ddpm_sweep.json` (benchmarks/, the DDPM's eval.json and card).
 SWEEP_G=${SWEEP_G:-1.75 2 2.5} SWEEP_SPACING=${SWEEP_SPACING:-uniform}
 sweep() {

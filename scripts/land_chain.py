@@ -27,6 +27,7 @@ from safetensors import safe_open
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from driftin.hub import write_config  # noqa: E402
+from driftin.modelcard import best_default_sampler, load_eval, sampler_flags  # noqa: E402
 DEVICE_WEIGHTS = "/root/stage/weights/"
 EXPORT_FILES = ("model.safetensors.index.json", "config.json", "eval.json")
 
@@ -109,7 +110,8 @@ def land(res: Path, files_at: Path, model: str, arm: str, export: str = "export"
         log.write((src / "log.jsonl").read_text())
     config = local_config(json.loads((dst / "config.json").read_text()), model)
     write_config(dst, config)  # the export's own writer (driftin.hub)
-    sample = ["--n", "100", "--nrow", "10"] + (["--method", "ddim", "--steps", "50"] if model == "ddpm" else [])
+    sample = (["--n", "100", "--nrow", "10"] + (["--method", "ddim", "--steps", "50"] if model == "ddpm" else [])
+              + sampler_flags(best_default_sampler(load_eval(dst), drift=model == "drift")))  # the card's sampler
     subprocess.run([sys.executable, "-m", "driftin.sample", "--weights", str(dst), *sample, "--out", str(dst / "samples.png")],
                    check=True, cwd=ROOT)
     subprocess.run([sys.executable, "-m", "driftin.publish", "card", str(dst)], check=True, cwd=ROOT)

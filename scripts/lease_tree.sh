@@ -13,7 +13,7 @@ set -eu
 cd "$(dirname "$0")/.."
 ASIDE=../aside LIMIT=$((64 * 1024 * 1024))
 # the weight folders each call keeps (tests/test_shipped.py reads these and checks every call fits)
-A_KEEP="" B_KEEP="encoder-cifar10 evalnet-cifar10" C_KEEP="drift-cifar10 ddpm-cifar10 encoder-resnet-bn-cifar10"
+A_KEEP="" B_KEEP="encoder-cifar10 evalnet-cifar10" C_KEEP="drift-cifar10 ddpm-cifar10 encoder-resnet-bn-cutout-cifar10"
 mkdir -p $ASIDE
 back() { for d in $ASIDE/*/; do [ -d "$d" ] && mv "$d" weights/; done; return 0; }
 keep() {  # keep only these weight folders in the tree

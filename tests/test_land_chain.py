@@ -13,9 +13,9 @@ land_chain = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(land_chain)
 
 
-def _export(tmp_path):
+def _export(tmp_path, arm="drift_trial"):
     """An export folder with its index and one shard, split into 3 parts the way `gpu_lease.sh collect` names them."""
-    export, files_at = tmp_path / "res" / "chain_drift_trial" / "export", tmp_path / "device"
+    export, files_at = tmp_path / "res" / f"chain_{arm}" / "export", tmp_path / "device"
     export.mkdir(parents=True)
     files_at.mkdir()
     tensors = {"a.weight": torch.randn(64, 64), "b.bias": torch.arange(10.0)}
@@ -25,7 +25,7 @@ def _export(tmp_path):
     (export / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {k: name for k in tensors}}))
     third = len(blob) // 3 + 1
     for i in range(3):
-        (files_at / f"chain_drift_trial_export_{name}.part{i:02d}").write_bytes(blob[i * third:(i + 1) * third])
+        (files_at / f"chain_{arm}_export_{name}.part{i:02d}").write_bytes(blob[i * third:(i + 1) * third])
     return export, files_at, name, tensors
 
 
@@ -85,3 +85,24 @@ def test_a_landed_configs_command_and_resume_folder_are_the_blocks_local_ones():
     assert local["train_config"]["out"] == "runs/ddpm-cifar10-b3"
     assert land_chain.block_command(config["train_args"], "ddpm", land_chain.block_of(config)).endswith(
         "export runs/ddpm-cifar10-b3 weights/ddpm-cifar10")
+
+
+def test_a_landed_grid_is_sampled_with_the_setting_its_card_shows(tmp_path, monkeypatch):
+    """The DDPM scores best at DDIM-50 guidance 1.5: its samples.png is drawn there too, not at the default 1."""
+    export, files_at, _, _ = _export(tmp_path, arm="ddpm")
+    entry = {"method": "ddim", "steps": 50, "n": 50000, "classes": "uniform", "spacing": "uniform"}
+    (export / "eval.json").write_text(json.dumps({"g1": {**entry, "guidance": 1.0, "fid": 8.5},
+                                                  "g1.5": {**entry, "guidance": 1.5, "fid": 6.2}}))
+    (export / "config.json").write_text(json.dumps({"objective": "ddpm", "chain": [{"step": 10}],
+                                                    "train_config": {"ema_decay": 0.9999, "out": "/root/res/chain_ddpm"},
+                                                    "train_args": ["--out", "/root/res/chain_ddpm"]}))
+    (export.parent / "log.jsonl").write_text("")
+    root = tmp_path / "repo"
+    (root / "weights" / "ddpm-cifar10").mkdir(parents=True)
+    calls = []
+    monkeypatch.setattr(land_chain, "ROOT", root)
+    monkeypatch.setattr(land_chain.subprocess, "run", lambda cmd, **kw: calls.append(cmd))
+    land_chain.land(tmp_path / "res", files_at, "ddpm", "ddpm")
+    sample = next(c for c in calls if "driftin.sample" in c)
+    assert sample[sample.index("--guidance") + 1] == "1.5" and sample[sample.index("--steps") + 1] == "50"
+    assert "--spacing" not in sample  # uniform is the default

@@ -91,6 +91,17 @@ def best_default_sampler(evals: list[dict], drift: bool) -> dict | None:
     return min((r for r in rows if r["n"] == n), key=lambda r: r["fid"])
 
 
+def sampler_flags(best: dict | None) -> list[str]:
+    """`python -m driftin.sample` flags for an eval row's guidance and spacing (none where they are the defaults):
+    what the card's CLI line and a landed sample grid use, so both show the setting that scored best."""
+    flags = []
+    if best and best.get("guidance") not in (None, 1.0):
+        flags += ["--guidance", f"{best['guidance']:g}"]
+    if best and (best.get("spacing") or "uniform") != "uniform":
+        flags += ["--spacing", best["spacing"]]
+    return flags
+
+
 def build_card_text(folder: str | Path, repo_id: str | None = None, train_records: list[dict] | None = None) -> str:
     """README.md text (YAML metadata + markdown body) for a weights folder."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -159,13 +170,11 @@ def build_card_text(folder: str | Path, repo_id: str | None = None, train_record
 
     gen_args = "n=16, seeds=0" + (", class_labels=3" if num_classes else "") + ("" if drift else ', method="ddim", steps=50')
     best = best_default_sampler(evals, drift)  # the usage shows the guidance / spacing that scored best, not just 1
-    cli_args = ""
+    cli_args = "".join(f" {f}" for f in sampler_flags(best))
     if best and best.get("guidance") not in (None, 1.0):
         gen_args += f", guidance={best['guidance']:g}"
-        cli_args += f" --guidance {best['guidance']:g}"
     if best and (best.get("spacing") or "uniform") != "uniform":
         gen_args += f', spacing="{best["spacing"]}"'
-        cli_args += f" --spacing {best['spacing']}"
     b += ["", "## Usage", "", "```bash",
           f"hf download {repo} --local-dir {local}",
           f"python app.py --{'drift' if drift else 'ddpm'} {local}      # the side-by-side demo (or pass the repo id)",
