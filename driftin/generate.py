@@ -7,8 +7,8 @@ import torch
 
 from .diffusion import DDIM_SPACINGS, unwrap
 from .fast import FastOptions, fast_generate
-from .sampling import (eager_sample, eps_fn, labels_tensor, make_noise, seed_list,  # noqa: F401 (re-exported)
-                       step_noise, style_for_seeds)
+from .sampling import (check_guidance_interval, eager_sample, eps_fn, labels_tensor, make_noise,  # noqa: F401 (re-exported)
+                       seed_list, step_noise, style_for_seeds)
 
 METHODS = ("drift", "ddim")
 
@@ -30,6 +30,7 @@ def generate(
     noise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     spacing: str = "uniform",
+    guidance_interval: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Images [n, 3, H, W]: float in [0, 1] (output="float") or uint8 (output="uint8").
 
@@ -45,6 +46,8 @@ def generate(
     - generator: a torch.Generator the whole batch is drawn from (torch-style reproducibility; n needed).
     DDIM with eta > 0 draws its per-step noise from the generator when one is given, else from the seeds.
     spacing: which `steps` of the 1,000 DDIM visits, "uniform" or "quadratic" (the DDIM paper's CIFAR-10 choice).
+    guidance_interval: (lo, hi) DDPM timesteps; DDIM then guides only the steps with lo <= t <= hi and takes the
+    conditional prediction elsewhere (Kynkäänniemi et al. 2024). None: every step.
     """
     net = unwrap(model)
     cfg = net.config
@@ -58,6 +61,9 @@ def generate(
         raise ValueError(f"output must be 'float' or 'uint8', got {output!r}")
     if not (0.0 <= guidance <= 20.0):
         raise ValueError(f"guidance must be in [0, 20], got {guidance}")
+    guidance_interval = check_guidance_interval(guidance_interval)
+    if guidance_interval is not None and method != "ddim":
+        raise ValueError("guidance_interval is a DDIM setting (drift's guidance is one input of its single step)")
     device = torch.device(device) if device is not None else next(net.parameters()).device
     shape = (cfg.in_channels, cfg.image_size, cfg.image_size)
     step = None  # DDIM eta > 0 noise: from the seeds unless a generator is given
@@ -89,10 +95,11 @@ def generate(
 
     if fast:  # compiled / CUDA-graph path; falls back to eager itself
         options = fast if isinstance(fast, FastOptions) else None
-        x = fast_generate(net, noise, method, steps, y, guidance, eta, seeds, callback, options=options, spacing=spacing)
+        x = fast_generate(net, noise, method, steps, y, guidance, eta, seeds, callback, options=options, spacing=spacing,
+                          guidance_interval=guidance_interval)
     else:
         noise_fn = (step or step_noise(seeds, noise)) if method == "ddim" else None
-        x = eager_sample(net, noise, method, steps, y, guidance, eta, noise_fn, callback, style, spacing)
+        x = eager_sample(net, noise, method, steps, y, guidance, eta, noise_fn, callback, style, spacing, guidance_interval)
     x = x.clamp(-1, 1).add(1).div(2)
     return x.mul(255).round().to(torch.uint8) if output == "uint8" else x
 

@@ -51,6 +51,8 @@ def main(argv=None):
                    help="'all' (default for a conditional model: classes 0..9 in turn), a class name or index, "
                         "or 'unconditional'")
     p.add_argument("--guidance", type=float, default=1.0)
+    p.add_argument("--guidance-interval", type=int, nargs=2, metavar=("LO", "HI"),
+                   help="DDIM guides only the steps whose timestep t (0-999) has LO <= t <= HI (default: every step)")
     p.add_argument("--nrow", type=int, default=8)
     p.add_argument("--fast", action="store_true", help="compiled / CUDA-graph path on GPU")
     p.add_argument("--device", default="auto", help="auto (CUDA, else Apple MPS, else CPU) | cpu | cuda[:N] | mps")
@@ -63,7 +65,8 @@ def main(argv=None):
     model = load_pretrained(a.weights, device=resolve_device(a.device))
     labels = class_labels(a.cls, a.n, model.config.num_classes)
     imgs = generate(model, a.n, a.seed, method=a.method, steps=a.steps, eta=a.eta, class_labels=labels,
-                    guidance=a.guidance, fast=FastOptions.from_env() if a.fast else False, spacing=a.spacing)
+                    guidance=a.guidance, fast=FastOptions.from_env() if a.fast else False, spacing=a.spacing,
+                    guidance_interval=a.guidance_interval)
     save_image(imgs, a.out, nrow=a.nrow)
     print(f"wrote {a.out}")
 

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .diffusion import alphas_cumprod, ddim_timesteps
+from .diffusion import T, alphas_cumprod, ddim_timesteps
 
 # Offsets that give the DDIM eta noise and the style draws of sample i their own streams, apart from its x_T.
 STEP_NOISE_OFFSET = 1_000_003
@@ -75,15 +75,39 @@ def cfg_mix(e_cond: torch.Tensor, e_uncond: torch.Tensor, guidance) -> torch.Ten
     return e_uncond + guidance * (e_cond - e_uncond)
 
 
-def eps_fn(net, y, guidance: float):
-    """Noise predictor eps(x_t, t) with classifier-free guidance: conditional and null label in one batched call."""
+def check_guidance_interval(interval) -> tuple[int, int] | None:
+    """None, or (lo, hi): the DDPM timesteps 0 <= lo <= hi <= 999 between which DDIM applies guidance."""
+    if interval is None:
+        return None
+    try:
+        lo, hi = (int(v) for v in interval)
+    except (TypeError, ValueError):
+        raise ValueError(f"guidance_interval must be two timesteps (lo, hi), got {interval!r}") from None
+    if not 0 <= lo <= hi <= T - 1:
+        raise ValueError(f"guidance_interval must satisfy 0 <= lo <= hi <= {T - 1}, got ({lo}, {hi})")
+    return lo, hi
+
+
+def guidance_at(t: int, guidance: float, interval: tuple[int, int] | None) -> float:
+    """The CFG scale at timestep t: guidance inside the interval, 1 (the conditional prediction) outside it.
+    Guidance only where the noise is neither high nor low (Kynkäänniemi et al. 2024, "Applying guidance in a
+    limited interval") keeps the sample's layout and fine detail unguided, so a stronger scale costs less diversity."""
+    return guidance if interval is None or interval[0] <= t <= interval[1] else 1.0
+
+
+def eps_fn(net, y, guidance: float, interval: tuple[int, int] | None = None):
+    """Noise predictor eps(x_t, t) with classifier-free guidance: conditional and null label in one batched call
+    (only the conditional call at steps outside the guidance interval)."""
     if y is None or guidance == 1.0:
         return lambda x, t: net(x, t, y)
     null = torch.full_like(y, net.config.num_classes)
 
     def guided(x, t):
+        g = guidance_at(int(t[0]), guidance, interval)  # one timestep per call (a host sync: this is the reference path)
+        if g == 1.0:
+            return net(x, t, y)
         e_c, e_u = net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null])).chunk(2)
-        return cfg_mix(e_c, e_u, guidance)
+        return cfg_mix(e_c, e_u, g)
 
     return guided
 
@@ -159,13 +183,13 @@ def drift_alpha(net, n: int, guidance: float, device) -> torch.Tensor | None:
 
 
 def eager_sample(net, noise, method, steps=50, y=None, guidance=1.0, eta=0.0, noise_fn=None, callback=None,
-                 style=None, spacing="uniform") -> torch.Tensor:
+                 style=None, spacing="uniform", guidance_interval=None) -> torch.Tensor:
     """The reference sampler: x [n, C, H, W] float32 in about [-1, 1] (not yet clamped). noise_fn(i) gives DDIM's
     eta > 0 noise for step i; style: the drift generator's style indices, if it takes them; spacing: DDIM's
-    sub-sequence (diffusion.ddim_timesteps)."""
+    sub-sequence (diffusion.ddim_timesteps); guidance_interval: DDIM's guided timesteps (check_guidance_interval)."""
     if method == "drift":
         alpha = drift_alpha(net, noise.shape[0], guidance, noise.device)
         return net(noise, None, y, alpha, **({"style": style.to(noise.device)} if style is not None else {})).float()
     if style is not None:
         raise ValueError("DDIM sampling of a model with style embeddings is not supported (styles are a drift-generator input)")
-    return ddim_sample(eps_fn(net, y, guidance), noise, steps, eta, noise_fn, callback, spacing=spacing)
+    return ddim_sample(eps_fn(net, y, guidance, guidance_interval), noise, steps, eta, noise_fn, callback, spacing=spacing)

@@ -59,7 +59,7 @@ run() { local name=$1; shift; echo "== $(date +%T) $name"; ( "$@" ) > $O/$name.l
 # BENCH_DRIFT_VARIANTS adds e.g. `graphs` (reduce-overhead: the compiled drift step replayed as CUDA graphs, never
 # measured; the compiled step kept the GPU busy 89-90% of each step: benchmarks/profiles/drift_small_1280_compiled.txt).
 # A cold compiled drift row spends ~3.5 min in its first step (213 s in block 8's lease, where a flat 240 s cap killed
-# the second of four rows), so the cap is 4 min per drift row: ask for the rows a lease has time for, e.g.
+# the second of four rows), so the cap is 5 min per drift row: ask for the rows a lease has time for, e.g.
 # BENCH_OBJECTIVES=drift BENCH_PRESETS=base BENCH_DRIFT_VARIANTS=compiled (~4 min).
 BENCH_OBJECTIVES=${BENCH_OBJECTIVES:-ddpm drift} BENCH_PRESETS=${BENCH_PRESETS:-small base} BENCH_DDPM_BATCH=${BENCH_DDPM_BATCH:-256 1024}
 BENCH_DRIFT_VARIANTS=${BENCH_DRIFT_VARIANTS:-baseline compiled}
@@ -68,7 +68,8 @@ bench() {
       --presets $BENCH_PRESETS --batch $BENCH_DDPM_BATCH \
       --variants baseline graphs --steps 15 --warmup 3 --data cifar10 --out $O/train_ddpm_h200.json --md $O/train_ddpm_h200.md
   local drift_rows=$(( $(wc -w <<< "$BENCH_PRESETS") * $(wc -w <<< "$BENCH_DRIFT_VARIANTS") ))
-  [[ " $BENCH_OBJECTIVES " == *" drift "* ]] && run bench_drift timeout $((240 * drift_rows)) python3 -m driftin.bench train --objectives drift \
+  [[ " $BENCH_OBJECTIVES " == *" drift "* ]] && run bench_drift timeout $((300 * (drift_rows > 0 ? drift_rows : 1))) \
+      python3 -m driftin.bench train --objectives drift \
       --presets $BENCH_PRESETS --batch 1280 \
       --variants $BENCH_DRIFT_VARIANTS --steps 10 --warmup 3 --data cifar10 --out $O/train_drift_h200.json --md $O/train_drift_h200.md
 }
@@ -101,28 +102,33 @@ encoder() {
       --out $O/${name//_/-} $ENC_FLAGS
 }
 
-# DDPM's sampler settings (#21: DDIM-50 <= 6): DDIM-50 at each SWEEP_G guidance and SWEEP_SPACING spacing, FID-10k
-# each, added to the committed benchmarks/eval_ddpm_sweep.json (copied to $O/eval_ddpm_sweep.json), then FID-50k of the
-# best 10k setting in the file unless it has one already (~1 min per 10k run, 2 for the 50k). Block 7's lease swept
-# guidance 1 / 1.5 x uniform / quadratic: 1.5 uniform won (FID-10k 8.13, FID-50k 6.19, was 8.53 at guidance 1),
-# quadratic did not help; block 8's swept 1.75 / 2 / 2.5 uniform: FID-10k 8.33 / 9.10 / 11.55, all worse than 1.5, so
-# the sampler settings are exhausted for these weights (a new DDPM step is worth a re-sweep of 1.25-2). Land it with
+# DDPM's sampler settings (#21: DDIM-50 <= 6): DDIM-50 at each SWEEP_G guidance x SWEEP_SPACING spacing x
+# SWEEP_INTERVALS guidance interval ("all": every step; LO-HI: only steps with LO <= t <= HI, generate()'s
+# guidance_interval), FID-10k each, added to the committed benchmarks/eval_ddpm_sweep.json (copied to
+# $O/eval_ddpm_sweep.json), then FID-50k of the best 10k setting in the file unless it has one already (~1.5 min per
+# 10k run, 2.5 for the 50k). Block 7's lease swept guidance 1 / 1.5 x uniform / quadratic: 1.5 uniform won (FID-10k
+# 8.13, FID-50k 6.19, was 8.53 at guidance 1); block 8's swept 1.75 / 2 / 2.5 at every step: FID-10k 8.33 / 9.10 /
+# 11.55, all worse. So the defaults try guidance in a limited interval (Kynkaanniemi et al. 2024: EDM2's sigma range
+# 0.28-5.42 is t 82-579 in this schedule), where stronger scales cost less diversity. Land it with
 # `python scripts/land_sweep.py <collected>/eval_ddpm_sweep.json` (benchmarks/, the DDPM's eval.json and card).
-SWEEP_G=${SWEEP_G:-1.75 2 2.5} SWEEP_SPACING=${SWEEP_SPACING:-uniform}
+SWEEP_G=${SWEEP_G:-2 2.5 3} SWEEP_SPACING=${SWEEP_SPACING:-uniform} SWEEP_INTERVALS=${SWEEP_INTERVALS:-80-580}
+interval_flags() { [ "$1" = all ] || echo "--guidance-interval ${1%-*} ${1#*-}"; }
 sweep() {
-  local g sp out=$O/eval_ddpm_sweep.json best
+  local g sp iv out=$O/eval_ddpm_sweep.json best
   [ -e $out ] || cp benchmarks/eval_ddpm_sweep.json $out 2>/dev/null
-  for sp in $SWEEP_SPACING; do for g in $SWEEP_G; do
-    run sweep_${sp}_g$g $EVAL --weights $S/weights/ddpm-cifar10 --method ddim --steps 50 --guidance $g --spacing $sp \
-        --n 10000 --out $out
-  done; done
-  # the best 10k setting of these weights (entries of other training steps are history), empty if it has its 50k
+  for sp in $SWEEP_SPACING; do for iv in $SWEEP_INTERVALS; do for g in $SWEEP_G; do
+    run sweep_${sp}_g${g}_$iv $EVAL --weights $S/weights/ddpm-cifar10 --method ddim --steps 50 --guidance $g --spacing $sp \
+        $(interval_flags $iv) --n 10000 --out $out
+  done; done; done
+  # the best 10k setting of these weights (entries of other training steps are history), empty if it has its 50k:
+  # "guidance spacing interval" with the interval as LO-HI or all
   best=$(python3 -c "import json; w = json.load(open('$S/weights/ddpm-cifar10/config.json'))['steps']
-d = [e for e in json.load(open('$out')).values() if e.get('train_steps') == w]; s = lambda e: (e['guidance'], e.get('spacing', 'uniform'))
+d = [e for e in json.load(open('$out')).values() if e.get('train_steps') == w]
+s = lambda e: (e['guidance'], e.get('spacing', 'uniform'), '-'.join(map(str, e.get('guidance_interval') or [])) or 'all')
 b = s(min((e for e in d if e['n'] == 10000), key=lambda e: e['fid']))
 print(*b) if all(s(e) != b for e in d if e['n'] == 50000) else None") || echo "   sweep: no best picked (see above)"
-  [ -n "$best" ] && run sweep_best $EVAL --weights $S/weights/ddpm-cifar10 --method ddim --steps 50 --guidance ${best% *} \
-      --spacing ${best#* } --out $out
+  [ -n "$best" ] && set -- $best && run sweep_best $EVAL --weights $S/weights/ddpm-cifar10 --method ddim --steps 50 \
+      --guidance $1 --spacing $2 $(interval_flags $3) --out $out
 }
 
 # the paper's kind of encoder (#19): the GroupNorm resnet pretrained as an MAE, then fine-tuned for classification

@@ -7,7 +7,8 @@
 For each model: rebuilds the exported shards from their 15 MiB parts (checked by opening them), copies the export
 (shards, index, config.json with device weight paths made local, eval.json), the merged FID curve and the block's log
 (appended to train_log.jsonl) into weights/<model>-cifar10/, samples a new grid, rewrites the card, and prints the block's command for
-training/chains/<model>-cifar10.sh (the run's own arguments, device paths made local). Then the comparison grid, GIF
+training/chains/<model>-cifar10.sh (the run's own arguments, device paths made local, `--steps` the step the
+block stopped at instead of its minutes). Then the comparison grid, GIF
 and app screenshot (unless --no-assets). The README tables and the chain script's comments stay hand-written: they
 say what changed and why.
 """
@@ -27,7 +28,7 @@ from safetensors import safe_open
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from driftin.hub import write_config  # noqa: E402
-from driftin.modelcard import best_default_sampler, load_eval, sampler_flags  # noqa: E402
+from driftin.modelcard import draw_samples  # noqa: E402
 DEVICE_WEIGHTS = "/root/stage/weights/"
 EXPORT_FILES = ("model.safetensors.index.json", "config.json", "eval.json")
 
@@ -88,11 +89,28 @@ def local_config(config: dict, model: str) -> dict:
     return config
 
 
-def block_command(train_args: list[str], model: str, block: int, ema_decay: float | None = None) -> str:
+def stop_at(args: list[str], end_step: int) -> list[str]:
+    """args stopping at end_step (`--steps END`, no `--max-minutes`): the learning rate is constant after warmup, so
+    this is the block as it ran, on any GPU (a lease stops on minutes, which depend on the GPU and who shares it)."""
+    out, skip = [], False
+    for i, a in enumerate(args):
+        if skip:
+            skip = False
+        elif a == "--max-minutes":
+            skip = True
+        else:
+            out.append(str(end_step) if i and args[i - 1] == "--steps" else a)
+    return out if "--steps" in out else out + ["--steps", str(end_step)]
+
+
+def block_command(train_args: list[str], model: str, block: int, ema_decay: float | None = None,
+                  end_step: int | None = None) -> str:
     """The block's two commands as they run from a checkout (device paths replaced by the repository's); ema_decay:
-    the extra EMA the export took (None: the recipe's)."""
+    the extra EMA the export took (None: the recipe's); end_step: the step the block stopped at (stop_at)."""
     run = run_folder(model, block)
-    train = "python -m driftin.train " + shlex.join(local_args(train_args, run))  # quoted as the card's command
+    args = local_args(train_args, run)
+    args = stop_at(args, end_step) if end_step is not None else args
+    train = "python -m driftin.train " + shlex.join(args)  # quoted as the card's command
     pick = f" --ema-decay {ema_decay}" if ema_decay is not None else ""
     return f"{train}\npython -m driftin.train export {run} weights/{model}-cifar10{pick}"
 
@@ -110,14 +128,11 @@ def land(res: Path, files_at: Path, model: str, arm: str, export: str = "export"
         log.write((src / "log.jsonl").read_text())
     config = local_config(json.loads((dst / "config.json").read_text()), model)
     write_config(dst, config)  # the export's own writer (driftin.hub)
-    sample = (["--n", "100", "--nrow", "10"] + (["--method", "ddim", "--steps", "50"] if model == "ddpm" else [])
-              + sampler_flags(best_default_sampler(load_eval(dst), drift=model == "drift")))  # the card's sampler
-    subprocess.run([sys.executable, "-m", "driftin.sample", "--weights", str(dst), *sample, "--out", str(dst / "samples.png")],
-                   check=True, cwd=ROOT)
+    draw_samples(dst)  # with the sampler settings the card shows
     subprocess.run([sys.executable, "-m", "driftin.publish", "card", str(dst)], check=True, cwd=ROOT)
     extra = config.get("ema_decay", config["train_config"]["ema_decay"])
     return block_command(config["train_args"], model, block_of(config),
-                         extra if extra != config["train_config"]["ema_decay"] else None)
+                         extra if extra != config["train_config"]["ema_decay"] else None, config.get("steps"))
 
 
 def main(argv=None):

@@ -210,6 +210,10 @@ def test_cli_generator(tiny_net, u8, tmp_path, monkeypatch):
     assert set(data) == {"ddim_steps2_g1_uncond_n6", "ddim_steps1_g1_uncond_n6", "ddim_steps2_g1_uncond_quadratic_n6"}
     assert quad["spacing"] == "quadratic" and data["ddim_steps2_g1_uncond_n6"]["spacing"] == "uniform"
     assert quad["fd"] != entry["fd"]  # other timesteps, other samples
+    from driftin.eval.__main__ import entry_key
+    info = {"method": "ddim", "steps": 50, "guidance": 2.5, "classes": "uniform", "spacing": "uniform"}
+    assert entry_key({**info, "guidance_interval": [80, 580]}, 10_000) == "ddim_steps50_g2.5_i80-580_n10000"
+    assert entry_key(info, 50_000) == "ddim_steps50_g2.5"  # keys without an interval stay as they were
 
 
 def test_write_json_is_atomic_and_formatted(tmp_path):

@@ -112,6 +112,26 @@ def test_static_ddim_follows_the_spacing(nets):
         generate(net, seeds=seeds, method="ddim", steps=4, spacing="log")
 
 
+def test_static_ddim_follows_the_guidance_interval(nets):
+    """Each step's CFG scale sits in its own static scalar: the interval reaches the unrolled loop and the per-step
+    callback replay, and a new interval on the same entry refills them (no stale scale from the last call)."""
+    net = nets[False]
+    seeds = [3, 4]
+    noise, y = _inputs(seeds)
+    s = fast.get_sampler(net, STATIC, "cpu")
+    for interval in ((300, 600), (0, 400), None):
+        ref = fast.eager_generate(net, noise, "ddim", 4, y, 2.0, 0.0, seeds, guidance_interval=interval)
+        got = s.generate(noise, "ddim", 4, y, 2.0, 0.0, seeds, guidance_interval=interval)
+        torch.testing.assert_close(got, ref, atol=1e-4, rtol=0)
+        frames = []
+        stepped = s.generate(noise, "ddim", 4, y, 2.0, 0.0, seeds, callback=lambda i, x, x0: frames.append(i),
+                             guidance_interval=interval)
+        torch.testing.assert_close(stepped, ref, atol=1e-4, rtol=0)
+        assert frames == [0, 1, 2, 3]
+    assert not torch.allclose(fast.eager_generate(net, noise, "ddim", 4, y, 2.0, 0.0, seeds, guidance_interval=(300, 600)),
+                              ref, atol=1e-3)
+
+
 def test_inference_mode_callers(nets):
     """Static buffers made under torch.inference_mode() stay usable outside it, and vice versa."""
     net = nets[False]

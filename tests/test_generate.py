@@ -34,6 +34,44 @@ def test_guidance_changes_ddim_only_when_conditional(net):
     assert not torch.allclose(a, b)
 
 
+def _guided_ddim_by_hand(net, seeds, labels, steps, guidance, interval):
+    """A slow reference: DDIM written out step by step, CFG at the steps whose t is inside the interval."""
+    from driftin.sampling import ddim_coefficients, make_noise
+
+    ts, coefs, _ = ddim_coefficients(steps, 0.0)
+    x, y = make_noise(seeds, (3, 32, 32)), torch.tensor(labels)
+    for t, c in zip(ts, coefs):
+        tt = torch.full((len(seeds),), t)
+        e_c = net(x, tt, y)
+        if interval[0] <= t <= interval[1]:
+            e_u = net(x, tt, torch.full_like(y, 10))
+            e_c = e_u + guidance * (e_c - e_u)
+        x0 = ((x - c[1] * e_c) / c[0]).clamp(-1, 1)
+        x = c[2] * x0 + c[3] * (x - c[0] * x0) / c[1]
+    return x.clamp(-1, 1).add(1).div(2)
+
+
+def test_guidance_interval_guides_only_the_steps_inside_it(net):
+    """DDIM-4 visits t = 750, 500, 250, 0: (300, 600) guides only t = 500."""
+    kw = dict(seeds=[3, 4], method="ddim", steps=4, class_labels=[1, 7], guidance=3.0)
+    inside = generate(net, guidance_interval=(300, 600), **kw)
+    torch.testing.assert_close(inside, _guided_ddim_by_hand(net, [3, 4], [1, 7], 4, 3.0, (300, 600)), atol=1e-5, rtol=0)
+    # an interval holding every step is plain guidance, one holding none is no guidance
+    torch.testing.assert_close(generate(net, guidance_interval=(0, 999), **kw), generate(net, **kw), atol=0, rtol=0)
+    torch.testing.assert_close(generate(net, guidance_interval=(251, 499), **kw),
+                               generate(net, **{**kw, "guidance": 1.0}), atol=0, rtol=0)
+    assert not torch.allclose(inside, generate(net, **kw), atol=1e-3)
+
+
+@pytest.mark.parametrize("interval,msg", [((600, 300), "lo <= hi"), ((0, 1000), "<= 999"), ((1,), "two timesteps"),
+                                          ("ab", "two timesteps")])
+def test_bad_guidance_intervals_are_named(net, interval, msg):
+    with pytest.raises(ValueError, match=msg):
+        generate(net, 1, 0, method="ddim", steps=2, class_labels=1, guidance=2.0, guidance_interval=interval)
+    with pytest.raises(ValueError, match="DDIM setting"):
+        generate(net, 1, 0, method="drift", guidance_interval=(0, 500))
+
+
 def test_callback_frames(net):
     frames = []
     generate(net, 1, 0, method="ddim", steps=4, callback=lambda i, x, x0: frames.append(x0.shape))

@@ -58,6 +58,13 @@ def test_an_extra_emas_export_is_rebuilt_from_its_own_parts_and_named_in_the_com
         "\npython -m driftin.train export runs/drift-cifar10-b7 weights/drift-cifar10 --ema-decay 0.9998")
 
 
+def test_a_block_command_stops_at_the_step_the_block_reached_not_after_minutes():
+    args = ["--config", "training/drift_cifar10.json", "--steps", "10000000", "--max-minutes", "9", "--out", "/root/res/x"]
+    cmd = land_chain.block_command(args, "drift", 8, 0.999, end_step=29700).split("\n")[0]
+    assert cmd == "python -m driftin.train --config training/drift_cifar10.json --steps 29700 --out runs/drift-cifar10-b8"
+    assert land_chain.stop_at(["--lr", "1e-4"], 500) == ["--lr", "1e-4", "--steps", "500"]
+
+
 def test_block_command_runs_from_a_checkout():
     args = ["--config", "training/ddpm_cifar10.json", "--init-from", "/root/stage/weights/ddpm-cifar10", "--steps", "10000000",
             "--max-minutes", "10", "--out", "/root/res/chain_ddpm", "--ema-decay", "0.9999"]
@@ -87,22 +94,21 @@ def test_a_landed_configs_command_and_resume_folder_are_the_blocks_local_ones():
         "export runs/ddpm-cifar10-b3 weights/ddpm-cifar10")
 
 
-def test_a_landed_grid_is_sampled_with_the_setting_its_card_shows(tmp_path, monkeypatch):
-    """The DDPM scores best at DDIM-50 guidance 1.5: its samples.png is drawn there too, not at the default 1."""
+def test_a_landed_block_redraws_its_grid_after_its_eval_is_in_place(tmp_path, monkeypatch):
+    """The grid is drawn from the landed folder (modelcard.sample_grid_args reads its eval.json for the setting)."""
     export, files_at, _, _ = _export(tmp_path, arm="ddpm")
-    entry = {"method": "ddim", "steps": 50, "n": 50000, "classes": "uniform", "spacing": "uniform"}
-    (export / "eval.json").write_text(json.dumps({"g1": {**entry, "guidance": 1.0, "fid": 8.5},
-                                                  "g1.5": {**entry, "guidance": 1.5, "fid": 6.2}}))
-    (export / "config.json").write_text(json.dumps({"objective": "ddpm", "chain": [{"step": 10}],
+    (export / "eval.json").write_text(json.dumps({"g1.5": {"method": "ddim", "steps": 50, "n": 50000, "guidance": 1.5,
+                                                           "classes": "uniform", "fid": 6.2}}))
+    (export / "config.json").write_text(json.dumps({"objective": "ddpm", "chain": [{"step": 10}], "steps": 20,
                                                     "train_config": {"ema_decay": 0.9999, "out": "/root/res/chain_ddpm"},
                                                     "train_args": ["--out", "/root/res/chain_ddpm"]}))
     (export.parent / "log.jsonl").write_text("")
     root = tmp_path / "repo"
     (root / "weights" / "ddpm-cifar10").mkdir(parents=True)
-    calls = []
+    drawn = []
     monkeypatch.setattr(land_chain, "ROOT", root)
-    monkeypatch.setattr(land_chain.subprocess, "run", lambda cmd, **kw: calls.append(cmd))
-    land_chain.land(tmp_path / "res", files_at, "ddpm", "ddpm")
-    sample = next(c for c in calls if "driftin.sample" in c)
-    assert sample[sample.index("--guidance") + 1] == "1.5" and sample[sample.index("--steps") + 1] == "50"
-    assert "--spacing" not in sample  # uniform is the default
+    monkeypatch.setattr(land_chain.subprocess, "run", lambda cmd, **kw: None)  # the card
+    monkeypatch.setattr(land_chain, "draw_samples", lambda d: drawn.append((d, json.loads((d / "eval.json").read_text()))))
+    command = land_chain.land(tmp_path / "res", files_at, "ddpm", "ddpm")
+    assert drawn == [(root / "weights" / "ddpm-cifar10", {"g1.5": json.loads((export / "eval.json").read_text())["g1.5"]})]
+    assert "--steps 20" in command  # the block stops where it stopped

@@ -20,7 +20,9 @@ def _entry(fid, guidance, n=50_000, step=200):
             "spacing": "uniform", "train_steps": step}
 
 
-def test_sweep_lands_for_the_shipped_step_only(tmp_path, capsys):
+def test_sweep_lands_for_the_shipped_step_only(tmp_path, capsys, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(land_sweep, "draw_samples", lambda folder: drawn.append(folder) or folder / "samples.png")
     tc = TrainConfig(objective="ddpm", preset="tiny", steps=200)
     folder = tmp_path / "ddpm-tiny"
     save_pretrained(UNet(tc.model_config()), folder, {"objective": "ddpm", "steps": 200,
@@ -38,3 +40,7 @@ def test_sweep_lands_for_the_shipped_step_only(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "ddim_steps50_g3" in out and "best DDIM-50: guidance 2, uniform spacing, FID-50k 6.00" in out
     assert "set driftin.demo.settings.DDIM_GUIDANCE" in out  # 2 is not the app's default
+    assert drawn == [folder] and "redrawn" in out  # the best setting changed: the grid follows it (sample_grid_args)
+    drawn.clear()
+    land_sweep.main([str(tmp_path / "sweep.json"), "--weights", str(folder), "--bench", str(bench)])
+    assert drawn == []  # landed again: the same best, the grid stays

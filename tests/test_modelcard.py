@@ -9,7 +9,8 @@ import torch
 
 from driftin.config import preset
 from driftin.hub import save_pretrained
-from driftin.modelcard import FD_METRIC, FID_METRIC, MARKER, find_recipe, load_eval, load_speed, read_log, train_command, write_model_card
+from driftin.modelcard import (FD_METRIC, FID_METRIC, MARKER, find_recipe, load_eval, load_speed, read_log, sample_grid_args,
+                               train_command, write_model_card)
 from driftin.train import TrainConfig
 from driftin.unet import UNet, count_params
 
@@ -210,3 +211,14 @@ def test_card_names_the_exports_ema_decay_and_the_ddim_spacing(tmp_path):
                                                   "ddim_steps50_g1.5": {**entry, "fid": 6.2, "guidance": 1.5}}))
     text = Path(write_model_card(folder)).read_text()
     assert 'method="ddim", steps=50, guidance=1.5)' in text and "--n 64 --guidance 1.5 --out grid.png" in text
+    # ... and guidance in a limited interval: its label, the snippet, the CLI line and the sample grid all carry it
+    (folder / "eval.json").write_text(json.dumps({"ddim_steps50_g1.5": {**entry, "fid": 6.2, "guidance": 1.5},
+                                                  "ddim_steps50_g2.5_i80-580": {**entry, "fid": 5.9, "guidance": 2.5,
+                                                                                "guidance_interval": [80, 580]}}))
+    text = Path(write_model_card(folder)).read_text()
+    assert "ddim, 50 steps, guidance 2.5, guided at t 80-580" in text
+    assert 'steps=50, guidance=2.5, guidance_interval=(80, 580))' in text
+    assert "--n 64 --guidance 2.5 --guidance-interval 80 580 --out grid.png" in text
+    assert sample_grid_args(folder) == ["--weights", str(folder), "--n", "100", "--nrow", "10", "--method", "ddim",
+                                        "--steps", "50", "--guidance", "2.5", "--guidance-interval", "80", "580",
+                                        "--out", str(folder / "samples.png")]

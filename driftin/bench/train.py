@@ -157,7 +157,7 @@ def main(argv=None):
     ap.add_argument("--compile-mode", default=None, help="override the recipes' compile_mode (e.g. reduce-overhead)")
     ap.add_argument("--channels-last", default=None, choices=["true", "false"], help="override the recipes' channels_last")
     ap.add_argument("--drift-encoder-weights", default=None,
-                    help="override the drift recipe's encoder weights (e.g. the chain's weights/encoder-resnet-bn-cifar10)")
+                    help="override the drift recipe's encoder weights (e.g. weights/encoder-resnet-bn-cifar10, blocks 4-7's)")
     ap.add_argument("--force-layout", default=None, choices=["true", "false"],
                     help="override the recipes' compile_force_layout (inductor layout optimisation in backward graphs too)")
     ap.add_argument("--compile-field", default=None, choices=["true", "false"],

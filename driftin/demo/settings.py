@@ -13,7 +13,8 @@ GRID_SIZES = (1, 4, 9, 16)
 MAX_STEPS = 100
 GUIDANCE_RANGE = (1.0, 5.0)
 # The DDIM panel's default guidance: the shipped DDPM's best DDIM-50 FID-50k (6.19 at 1.5 vs 8.53 unguided;
-# weights/ddpm-cifar10/eval.json, "ddim_steps50_g1.5"). Drift keeps its own, 1.0: guiding it scored worse.
+# weights/ddpm-cifar10/eval.json, "ddim_steps50_g1.5"). Drift keeps its own, 1.0: guiding it scored worse through block 7
+# (not yet re-measured on block 8's encoder).
 DDIM_GUIDANCE = 1.5
 MAX_SEED = 2**31 - 1
 RECORD_MIN_SECONDS = 1.0

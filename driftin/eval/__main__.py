@@ -46,6 +46,8 @@ def parse_args(argv=None):
     ap.add_argument("--guidance", type=float, default=1.0)
     ap.add_argument("--spacing", choices=DDIM_SPACINGS, default="uniform",
                     help="DDIM's sub-sequence of the 1,000 steps (quadratic: the DDIM paper's CIFAR-10 choice)")
+    ap.add_argument("--guidance-interval", type=int, nargs=2, metavar=("LO", "HI"),
+                    help="DDIM guides only the steps whose timestep t (0-999) has LO <= t <= HI (default: every step)")
     ap.add_argument("--classes", choices=["auto", "uniform", "none"], default="auto",
                     help="uniform: label i %% K for sample i; auto: uniform for class-conditional models")
     ap.add_argument("--seed", type=int, default=0, help="samples use seeds seed .. seed+n-1")
@@ -86,11 +88,14 @@ def _model_source(args, device, context):
     fast = device.type == "cuda" if args.fast is None else args.fast
     batches = generated_batches(model, args.n, seed=args.seed, batch=args.batch, method=method, steps=steps,
                                 guidance=args.guidance, classes=classes, num_classes=num_classes or 10, device=device,
-                                fast=FastOptions.from_env() if fast else False, spacing=args.spacing)
+                                fast=FastOptions.from_env() if fast else False, spacing=args.spacing,
+                                guidance_interval=args.guidance_interval)
     info = {"model": str(args.weights), "method": method, "steps": steps, "guidance": args.guidance, "classes": classes,
             "seed": args.seed, "objective": meta.get("objective"), "fast": fast, "train_steps": meta.get("steps")}
     if method == "ddim":
         info["spacing"] = args.spacing
+        if args.guidance_interval:
+            info["guidance_interval"] = list(args.guidance_interval)
     return batches, args.n, info, None
 
 
@@ -100,6 +105,7 @@ def entry_key(info: dict, n: int) -> str:
     key = f"{info['method']}_steps{info['steps']}_g{info['guidance']:g}"
     key += "_uncond" if info["classes"] == "none" else ""
     key += f"_{info['spacing']}" if info.get("spacing", "uniform") != "uniform" else ""  # uniform keys stay as before
+    key += "_i{}-{}".format(*info["guidance_interval"]) if info.get("guidance_interval") else ""
     return key + ("" if n == 50_000 else f"_n{n}")  # a quick 10k run must not overwrite the 50k number
 
 

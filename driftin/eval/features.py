@@ -134,7 +134,7 @@ def save_cached(prefix: str, key: str, arrays: dict) -> dict:
 
 def generated_batches(model, n: int, seed: int = 0, batch: int = 1000, method=None, steps: int = 50, guidance: float = 1.0,
                       classes: str = "none", num_classes: int = 10, device=None, fast=False,
-                      spacing: str = "uniform") -> Iterator[tuple[torch.Tensor, list | None]]:
+                      spacing: str = "uniform", guidance_interval=None) -> Iterator[tuple[torch.Tensor, list | None]]:
     """Yield (uint8 images [b,3,32,32], class labels or None) for seeds range(seed, seed + n).
 
     classes="uniform": sample i gets label i % num_classes, a balanced set whatever n is. Output is
@@ -146,7 +146,8 @@ def generated_batches(model, n: int, seed: int = 0, batch: int = 1000, method=No
         idx = range(start, min(start + batch, n))
         labels = [i % num_classes for i in idx] if classes == "uniform" else None
         x = generate(model, seeds=[seed + i for i in idx], method=method, steps=steps, class_labels=labels,
-                     guidance=guidance, output="uint8", device=device, fast=fast, spacing=spacing)
+                     guidance=guidance, output="uint8", device=device, fast=fast, spacing=spacing,
+                     guidance_interval=guidance_interval)
         yield x, labels
 
 

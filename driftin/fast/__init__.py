@@ -99,12 +99,13 @@ def get_sampler(net, options: FastOptions | None = None, device=None) -> FastSam
 
 
 def eager_generate(net, noise, method, steps=50, y=None, guidance=1.0, eta=0.0, seeds=None, callback=None,
-                   spacing="uniform"):
+                   spacing="uniform", guidance_interval=None):
     """The reference path (what generate() does with fast=False)."""
     if method != "drift" and seeds is None and eta > 0:
         raise ValueError("seeds are needed for DDIM with eta > 0")
     noise_fn = step_noise(seeds, noise) if method != "drift" and seeds is not None else None
-    return eager_sample(net, noise, method, steps, y, guidance, eta, noise_fn, callback, spacing=spacing)
+    return eager_sample(net, noise, method, steps, y, guidance, eta, noise_fn, callback, spacing=spacing,
+                        guidance_interval=guidance_interval)
 
 
 def _info(path, reason=None, sampler=None):
@@ -120,7 +121,7 @@ def _info(path, reason=None, sampler=None):
 
 @torch.no_grad()
 def fast_generate(net, noise, method, steps=50, y=None, guidance=1.0, eta=0.0, seeds=None, callback=None,
-                  *, options: FastOptions | None = None, spacing: str = "uniform"):
+                  *, options: FastOptions | None = None, spacing: str = "uniform", guidance_interval=None):
     """generate()'s fast path: x [n, C, H, W] float32 (unclamped), equal to the eager path up to bf16."""
     options = options or FastOptions()
     reason = None
@@ -135,7 +136,7 @@ def fast_generate(net, noise, method, steps=50, y=None, guidance=1.0, eta=0.0, s
             try:
                 with LOCK:
                     s = get_sampler(net, options, noise.device)
-                    x = s.generate(noise, method, steps, y, guidance, eta, seeds, callback, spacing)
+                    x = s.generate(noise, method, steps, y, guidance, eta, seeds, callback, spacing, guidance_interval)
                     _info(s.path, None, s)
                     return x
             except Rebuild:
@@ -149,4 +150,5 @@ def fast_generate(net, noise, method, steps=50, y=None, guidance=1.0, eta=0.0, s
                     log.warning("driftin.fast: %s", reason)
                 break
     _info("eager", reason)
-    return eager_generate(net, noise, method, steps, y, guidance, eta, seeds, callback, spacing=spacing)
+    return eager_generate(net, noise, method, steps, y, guidance, eta, seeds, callback, spacing=spacing,
+                          guidance_interval=guidance_interval)

@@ -13,7 +13,7 @@ import weakref
 
 import torch
 
-from ..sampling import cfg_mix, ddim_coefficients, ddim_update, predraw_noise
+from ..sampling import cfg_mix, ddim_coefficients, ddim_update, guidance_at, predraw_noise
 from .fusion import fold_emb, fused_copy
 from .graphs import GRAPHS, BuildError, Entry, compile_fn
 from .options import _DTYPES, FastOptions
@@ -136,12 +136,13 @@ class FastSampler:
         return e
 
     # -- sampling ------------------------------------------------------------------------------
-    def generate(self, noise, method, steps=50, y=None, guidance=1.0, eta=0.0, seeds=None, callback=None, spacing="uniform"):
+    def generate(self, noise, method, steps=50, y=None, guidance=1.0, eta=0.0, seeds=None, callback=None, spacing="uniform",
+                 guidance_interval=None):
         # static buffers / copies must be normal tensors even when called under torch.inference_mode()
         with torch.inference_mode(False), torch.no_grad():
-            return self._generate(noise, method, steps, y, guidance, eta, seeds, callback, spacing)
+            return self._generate(noise, method, steps, y, guidance, eta, seeds, callback, spacing, guidance_interval)
 
-    def _generate(self, noise, method, steps, y, guidance, eta, seeds, callback, spacing="uniform"):
+    def _generate(self, noise, method, steps, y, guidance, eta, seeds, callback, spacing="uniform", guidance_interval=None):
         if method == "drift" and guidance != 1.0 and not self.config.guidance_input:
             raise ValueError("this drift model has no guidance input; use guidance=1")
         if method not in ("drift", "ddim"):
@@ -151,7 +152,8 @@ class FastSampler:
         if callback is not None and self.stale():  # a callback must not see frames twice
             self.refresh()
         run = self._drift if method == "drift" else self._ddim
-        args = (noise, y, guidance) if method == "drift" else (noise, steps, y, guidance, eta, seeds, callback, spacing)
+        args = ((noise, y, guidance) if method == "drift"
+                else (noise, steps, y, guidance, eta, seeds, callback, spacing, guidance_interval))
         x = run(*args)
         if callback is None and self.stale():  # checked after launching: hidden behind the GPU work
             self.refresh()
@@ -185,7 +187,8 @@ class FastSampler:
         n, dev, K = noise.shape[0], self.device, self.config.num_classes
         ts, coefs, sigmas = ddim_coefficients(steps, float(eta), spacing)
         nb = 2 * n if guided else n
-        ins = {"x": noise.clone(), "y": None, "g": torch.zeros((), device=dev),
+        ins = {"x": noise.clone(), "y": None, "ts": ts,
+               "g": [torch.zeros((), device=dev) for _ in ts],  # the CFG scale per step (a guidance interval)
                "t": [torch.full((nb,), t, dtype=torch.long, device=dev) for t in ts],
                "c": [coefs[i].to(dev) for i in range(steps)],  # separate allocations (no view offsets)
                "noise": None, "sigmas": sigmas}
@@ -195,18 +198,24 @@ class FastSampler:
             ins["noise"] = torch.empty(steps - 1, *noise.shape, device=dev)
         return ins
 
-    def _fill_ddim(self, e, noise, y, guidance, seeds, steps, guided):
+    @staticmethod
+    def _fill_guidance(ins, guidance, interval):
+        """Each step's CFG scale (sampling.guidance_at) into its static scalar (the replayed graph reads them)."""
+        for g, t in zip(ins.get("g_all", ins["g"]), ins["ts"]):
+            g.fill_(guidance_at(t, float(guidance), interval))
+
+    def _fill_ddim(self, e, noise, y, guidance, seeds, steps, guided, interval=None):
         ins = e.inputs
         ins["x"].copy_(noise)
         if y is not None:
             ins["y"][: y.shape[0]].copy_(y)
-        if guided and e.state.get("guidance") != guidance:
-            ins["g"].fill_(float(guidance))
-            e.state["guidance"] = guidance
+        if guided and e.state.get("guidance") != (guidance, interval):
+            self._fill_guidance(ins, guidance, interval)
+            e.state["guidance"] = (guidance, interval)
         if ins["noise"] is not None:
             ins["noise"].copy_(predraw_noise(seeds, steps, noise.shape[1:]))
 
-    def _ddim(self, noise, steps, y, guidance, eta, seeds, callback, spacing="uniform"):
+    def _ddim(self, noise, steps, y, guidance, eta, seeds, callback, spacing="uniform", interval=None):
         n = noise.shape[0]
         guided = y is not None and guidance != 1.0
         eta = float(eta)
@@ -214,20 +223,20 @@ class FastSampler:
 
         def make():
             ins = self._ddim_inputs(noise, steps, y, guided, eta, spacing)
-            ins["g"].fill_(float(guidance))
+            self._fill_guidance(ins, guidance, interval)
             return ins
 
         if callback is None:  # the whole loop, one graph
             def run(ins):
                 step, x = self._fn(name), ins["x"]
                 for i in range(steps):
-                    x, _ = step(x, ins["t"][i], ins["y"], ins["g"] if guided else None, ins["c"][i])
+                    x, _ = step(x, ins["t"][i], ins["y"], ins["g"][i] if guided else None, ins["c"][i])
                     if ins["noise"] is not None and i + 1 < steps:
                         x = torch.add(x, ins["noise"][i], alpha=ins["sigmas"][i])
                 return x
 
             e = self._entry(("ddim", n, steps, eta, guided, y is not None, spacing), make, run)
-            self._fill_ddim(e, noise, y, guidance, seeds, steps, guided)
+            self._fill_ddim(e, noise, y, guidance, seeds, steps, guided, interval)
             self.last_entry = e
             out = e()
             return out.clone() if e.graph is not None else out
@@ -235,21 +244,22 @@ class FastSampler:
         # with a callback: one single-step graph, replayed per step with its t / coefficients copied in
         def make_step():
             ins = make()
-            ins["t_all"], ins["c_all"] = torch.stack(ins["t"]), torch.stack(ins["c"])
-            ins["t"], ins["c"] = ins["t_all"][0].clone(), ins["c_all"][0].clone()
+            ins["t_all"], ins["c_all"], ins["g_all"] = torch.stack(ins["t"]), torch.stack(ins["c"]), ins["g"]
+            ins["t"], ins["c"], ins["g"] = ins["t_all"][0].clone(), ins["c_all"][0].clone(), ins["g_all"][0].clone()
             return ins
 
         def run_step(ins):
             return self._fn(name)(ins["x"], ins["t"], ins["y"], ins["g"] if guided else None, ins["c"])
 
         e = self._entry(("ddim_step", n, steps, eta, guided, y is not None, spacing), make_step, run_step)
-        self._fill_ddim(e, noise, y, guidance, seeds, steps, guided)
+        self._fill_ddim(e, noise, y, guidance, seeds, steps, guided, interval)
         ins, x = e.inputs, noise.float()
         self.last_entry = e
         for i in range(steps):
             ins["x"].copy_(x)
             ins["t"].copy_(ins["t_all"][i])
             ins["c"].copy_(ins["c_all"][i])
+            ins["g"].copy_(ins["g_all"][i])
             x, x0 = e()
             x, x0 = x.clone(), x0.clone()
             if ins["noise"] is not None and i + 1 < steps:

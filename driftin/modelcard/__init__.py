@@ -22,9 +22,11 @@ from .plot import plot_training_curve
 from .recipe import find_recipe, reproduce_command, train_command
 from .sources import copy_speed_files, count_parameters, load_eval, load_speed, read_log
 from .text import (ANCHORS, FD_METRIC, FD_NOTE, FID_METRIC, FID_NAME, FID_NOTE, MARKER, PAPER, _speed_rows,  # noqa: F401
-                   best_default_sampler, sampler_flags, build_card_text)
-from .writer import write_model_card
+                   best_default_sampler, sampler_settings, sampler_flags,
+                   build_card_text)
+from .writer import draw_samples, sample_grid_args, write_model_card
 
 __all__ = ["MARKER", "PAPER", "FD_METRIC", "FID_METRIC", "FID_NAME", "FID_NOTE", "FD_NOTE", "ANCHORS", "load_eval",
            "read_log", "load_speed", "copy_speed_files", "count_parameters", "find_recipe", "train_command",
-           "reproduce_command", "plot_training_curve", "best_default_sampler", "sampler_flags", "build_card_text", "write_model_card"]
+           "reproduce_command", "plot_training_curve", "best_default_sampler", "sampler_settings", "sampler_flags",
+           "build_card_text", "write_model_card", "sample_grid_args", "draw_samples"]

@@ -45,7 +45,8 @@ def load_eval(folder: str | Path) -> list[dict]:
         row.update(name=name, n=int(_num(e.get("n")) or 0) or None, method=e.get("method"),
                    steps=int(steps) if steps is not None else None, guidance=_num(e.get("guidance")),
                    classes=e.get("classes"), split=(e.get("reference") or {}).get("split", "train"),
-                   spacing=e.get("spacing", "uniform"))
+                   spacing=e.get("spacing", "uniform"),
+                   guidance_interval=tuple(e["guidance_interval"]) if e.get("guidance_interval") else None)
         rows.append(row)
     order = {"drift": 0, "ddim": 1, "ddpm": 2}
     rows.sort(key=lambda r: (order.get(str(r["method"]), 9), r["steps"] or 0, r["guidance"] or 0, -(r["n"] or 0), str(r["name"])))

@@ -52,6 +52,8 @@ def _eval_label(r: dict) -> str:
         s += f", guidance {r['guidance']:g}"
     if r.get("spacing", "uniform") != "uniform":
         s += f", {r['spacing']} spacing"
+    if r.get("guidance_interval"):
+        s += ", guided at t {}-{}".format(*r["guidance_interval"])
     if r.get("classes") == "none":
         s += ", unconditional"
     return s
@@ -91,14 +93,31 @@ def best_default_sampler(evals: list[dict], drift: bool) -> dict | None:
     return min((r for r in rows if r["n"] == n), key=lambda r: r["fid"])
 
 
+def sampler_settings(best: dict | None) -> dict:
+    """generate() keywords of an eval row's sampler that differ from the defaults: guidance, spacing,
+    guidance_interval. The card's usage (Python and CLI) and a landed sample grid all come from these."""
+    best = best or {}
+    out = {}
+    if best.get("guidance") not in (None, 1.0):
+        out["guidance"] = best["guidance"]
+    if (best.get("spacing") or "uniform") != "uniform":
+        out["spacing"] = best["spacing"]
+    if best.get("guidance_interval"):
+        out["guidance_interval"] = tuple(best["guidance_interval"])
+    return out
+
+
+def _py(value) -> str:
+    """A setting as the card's Python snippet writes it: 1.5, "quadratic", (80, 580)."""
+    return f"{value:g}" if isinstance(value, float) else f'"{value}"' if isinstance(value, str) else repr(value)
+
+
 def sampler_flags(best: dict | None) -> list[str]:
-    """`python -m driftin.sample` flags for an eval row's guidance and spacing (none where they are the defaults):
-    what the card's CLI line and a landed sample grid use, so both show the setting that scored best."""
+    """sampler_settings as `python -m driftin.sample` / `python -m driftin.eval` flags."""
     flags = []
-    if best and best.get("guidance") not in (None, 1.0):
-        flags += ["--guidance", f"{best['guidance']:g}"]
-    if best and (best.get("spacing") or "uniform") != "uniform":
-        flags += ["--spacing", best["spacing"]]
+    for key, value in sampler_settings(best).items():
+        values = value if isinstance(value, tuple) else (value,)
+        flags += [f"--{key.replace('_', '-')}", *(f"{v:g}" if isinstance(v, float) else str(v) for v in values)]
     return flags
 
 
@@ -171,10 +190,7 @@ def build_card_text(folder: str | Path, repo_id: str | None = None, train_record
     gen_args = "n=16, seeds=0" + (", class_labels=3" if num_classes else "") + ("" if drift else ', method="ddim", steps=50')
     best = best_default_sampler(evals, drift)  # the usage shows the guidance / spacing that scored best, not just 1
     cli_args = "".join(f" {f}" for f in sampler_flags(best))
-    if best and best.get("guidance") not in (None, 1.0):
-        gen_args += f", guidance={best['guidance']:g}"
-    if best and (best.get("spacing") or "uniform") != "uniform":
-        gen_args += f', spacing="{best["spacing"]}"'
+    gen_args += "".join(f", {k}={_py(v)}" for k, v in sampler_settings(best).items())
     b += ["", "## Usage", "", "```bash",
           f"hf download {repo} --local-dir {local}",
           f"python app.py --{'drift' if drift else 'ddpm'} {local}      # the side-by-side demo (or pass the repo id)",

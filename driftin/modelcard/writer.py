@@ -1,4 +1,5 @@
-"""write_model_card: gather a folder's card sources (run log, sample grid, speed files) and write README.md."""
+"""write_model_card: gather a folder's card sources (run log, sample grid, speed files) and write README.md;
+draw_samples: the folder's sample grid, drawn the way its card says to sample."""
 from __future__ import annotations
 
 import shutil
@@ -6,8 +7,8 @@ from pathlib import Path
 
 from .plot import plot_training_curve
 from .recipe import _norm
-from .sources import _read_json, _repo_root, copy_speed_files, read_log
-from .text import build_card_text
+from .sources import _read_json, _repo_root, copy_speed_files, load_eval, read_log
+from .text import best_default_sampler, build_card_text, sampler_flags
 
 
 def _find_run(folder: Path, tc: dict) -> Path | None:
@@ -20,6 +21,25 @@ def _find_run(folder: Path, tc: dict) -> Path | None:
         if (run / "log.jsonl").exists() and _read_json(run / "config.json") == _norm(tc):
             return run
     return None
+
+
+def sample_grid_args(folder: str | Path) -> list[str]:
+    """`python -m driftin.sample` arguments for a weights folder's samples.png: 100 images, a column per class, from
+    the default sampler (drift: 1 step; DDPM: DDIM 50 steps) at the settings that scored best in its eval.json,
+    the ones its card's usage shows."""
+    folder = Path(folder)
+    cfg = _read_json(folder / "config.json") or {}
+    drift = (cfg.get("objective") or (cfg.get("train_config") or {}).get("objective") or "drift") == "drift"
+    args = ["--weights", str(folder), "--n", "100", "--nrow", "10"] + ([] if drift else ["--method", "ddim", "--steps", "50"])
+    return args + sampler_flags(best_default_sampler(load_eval(folder), drift)) + ["--out", str(folder / "samples.png")]
+
+
+def draw_samples(folder: str | Path) -> Path:
+    """(Re)draw samples.png in a weights folder (sample_grid_args); CPU takes minutes for a DDPM."""
+    from driftin.sample import main  # here, not at the top: the sampler pulls in the model code
+
+    main(sample_grid_args(folder))
+    return Path(folder) / "samples.png"
 
 
 def write_model_card(folder: str | Path, run_dir: str | Path | None = None, grid: str | Path | None = None,
