@@ -80,9 +80,11 @@ def check_guidance_interval(interval) -> tuple[int, int] | None:
     if interval is None:
         return None
     try:
+        if isinstance(interval, (str, bytes)) or any(int(v) != v for v in interval):
+            raise TypeError
         lo, hi = (int(v) for v in interval)
     except (TypeError, ValueError):
-        raise ValueError(f"guidance_interval must be two timesteps (lo, hi), got {interval!r}") from None
+        raise ValueError(f"guidance_interval must be two integer timesteps (lo, hi), got {interval!r}") from None
     if not 0 <= lo <= hi <= T - 1:
         raise ValueError(f"guidance_interval must satisfy 0 <= lo <= hi <= {T - 1}, got ({lo}, {hi})")
     return lo, hi
@@ -103,7 +105,8 @@ def eps_fn(net, y, guidance: float, interval: tuple[int, int] | None = None):
     null = torch.full_like(y, net.config.num_classes)
 
     def guided(x, t):
-        g = guidance_at(int(t[0]), guidance, interval)  # one timestep per call (a host sync: this is the reference path)
+        # one timestep per call; reading it is a host sync, so only where an interval needs it (the reference path)
+        g = guidance if interval is None else guidance_at(int(t[0]), guidance, interval)
         if g == 1.0:
             return net(x, t, y)
         e_c, e_u = net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null])).chunk(2)

@@ -109,16 +109,17 @@ encoder() {
 # 10k run, 2.5 for the 50k). Block 7's lease swept guidance 1 / 1.5 x uniform / quadratic: 1.5 uniform won (FID-10k
 # 8.13, FID-50k 6.19, was 8.53 at guidance 1); block 8's swept 1.75 / 2 / 2.5 at every step: FID-10k 8.33 / 9.10 /
 # 11.55, all worse. So the defaults try guidance in a limited interval (Kynkaanniemi et al. 2024: EDM2's sigma range
-# 0.28-5.42 is t 82-579 in this schedule), where stronger scales cost less diversity. Land it with
+# 0.28-5.42 is t 82-578 in this schedule; 80-580 rounds it out to 26 of DDIM-50's steps), where stronger scales cost
+# less diversity. Land it with
 # `python scripts/land_sweep.py <collected>/eval_ddpm_sweep.json` (benchmarks/, the DDPM's eval.json and card).
 SWEEP_G=${SWEEP_G:-2 2.5 3} SWEEP_SPACING=${SWEEP_SPACING:-uniform} SWEEP_INTERVALS=${SWEEP_INTERVALS:-80-580}
-interval_flags() { [ "$1" = all ] || echo "--guidance-interval ${1%-*} ${1#*-}"; }
+interval_flags() { local iv=${1:-all}; [ "$iv" = all ] || echo "--guidance-interval ${iv%-*} ${iv#*-}"; }
 sweep() {
   local g sp iv out=$O/eval_ddpm_sweep.json best
   [ -e $out ] || cp benchmarks/eval_ddpm_sweep.json $out 2>/dev/null
   for sp in $SWEEP_SPACING; do for iv in $SWEEP_INTERVALS; do for g in $SWEEP_G; do
     run sweep_${sp}_g${g}_$iv $EVAL --weights $S/weights/ddpm-cifar10 --method ddim --steps 50 --guidance $g --spacing $sp \
-        $(interval_flags $iv) --n 10000 --out $out
+        $(interval_flags "$iv") --n 10000 --out $out
   done; done; done
   # the best 10k setting of these weights (entries of other training steps are history), empty if it has its 50k:
   # "guidance spacing interval" with the interval as LO-HI or all
@@ -128,7 +129,7 @@ s = lambda e: (e['guidance'], e.get('spacing', 'uniform'), '-'.join(map(str, e.g
 b = s(min((e for e in d if e['n'] == 10000), key=lambda e: e['fid']))
 print(*b) if all(s(e) != b for e in d if e['n'] == 50000) else None") || echo "   sweep: no best picked (see above)"
   [ -n "$best" ] && set -- $best && run sweep_best $EVAL --weights $S/weights/ddpm-cifar10 --method ddim --steps 50 \
-      --guidance $1 --spacing $2 $(interval_flags $3) --out $out
+      --guidance $1 --spacing $2 $(interval_flags "${3:-all}") --out $out
 }
 
 # the paper's kind of encoder (#19): the GroupNorm resnet pretrained as an MAE, then fine-tuned for classification

@@ -55,9 +55,14 @@ def main(argv=None) -> int:
     best = land(a.sweep, a.weights, a.bench, grid=not a.no_grid)
     if best:
         g = best["guidance"]
-        where = " at t {}-{}".format(*best["guidance_interval"]) if best.get("guidance_interval") else ""
-        print(f"best DDIM-50: guidance {g:g}{where}, {best['spacing']} spacing, FID-50k {best['fid']:.2f}; app default {DDIM_GUIDANCE:g}"
-              + ("" if g == DDIM_GUIDANCE else " -> set driftin.demo.settings.DDIM_GUIDANCE, then the assets (see --help)"))
+        interval = best.get("guidance_interval")
+        where = " at t {}-{}".format(*interval) if interval else ""
+        advice = ("" if g == DDIM_GUIDANCE and not interval
+                  # the app and the assets guide every step: the interval's scale there would be another, worse sampler
+                  else " -> the app and assets guide every step: they keep their default until they take an interval"
+                  if interval else " -> set driftin.demo.settings.DDIM_GUIDANCE, then the assets (see --help)")
+        print(f"best DDIM-50: guidance {g:g}{where}, {best['spacing']} spacing, FID-50k {best['fid']:.2f}; "
+              f"app default {DDIM_GUIDANCE:g}{advice}")
     return 0
 
 

@@ -214,6 +214,10 @@ def test_cli_generator(tiny_net, u8, tmp_path, monkeypatch):
     info = {"method": "ddim", "steps": 50, "guidance": 2.5, "classes": "uniform", "spacing": "uniform"}
     assert entry_key({**info, "guidance_interval": [80, 580]}, 10_000) == "ddim_steps50_g2.5_i80-580_n10000"
     assert entry_key(info, 50_000) == "ddim_steps50_g2.5"  # keys without an interval stay as they were
+    with pytest.raises(SystemExit):  # a bad interval stops before any network or statistics load
+        main(args + ["--guidance", "2", "--guidance-interval", "580", "80"])
+    # an unconditional model has no guidance to limit: the interval is dropped, not recorded under its own key
+    assert "guidance_interval" not in main(args + ["--guidance-interval", "80", "580"])
 
 
 def test_write_json_is_atomic_and_formatted(tmp_path):

@@ -63,8 +63,8 @@ def test_guidance_interval_guides_only_the_steps_inside_it(net):
     assert not torch.allclose(inside, generate(net, **kw), atol=1e-3)
 
 
-@pytest.mark.parametrize("interval,msg", [((600, 300), "lo <= hi"), ((0, 1000), "<= 999"), ((1,), "two timesteps"),
-                                          ("ab", "two timesteps")])
+@pytest.mark.parametrize("interval,msg", [((600, 300), "lo <= hi"), ((0, 1000), "<= 999"), ((1,), "integer timesteps"),
+                                          ("12", "integer timesteps"), ((80.5, 580), "integer timesteps")])
 def test_bad_guidance_intervals_are_named(net, interval, msg):
     with pytest.raises(ValueError, match=msg):
         generate(net, 1, 0, method="ddim", steps=2, class_labels=1, guidance=2.0, guidance_interval=interval)

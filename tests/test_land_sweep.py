@@ -44,3 +44,11 @@ def test_sweep_lands_for_the_shipped_step_only(tmp_path, capsys, monkeypatch):
     drawn.clear()
     land_sweep.main([str(tmp_path / "sweep.json"), "--weights", str(folder), "--bench", str(bench)])
     assert drawn == []  # landed again: the same best, the grid stays
+    # a best with a guidance interval: the app (every step guided) must not take its scale
+    sweep["ddim_steps50_g3_i80-580"] = {**_entry(5.0, 3.0), "guidance_interval": [80, 580]}
+    (tmp_path / "sweep.json").write_text(json.dumps(sweep))
+    capsys.readouterr()
+    land_sweep.main([str(tmp_path / "sweep.json"), "--weights", str(folder), "--bench", str(bench)])
+    out = capsys.readouterr().out
+    assert "guidance 3 at t 80-580" in out and "keep their default" in out and "set driftin" not in out
+    assert 'guidance=3, guidance_interval=(80, 580))' in (folder / "README.md").read_text()

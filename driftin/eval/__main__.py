@@ -31,6 +31,7 @@ from driftin.eval.features import (DEFAULT_EVALNET, EvalFeatures, collect, defau
 from driftin.eval.inception import InceptionFeatures, InceptionWeightsError, inception_metrics, inception_reference_stats
 from driftin.eval.metrics import compute_metrics
 from driftin.fast import FastOptions
+from driftin.sampling import check_guidance_interval
 
 COLUMNS = ["entry", "n", "fid", "kid", "fd", "precision", "recall", "is_analogue", "class_acc", "sample_seconds"]
 
@@ -63,7 +64,12 @@ def parse_args(argv=None):
     ap.add_argument("--fast", action=argparse.BooleanOptionalAction, default=None,
                     help="generate()'s compiled/CUDA-graph bf16 path (default: on for CUDA, off on CPU)")
     ap.add_argument("--device")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    try:  # before any network or reference statistics load
+        args.guidance_interval = check_guidance_interval(args.guidance_interval)
+    except ValueError as e:
+        ap.error(str(e))
+    return args
 
 
 def _image_source(args):
@@ -86,16 +92,21 @@ def _model_source(args, device, context):
     if classes == "uniform" and not num_classes:
         raise ValueError(f"{args.weights} is unconditional; use --classes none")
     fast = device.type == "cuda" if args.fast is None else args.fast
+    interval = args.guidance_interval
+    if interval and method != "ddim":
+        raise ValueError("--guidance-interval is a DDIM setting; drift's guidance is one input of its single step")
+    if args.guidance == 1.0 or classes == "none":
+        interval = None  # no guidance to limit: the entry is the unguided one, not a copy under another key
     batches = generated_batches(model, args.n, seed=args.seed, batch=args.batch, method=method, steps=steps,
                                 guidance=args.guidance, classes=classes, num_classes=num_classes or 10, device=device,
                                 fast=FastOptions.from_env() if fast else False, spacing=args.spacing,
-                                guidance_interval=args.guidance_interval)
+                                guidance_interval=interval)
     info = {"model": str(args.weights), "method": method, "steps": steps, "guidance": args.guidance, "classes": classes,
             "seed": args.seed, "objective": meta.get("objective"), "fast": fast, "train_steps": meta.get("steps")}
     if method == "ddim":
         info["spacing"] = args.spacing
-        if args.guidance_interval:
-            info["guidance_interval"] = list(args.guidance_interval)
+        if interval:
+            info["guidance_interval"] = list(interval)
     return batches, args.n, info, None
 
 

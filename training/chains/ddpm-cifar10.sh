@@ -4,8 +4,8 @@
 # and its warmup restart). config.json's "chain" records every boundary; train_log.jsonl holds all blocks, with
 # a {"event": "boundary"} record where one starts. Run from the repository root on a GPU machine.
 set -euo pipefail
-# Every block stops at the step its lease stopped at (`--steps END`): the leases ran `--steps 10000000 --max-minutes N`
-# (config.json's "train_args" keep that), and the learning rate is constant after warmup, so `--steps` decides only
+# Every block stops at the step its lease stopped at (`--steps END`): the leases from block 2 on stopped on
+# `--max-minutes N` (config.json's "train_args" keep how each ran), and the learning rate is constant after warmup, so `--steps` decides only
 # where a block stops and the chain reproduces on any GPU, alone or shared.
 
 # block 1: steps 0 -> 18,000 (4.61M images), one H100 (before the #17 trainer: CPU-drawn data order).
