@@ -6,7 +6,8 @@ The sweep file (the committed benchmarks/eval_ddpm_sweep.json plus the lease's r
 replaces benchmarks/eval_ddpm_sweep.json; its FID-50k entries measured on the shipped DDPM (same training step) join
 weights/ddpm-cifar10/eval.json and the card is rebuilt, so the card's usage shows the best guidance; where the best
 setting changed, samples.png is redrawn with it (minutes on a CPU; --no-grid skips it). Prints the best
-DDIM-50 setting against the app's default (driftin.demo.DDIM_GUIDANCE): a change there is a code edit, then
+DDIM-50 setting against the app's default (driftin.demo.DDIM_GUIDANCE, DDIM_GUIDANCE_INTERVAL): a change there is a
+code edit, then
 `python scripts/make_assets.py compare`, `... gif` and `python scripts/screenshot_app.py --ddpm-min-step 22`.
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from driftin.demo import DDIM_GUIDANCE  # noqa: E402
+from driftin.demo import DDIM_GUIDANCE, DDIM_GUIDANCE_INTERVAL, guided_at  # noqa: E402
 from driftin.eval import write_json  # noqa: E402
 from driftin.modelcard import best_default_sampler, draw_samples, load_eval, sampler_settings, write_model_card  # noqa: E402
 
@@ -56,13 +57,13 @@ def main(argv=None) -> int:
     if best:
         g = best["guidance"]
         interval = best.get("guidance_interval")
-        where = " at t {}-{}".format(*interval) if interval else ""
-        advice = ("" if g == DDIM_GUIDANCE and not interval
-                  # the app and the assets guide every step: the interval's scale there would be another, worse sampler
-                  else " -> the app and assets guide every step: they keep their default until they take an interval"
-                  if interval else " -> set driftin.demo.settings.DDIM_GUIDANCE, then the assets (see --help)")
-        print(f"best DDIM-50: guidance {g:g}{where}, {best['spacing']} spacing, FID-50k {best['fid']:.2f}; "
-              f"app default {DDIM_GUIDANCE:g}{advice}")
+        app = (DDIM_GUIDANCE, DDIM_GUIDANCE_INTERVAL)
+        # the scale and its interval go together: an interval's best scale guiding every step is another sampler
+        advice = "" if (g, interval) == app else (
+            f" -> set DDIM_GUIDANCE = {g:g} and DDIM_GUIDANCE_INTERVAL = {interval} in driftin/demo/settings.py, then the "
+            "assets (see --help)")
+        print(f"best DDIM-50: guidance {g:g}{guided_at(interval)}, {best['spacing']} spacing, FID-50k {best['fid']:.2f}; "
+              f"app default {DDIM_GUIDANCE:g}{guided_at(DDIM_GUIDANCE_INTERVAL)}{advice}")
     return 0
 
 

@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from driftin import generate, load_pretrained  # noqa: E402
 from driftin.data import CIFAR10_CLASSES  # noqa: E402
-from driftin.demo import DDIM_GUIDANCE  # noqa: E402
+from driftin.demo import DDIM_GUIDANCE, DDIM_GUIDANCE_INTERVAL, guided_at  # noqa: E402
 
 
 def titled(images: list[Image.Image], titles: list[str], gap: int = 12, bar: int = 22) -> Image.Image:
@@ -44,8 +44,10 @@ def compare(a):
     labels = torch.arange(10).repeat_interleave(a.per_class)  # one row per class
     seeds = list(range(a.seed, a.seed + len(labels)))
     x_drift = generate(drift, seeds=seeds, method="drift", class_labels=labels, guidance=a.guidance)
-    x_ddim = generate(ddpm, seeds=seeds, method="ddim", steps=a.steps, class_labels=labels, guidance=a.ddim_guidance)
-    titles = [f"drift, 1 step (guidance {a.guidance:g})", f"DDPM, DDIM {a.steps} steps (guidance {a.ddim_guidance:g})"]
+    x_ddim = generate(ddpm, seeds=seeds, method="ddim", steps=a.steps, class_labels=labels, guidance=a.ddim_guidance,
+                      guidance_interval=a.ddim_guidance_interval)
+    titles = [f"drift, 1 step (guidance {a.guidance:g})",
+              f"DDPM, DDIM {a.steps} steps (guidance {a.ddim_guidance:g}{guided_at(a.ddim_guidance_interval)})"]
     titled([grid(x_drift, a.per_class, a.scale), grid(x_ddim, a.per_class, a.scale)], titles).save(a.out)
     print(f"wrote {a.out} (rows: {', '.join(CIFAR10_CLASSES)}; same seeds per cell)")
 
@@ -61,8 +63,9 @@ def gif(a):
     left = make_grid(generate(drift, seeds=seeds, method="drift", class_labels=labels, output="uint8"), scale=a.scale)
     x0s = []
     generate(ddpm, seeds=seeds, method="ddim", steps=a.steps, class_labels=labels, guidance=a.ddim_guidance,
-             callback=lambda i, x, x0: x0s.append(to_uint8(x0)))
-    frames = [side_by_side(left, make_grid(x0, scale=a.scale), ("drift: 1 step (done)", f"DDIM (guidance {a.ddim_guidance:g}): step {i + 1}/{a.steps}"))
+             guidance_interval=a.ddim_guidance_interval, callback=lambda i, x, x0: x0s.append(to_uint8(x0)))
+    ddim_title = f"DDIM (guidance {a.ddim_guidance:g}{guided_at(a.ddim_guidance_interval)})"
+    frames = [side_by_side(left, make_grid(x0, scale=a.scale), ("drift: 1 step (done)", f"{ddim_title}: step {i + 1}/{a.steps}"))
               for i, x0 in enumerate(x0s) if i % a.every == 0 or i == len(x0s) - 1]
     write_gif(frames, a.out, [0.1 * a.every] * (len(frames) - 1) + [2.0])
     print(f"wrote {a.out} ({len(frames)} frames, {Path(a.out).stat().st_size // 1024} kB)")
@@ -83,6 +86,8 @@ def main():
     models.add_argument("--seed", type=int, default=0)
     models.add_argument("--ddim-guidance", type=float, default=DDIM_GUIDANCE,
                         help="the DDPM's (default: the app's, its best DDIM-50 FID-50k in weights/ddpm-cifar10/eval.json)")
+    models.add_argument("--ddim-guidance-interval", type=int, nargs=2, metavar=("LO", "HI"), default=DDIM_GUIDANCE_INTERVAL,
+                        help="DDIM's guided timesteps (default: the app's; none = every step)")
     c = sub.add_parser("compare", parents=[models], help="drift 1 step vs DDIM from the same noise and class labels")
     c.add_argument("--steps", type=int, default=50)
     c.add_argument("--guidance", type=float, default=1.0, help="drift's (1: its best FID-50k)")

@@ -217,6 +217,23 @@ def test_ddim_streams_its_steps(served):
     assert not np.array_equal(read_png(outs[0]), want)  # the first frame is an early step
 
 
+def test_the_ddim_panel_guides_at_its_interval(served):
+    """Settings.ddim_guidance_interval (the app's DDIM_GUIDANCE_INTERVAL; None: every step) reaches generate()."""
+    import dataclasses
+
+    from driftin.generate import generate
+
+    _, app, _ = served
+    s = live.validate(5, False, 4, 4, "mixed", ddim_guidance=3.0)
+    assert s.ddim_guidance_interval == live.DDIM_GUIDANCE_INTERVAL
+    seeds = live.frame_seeds(s, 0, 0)
+    limited = dataclasses.replace(s, ddim_guidance_interval=(300, 600))
+    want = generate(app.engine.require("ddpm"), seeds=seeds, method="ddim", steps=4, class_labels=live.tile_labels(s, seeds),
+                    guidance=3.0, guidance_interval=(300, 600), output="uint8")
+    got = app.engine.ddim_images(seeds, limited)
+    assert torch.equal(got, want) and not torch.equal(got, app.engine.ddim_images(seeds, s))
+
+
 def test_record_gif_is_multiframe(served):
     from PIL import Image
 

@@ -39,7 +39,7 @@ def test_sweep_lands_for_the_shipped_step_only(tmp_path, capsys, monkeypatch):
     assert 'method="ddim", steps=50, guidance=2)' in (folder / "README.md").read_text()
     out = capsys.readouterr().out
     assert "ddim_steps50_g3" in out and "best DDIM-50: guidance 2, uniform spacing, FID-50k 6.00" in out
-    assert "set driftin.demo.settings.DDIM_GUIDANCE" in out  # 2 is not the app's default
+    assert "set DDIM_GUIDANCE = 2 and DDIM_GUIDANCE_INTERVAL = None" in out  # 2 is not the app's default
     assert drawn == [folder] and "redrawn" in out  # the best setting changed: the grid follows it (sample_grid_args)
     drawn.clear()
     land_sweep.main([str(tmp_path / "sweep.json"), "--weights", str(folder), "--bench", str(bench)])
@@ -50,5 +50,5 @@ def test_sweep_lands_for_the_shipped_step_only(tmp_path, capsys, monkeypatch):
     capsys.readouterr()
     land_sweep.main([str(tmp_path / "sweep.json"), "--weights", str(folder), "--bench", str(bench)])
     out = capsys.readouterr().out
-    assert "guidance 3 at t 80-580" in out and "keep their default" in out and "set driftin" not in out
+    assert "guidance 3 (guided at t 80-580)" in out and "DDIM_GUIDANCE = 3 and DDIM_GUIDANCE_INTERVAL = (80, 580)" in out
     assert 'guidance=3, guidance_interval=(80, 580))' in (folder / "README.md").read_text()

@@ -17,9 +17,9 @@ view/ (the Gradio view, needs gradio) imports this package; this package never i
 """
 from __future__ import annotations
 
-from .settings import (GRID_SIZES, MAX_STEPS, GUIDANCE_RANGE, DDIM_GUIDANCE, MAX_SEED, RECORD_MIN_SECONDS,
-                       RECORD_MAX_SECONDS, RECORD_HARD_LIMIT, RECORD_MAX_FRAMES, RECORD_MAX_FPS, WALK_FRAMES_RANGE,
-                       UNCONDITIONAL, MIXED, CLASS_CHOICES, VIEWS, TILE_SCALE, PAD, Settings, parse_class, validate,
+from .settings import (GRID_SIZES, MAX_STEPS, GUIDANCE_RANGE, DDIM_GUIDANCE, DDIM_GUIDANCE_INTERVAL, MAX_SEED,
+                       RECORD_MIN_SECONDS, RECORD_MAX_SECONDS, RECORD_HARD_LIMIT, RECORD_MAX_FRAMES, RECORD_MAX_FPS, WALK_FRAMES_RANGE,
+                       UNCONDITIONAL, MIXED, CLASS_CHOICES, VIEWS, TILE_SCALE, PAD, Settings, guided_at, parse_class, validate,
                        validate_record, validate_walk)
 from .meters import RateMeter, WorkMeter, sync, FairLock
 from .images import (to_uint8, grid_side, make_grid, side_by_side, gif_scale, same_size, write_gif, mp4_available,
@@ -29,9 +29,9 @@ from .engine import Stopped, Slot, how_to_get, load_slot, Engine, tile_labels
 from .streams import frame_seeds, seed_label, LiveFrame, DDIMWorker, live_frames, walk_frames
 from .recording import Recorder, clip_frame, record
 
-__all__ = ['GRID_SIZES', 'MAX_STEPS', 'GUIDANCE_RANGE', 'DDIM_GUIDANCE', 'MAX_SEED', 'RECORD_MIN_SECONDS',
+__all__ = ['GRID_SIZES', 'MAX_STEPS', 'GUIDANCE_RANGE', 'DDIM_GUIDANCE', 'DDIM_GUIDANCE_INTERVAL', 'MAX_SEED', 'RECORD_MIN_SECONDS',
            'RECORD_MAX_SECONDS', 'RECORD_HARD_LIMIT', 'RECORD_MAX_FRAMES', 'RECORD_MAX_FPS', 'WALK_FRAMES_RANGE',
-           'UNCONDITIONAL', 'MIXED', 'CLASS_CHOICES', 'VIEWS', 'TILE_SCALE', 'PAD', 'Settings', 'parse_class',
+           'UNCONDITIONAL', 'MIXED', 'CLASS_CHOICES', 'VIEWS', 'TILE_SCALE', 'PAD', 'Settings', 'guided_at', 'parse_class',
            'validate', 'validate_record', 'validate_walk', 'RateMeter', 'WorkMeter', 'sync', 'FairLock', 'to_uint8',
            'grid_side', 'make_grid', 'side_by_side', 'gif_scale', 'same_size', 'write_gif', 'mp4_available',
            'write_mp4', 'slerp', 'LatentWalk', 'Stopped', 'Slot', 'how_to_get', 'load_slot', 'Engine', 'tile_labels',

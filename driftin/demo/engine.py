@@ -191,7 +191,8 @@ class Engine:
             sync(self.device)
             state["t0"] = time.perf_counter()
             x = self._generate(model, seeds=seeds, method="ddim", steps=s.steps, class_labels=tile_labels(s, seeds),
-                               guidance=s.ddim_guidance, output="uint8", device=self.device, callback=callback).cpu()
+                               guidance=s.ddim_guidance, guidance_interval=s.ddim_guidance_interval, output="uint8",
+                               device=self.device, callback=callback).cpu()
         finally:
             self.lock.release()
         return x

@@ -16,6 +16,9 @@ GUIDANCE_RANGE = (1.0, 5.0)
 # weights/ddpm-cifar10/eval.json, "ddim_steps50_g1.5"). Drift keeps its own, 1.0: guiding it scored worse through block 7
 # (not yet re-measured on block 8's encoder).
 DDIM_GUIDANCE = 1.5
+# The DDIM panel's guided timesteps (generate()'s guidance_interval, at any step count): None = every step, as the
+# 6.19 above was measured. scripts/land_sweep.py says when a sweep's best guides a limited interval instead.
+DDIM_GUIDANCE_INTERVAL: tuple[int, int] | None = None
 MAX_SEED = 2**31 - 1
 RECORD_MIN_SECONDS = 1.0
 RECORD_MAX_SECONDS = 10.0
@@ -31,6 +34,11 @@ TILE_SCALE = 4  # API/UI grids: every 32 px image is upscaled 4x (nearest) -> 12
 PAD = 2  # px between tiles
 
 
+def guided_at(interval: tuple[int, int] | None) -> str:
+    """How a label says where DDIM guidance applies: "" for every step, else " (guided at t LO-HI)"."""
+    return "" if interval is None else " (guided at t {}-{})".format(*interval)
+
+
 @dataclass(frozen=True)
 class Settings:
     seed: int = 0
@@ -41,6 +49,7 @@ class Settings:
     guidance: float = 1.0  # the drift panel's (its guidance input; 1 = unguided)
     view: str = "x0"
     ddim_guidance: float = DDIM_GUIDANCE  # the DDIM panel's classifier-free guidance
+    ddim_guidance_interval: tuple[int, int] | None = DDIM_GUIDANCE_INTERVAL  # its guided timesteps (not a UI control)
 
 
 def _number(name: str, v, lo: float, hi: float, integer: bool) -> float | int:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import gradio as gr
 
 from driftin import demo
-from driftin.demo import (CLASS_CHOICES, DDIM_GUIDANCE, GRID_SIZES, GUIDANCE_RANGE, MAX_STEPS, MIXED,
-                          RECORD_MAX_SECONDS, RECORD_MIN_SECONDS)
+from driftin.demo import (CLASS_CHOICES, DDIM_GUIDANCE, DDIM_GUIDANCE_INTERVAL, GRID_SIZES, GUIDANCE_RANGE, MAX_STEPS, MIXED,
+                          RECORD_MAX_SECONDS, RECORD_MIN_SECONDS, guided_at)
 
 CLASS_LABELS = {MIXED: "mixed (a class per tile)"}
 
@@ -92,7 +92,8 @@ def build_page(app, autostart: bool = False, concurrency: int | None = None, que
             drift_guidance = gr.Slider(*GUIDANCE_RANGE, value=1.0, step=0.1, label="Drift guidance",
                                        info="1 = unguided, drift's best FID", elem_id="drift-guidance")
             ddim_guidance = gr.Slider(*GUIDANCE_RANGE, value=DDIM_GUIDANCE, step=0.1, label="DDIM guidance",
-                                      info=f"{DDIM_GUIDANCE:g} = the DDPM's best DDIM-50 FID", elem_id="ddim-guidance")
+                                      info=f"{DDIM_GUIDANCE:g} = the DDPM's best DDIM-50 FID" + guided_at(DDIM_GUIDANCE_INTERVAL),
+                                      elem_id="ddim-guidance")
             view = gr.Radio([("x0 prediction", "x0"), ("x_t (noisy state)", "xt")], value="x0", label="DDPM panel shows")
         with gr.Tab("Record GIF"):
             with gr.Row():
