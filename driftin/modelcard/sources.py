@@ -24,6 +24,12 @@ def _num(v):
     return f if math.isfinite(f) else None
 
 
+def objective_of(cfg: dict) -> str:
+    """A weights folder's objective ("drift" or "ddpm") from its config.json: its own record, else its training
+    config's, else drift (the oldest folders recorded neither)."""
+    return cfg.get("objective") or (cfg.get("train_config") or {}).get("objective") or "drift"
+
+
 # The metric keys `python -m driftin.eval` writes, card row name -> eval.json key.
 _METRIC_KEYS = {"fid": "fid", "kid": "kid", "fd": "fd", "precision": "precision", "recall": "recall",
                 "is": "is_analogue", "class_acc": "class_acc"}

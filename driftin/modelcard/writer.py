@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .plot import plot_training_curve
 from .recipe import _norm
-from .sources import _read_json, _repo_root, copy_speed_files, load_eval, read_log
+from .sources import _read_json, _repo_root, copy_speed_files, load_eval, objective_of, read_log
 from .text import best_default_sampler, build_card_text, sampler_flags
 
 
@@ -29,7 +29,7 @@ def sample_grid_args(folder: str | Path) -> list[str]:
     the ones its card's usage shows."""
     folder = Path(folder)
     cfg = _read_json(folder / "config.json") or {}
-    drift = (cfg.get("objective") or (cfg.get("train_config") or {}).get("objective") or "drift") == "drift"
+    drift = objective_of(cfg) == "drift"
     args = ["--weights", str(folder), "--n", "100", "--nrow", "10"] + ([] if drift else ["--method", "ddim", "--steps", "50"])
     return args + sampler_flags(best_default_sampler(load_eval(folder), drift)) + ["--out", str(folder / "samples.png")]
 
