@@ -343,6 +343,8 @@ def test_batchnorm_recipe_and_norm_flag(tmp_path, monkeypatch):
     assert {k for k in set(cut) | set(bn) if cut.get(k) != bn.get(k)} == {"out", "epochs", "cutout_size"}
     C.main(["train", "--config", str(root / "encoder_resnet_bn_cutout_cifar10.json")])
     assert seen["cutout_size"] == 16 and seen["epochs"] == 200 and seen["out"] == "weights/encoder-resnet-bn-cutout-cifar10"
+    lr04 = json.loads((root / "encoder_resnet_bn_cutout_lr04_cifar10.json").read_text())  # linear lr scaling: only lr differs
+    assert {k for k in set(cut) | set(lr04) if cut.get(k) != lr04.get(k)} == {"out", "lr"} and lr04["lr"] == 2 * cut["lr"]
     C.main(["train", "--config", str(root / "encoder_resnet_cifar10.json"), "--norm", "batch"])  # the flag
     assert seen["arch_kwargs"]["norm"] == "batch"
     with pytest.raises(ValueError, match="evalnet has no norm"):
