@@ -1,6 +1,8 @@
 """driftin.live: slerp, meters, grids / frame compositing, validation, clips (no UI, no model)."""
 import threading
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -113,10 +115,13 @@ def test_validate_bounds_and_messages():
 
 
 def test_each_panel_has_its_own_guidance():
-    # drift scores best unguided, the DDPM's DDIM-50 at 1.5 (weights/ddpm-cifar10/eval.json)
-    assert live.DDIM_GUIDANCE == 1.5
+    # drift scores best unguided; the DDIM panel defaults to the shipped DDPM's best DDIM-50 FID-50k setting
+    from driftin.modelcard import best_default_sampler, load_eval
+
+    best = best_default_sampler(load_eval(Path(__file__).parents[1] / "weights" / "ddpm-cifar10"), drift=False)
+    assert (live.DDIM_GUIDANCE, live.DDIM_GUIDANCE_INTERVAL) == (best["guidance"], best.get("guidance_interval"))
     for s in (live.Settings(), live.validate()):
-        assert (s.guidance, s.ddim_guidance) == (1.0, 1.5)
+        assert (s.guidance, s.ddim_guidance, s.ddim_guidance_interval) == (1.0, best["guidance"], best.get("guidance_interval"))
     s = live.validate(0, True, 4, 25, "cat", 2.0, "x0", "3.5")  # positional: the DDIM guidance comes last
     assert (s.guidance, s.ddim_guidance) == (2.0, 3.5)
     for bad in (0.5, 5.5, float("inf"), None, True, "x"):
@@ -268,8 +273,9 @@ def test_engine_gives_each_model_its_own_guidance(engine):
                         **kw)
 
     assert torch.equal(drift, direct("drift", 2.0, method="drift"))
-    assert torch.equal(ddim, direct("ddpm", 3.0, method="ddim", steps=3))
-    assert not torch.equal(ddim, direct("ddpm", 2.0, method="ddim", steps=3))  # not drift's guidance
+    iv = dict(guidance_interval=s.ddim_guidance_interval)  # the app's default interval (None = every step)
+    assert torch.equal(ddim, direct("ddpm", 3.0, method="ddim", steps=3, **iv))
+    assert not torch.equal(ddim, direct("ddpm", 2.0, method="ddim", steps=3, **iv))  # not drift's guidance
     assert not torch.equal(drift, direct("drift", 3.0, method="drift"))  # nor DDIM's for drift
 
 

@@ -12,13 +12,13 @@ from ..data import CIFAR10_CLASSES, class_index
 GRID_SIZES = (1, 4, 9, 16)
 MAX_STEPS = 100
 GUIDANCE_RANGE = (1.0, 5.0)
-# The DDIM panel's default guidance: the shipped DDPM's best DDIM-50 FID-50k (6.19 at 1.5 vs 8.53 unguided;
-# weights/ddpm-cifar10/eval.json, "ddim_steps50_g1.5"). Drift keeps its own, 1.0: guiding it scored worse through block 7
-# (not yet re-measured on block 8's encoder).
-DDIM_GUIDANCE = 1.5
-# The DDIM panel's guided timesteps (generate()'s guidance_interval, at any step count): None = every step, as the
-# 6.19 above was measured. scripts/land_sweep.py says when a sweep's best guides a limited interval instead.
-DDIM_GUIDANCE_INTERVAL: tuple[int, int] | None = None
+# The DDIM panel's default guidance: the shipped DDPM's best DDIM-50 FID-50k, 5.82 at guidance 2 applied only at
+# t 80-580 (6.19 at 1.5 on every step, 8.53 unguided; weights/ddpm-cifar10/eval.json, "ddim_steps50_g2_i80-580").
+# Drift keeps its own, 1.0: guiding it scored worse on every encoder so far (block 9: 10.22 at 1.25 vs 9.74 at 1).
+DDIM_GUIDANCE = 2.0
+# The DDIM panel's guided timesteps (generate()'s guidance_interval, at any step count; None = every step).
+# scripts/land_sweep.py says when a sweep's best setting changes either value.
+DDIM_GUIDANCE_INTERVAL: tuple[int, int] | None = (80, 580)
 MAX_SEED = 2**31 - 1
 RECORD_MIN_SECONDS = 1.0
 RECORD_MAX_SECONDS = 10.0

@@ -79,3 +79,11 @@ python -m driftin.train --config training/drift_cifar10.json --init-from weights
     --snapshot-every 2000 --sample-every 0 --out runs/drift-cifar10-b8 --warmup 100 \
     --ema-decay 0.9995 --drift-encoder-weights weights/encoder-resnet-bn-cutout-cifar10 --ema-extra '[0.999]'
 python -m driftin.train export runs/drift-cifar10-b8 weights/drift-cifar10 --ema-decay 0.999
+
+# block 9 (commit 691197f): steps 29,700 -> 37,550 (24.03M images), 10 minutes alone on one H200 (CHAIN_MODELS=drift;
+# median 8,874 img/s in its log at batch 640; block 7 alone: 7,785).
+# FID-50k 11.36 -> 9.74 (EMA 0.999) / 9.99 (EMA 0.9995); guidance 1.25 scored 10.22, so drift stays unguided
+# (benchmarks/eval_drift_block9_ema*.json). FID-10k curve 13.40 -> 12.17 over the block: still falling.
+python -m driftin.train --config training/drift_cifar10.json --init-from weights/drift-cifar10 --steps 37550 \
+    --snapshot-every 2000 --sample-every 0 --out runs/drift-cifar10-b9 --warmup 100 --ema-extra '[0.9995]'
+python -m driftin.train export runs/drift-cifar10-b9 weights/drift-cifar10
