@@ -90,11 +90,16 @@ def check_guidance_interval(interval) -> tuple[int, int] | None:
     return lo, hi
 
 
+def in_interval(t: int, interval: tuple[int, int] | None) -> bool:
+    """Whether DDIM guides timestep t: every t without an interval, else lo <= t <= hi."""
+    return interval is None or interval[0] <= t <= interval[1]
+
+
 def guidance_at(t: int, guidance: float, interval: tuple[int, int] | None) -> float:
     """The CFG scale at timestep t: guidance inside the interval, 1 (the conditional prediction) outside it.
     Guidance only where the noise is neither high nor low (Kynkäänniemi et al. 2024, "Applying guidance in a
     limited interval") keeps the sample's layout and fine detail unguided, so a stronger scale costs less diversity."""
-    return guidance if interval is None or interval[0] <= t <= interval[1] else 1.0
+    return guidance if in_interval(t, interval) else 1.0
 
 
 def eps_fn(net, y, guidance: float, interval: tuple[int, int] | None = None):

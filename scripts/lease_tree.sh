@@ -6,8 +6,9 @@
 #   bash scripts/lease_tree.sh a      # FID part 1 + CIFAR-10 train      -> carry [".stage_a","data/cifar10/train.tar.gz"]
 #   bash scripts/lease_tree.sh b      # FID part 2 + test split + encoder + evalnet -> carry [".stage_b","data/cifar10/test.tar.gz"] (+ ".stage_c")
 #   bash scripts/lease_tree.sh c      # the two generators + drift encoder -> carry [] (+ ".stage_enc", ".stage_c" if they fit)
-#   bash scripts/lease_tree.sh d      # the weight folders calls a-c leave out (e.g. a new encoder for a trial arm) and the
-#                                     # compile artifacts -> carry [".stage_c"] (call b may carry .stage_c too, when it fits)
+#   bash scripts/lease_tree.sh d      # the weight folders calls a-c leave out, an encoder not (yet) in git for a trial arm
+#                                     # (.stage_enc/<name>/, 22 MB) and the compile artifacts -> carry [".stage_enc",".stage_c"]
+#                                     # (call b may carry .stage_c too, when it fits)
 #   bash scripts/lease_tree.sh back   # every weight folder back in weights/ (do this before committing)
 set -eu
 cd "$(dirname "$0")/.."
@@ -40,7 +41,7 @@ case ${1:-} in
   a) keep $A_KEEP; carry .stage_a data/cifar10/train.tar.gz ;;
   b) keep $B_KEEP; carry .stage_b data/cifar10/test.tar.gz .stage_c ;;
   c) keep $C_KEEP; carry .stage_enc .stage_c ;;
-  d) keep $(others); carry .stage_c ;;
+  d) keep $(others); carry .stage_enc .stage_c ;;
   back) back; ls weights ;;
   *) echo "usage: $0 a|b|c|d|back" >&2; exit 2 ;;
 esac

@@ -103,6 +103,26 @@ def test_ddim_fast_matches_eager(nets, eta, guidance):
     assert (frames[-1][2] - eager_frames[-1]).abs().mean().item() < 0.05
 
 
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_ddim_fast_guidance_interval_matches_eager(nets, eta):
+    """Guided (doubled batch) and plain steps mixed in one graph, and in the per-step replay's two graphs."""
+    net, steps, iv = nets["ddim"], 8, (300, 600)  # DDIM-8 guides t = 500 and 375 only
+    seeds = [5, 6]
+    noise, y = _inputs(seeds)
+    kw = dict(options=STRICT, guidance_interval=iv)
+    out = fast.fast_generate(net, noise, "ddim", steps, y, 3.0, eta, seeds, **kw)
+    assert fast.last_info["path"] == "cuda-graph+compile", fast.last_info
+    ref = fast.eager_generate(net, noise, "ddim", steps, y, 3.0, eta, seeds, guidance_interval=iv)
+    ref_bf16 = fast.fast_generate(net, noise, "ddim", steps, y, 3.0, eta, seeds, options=EAGER_BF16, guidance_interval=iv)
+    _check_bf16_tolerance(out, ref, ref_bf16, slack=(5e-3, 5e-2))
+    every = fast.fast_generate(net, noise, "ddim", steps, y, 3.0, eta, seeds, options=STRICT)
+    assert (every - out).abs().mean().item() > 1e-3  # the interval changed the sample
+    frames = []
+    out_cb = fast.fast_generate(net, noise, "ddim", steps, y, 3.0, eta, seeds, lambda i, x, x0: frames.append(i), **kw)
+    assert frames == list(range(steps))
+    torch.testing.assert_close(out_cb, out, atol=1e-3, rtol=0)
+
+
 def test_generate_api_fast(nets):
     net = nets["drift"]
     kw = dict(seeds=[1, 2, 3, 4], method="drift", class_labels=[0, 1, 2, 3], guidance=2.0)

@@ -105,11 +105,13 @@ def test_classifier_card_metadata_matches_config(name):
 
 # What each staging call of scripts/lease_tree.sh carries besides the tracked files outside weights/: the weight
 # folders it keeps (read from the script; call d: every folder calls a-c leave out) and its staged blobs (the FID
-# network in two sha1-checked halves, the two CIFAR-10 tarballs; call d: the packed compile artifacts, ~6 MB a chain).
+# network in two sha1-checked halves, the two CIFAR-10 tarballs; call d: an encoder not in git for a trial arm and the
+# packed compile artifacts, ~8 MB a chain).
 STAGED = {"a": 43_667_731 + 16_191_976,  # .stage_a/fid.part00 + data/cifar10/train.tar.gz
           "b": 43_667_730 + 3_241_103,  # .stage_b/fid.part01 + test.tar.gz
           "c": 0,
-          "d": 2 * 8_074_088}  # .stage_c: drift's drift.bin.xz.part00 (block 7, compile_field on), twice for a DDPM one
+          "d": 22_378_404 + 2 * 8_074_088}  # .stage_enc: a ResNet-18 encoder (fp16); .stage_c: drift's drift.bin.xz.part00
+                                             # (block 7, compile_field on), twice for a DDPM one
 
 
 def lease_calls(shipped) -> dict[str, tuple[list[str], int]]:

@@ -13,7 +13,7 @@ import weakref
 
 import torch
 
-from ..sampling import cfg_mix, ddim_coefficients, ddim_update, guidance_at, predraw_noise
+from ..sampling import cfg_mix, ddim_coefficients, ddim_update, guidance_at, in_interval, predraw_noise
 from .fusion import fold_emb, fused_copy
 from .graphs import GRAPHS, BuildError, Entry, compile_fn
 from .options import _DTYPES, FastOptions
@@ -217,53 +217,67 @@ class FastSampler:
 
     def _ddim(self, noise, steps, y, guidance, eta, seeds, callback, spacing="uniform", interval=None):
         n = noise.shape[0]
-        guided = y is not None and guidance != 1.0
         eta = float(eta)
-        name = "ddim_guided" if guided else "ddim"
+        # which steps run the doubled [cond; uncond] batch: with a guidance interval only those inside it (the rest are
+        # plain conditional steps, as in the eager path), so the step pattern is part of each entry's key
+        cfg = y is not None and guidance != 1.0
+        mask = tuple(cfg and in_interval(t, interval) for t in ddim_coefficients(steps, eta, spacing)[0])
+        guided = any(mask)
 
-        def make():
+        def make(guided=guided):
             ins = self._ddim_inputs(noise, steps, y, guided, eta, spacing)
             self._fill_guidance(ins, guidance, interval)
             return ins
 
         if callback is None:  # the whole loop, one graph
             def run(ins):
-                step, x = self._fn(name), ins["x"]
+                x, y_c = ins["x"], None if ins["y"] is None else ins["y"][:n]
                 for i in range(steps):
-                    x, _ = step(x, ins["t"][i], ins["y"], ins["g"][i] if guided else None, ins["c"][i])
+                    if mask[i]:
+                        x, _ = self._fn("ddim_guided")(x, ins["t"][i], ins["y"], ins["g"][i], ins["c"][i])
+                    else:  # the conditional half of a doubled batch's static labels and timesteps
+                        x, _ = self._fn("ddim")(x, ins["t"][i][:n], y_c, None, ins["c"][i])
                     if ins["noise"] is not None and i + 1 < steps:
                         x = torch.add(x, ins["noise"][i], alpha=ins["sigmas"][i])
                 return x
 
-            e = self._entry(("ddim", n, steps, eta, guided, y is not None, spacing), make, run)
+            e = self._entry(("ddim", n, steps, eta, guided, y is not None, spacing, mask if guided else ()), make, run)
             self._fill_ddim(e, noise, y, guidance, seeds, steps, guided, interval)
             self.last_entry = e
             out = e()
             return out.clone() if e.graph is not None else out
 
-        # with a callback: one single-step graph, replayed per step with its t / coefficients copied in
-        def make_step():
-            ins = make()
-            ins["t_all"], ins["c_all"], ins["g_all"] = torch.stack(ins["t"]), torch.stack(ins["c"]), ins["g"]
-            ins["t"], ins["c"], ins["g"] = ins["t_all"][0].clone(), ins["c_all"][0].clone(), ins["g_all"][0].clone()
-            return ins
+        # with a callback: one single-step graph per kind of step (guided / plain), replayed per step with its
+        # t / coefficients copied in
+        def step_entry(guided):
+            def make_step():
+                ins = make(guided)
+                ins["t_all"], ins["c_all"], ins["g_all"] = torch.stack(ins["t"]), torch.stack(ins["c"]), ins["g"]
+                ins["t"], ins["c"], ins["g"] = ins["t_all"][0].clone(), ins["c_all"][0].clone(), ins["g_all"][0].clone()
+                return ins
 
-        def run_step(ins):
-            return self._fn(name)(ins["x"], ins["t"], ins["y"], ins["g"] if guided else None, ins["c"])
+            def run_step(ins):
+                name = "ddim_guided" if guided else "ddim"
+                return self._fn(name)(ins["x"], ins["t"], ins["y"], ins["g"] if guided else None, ins["c"])
 
-        e = self._entry(("ddim_step", n, steps, eta, guided, y is not None, spacing), make_step, run_step)
-        self._fill_ddim(e, noise, y, guidance, seeds, steps, guided, interval)
-        ins, x = e.inputs, noise.float()
-        self.last_entry = e
+            e = self._entry(("ddim_step", n, steps, eta, guided, y is not None, spacing), make_step, run_step)
+            self._fill_ddim(e, noise, y, guidance, seeds, steps, guided, interval)
+            return e
+
+        entries = {g: step_entry(g) for g in set(mask)}  # the kinds of step this request runs
+        x, eta_noise = noise.float(), entries[guided].inputs
+        self.last_entry = entries[guided]
         for i in range(steps):
+            e = entries[mask[i]]
+            ins = e.inputs
             ins["x"].copy_(x)
             ins["t"].copy_(ins["t_all"][i])
             ins["c"].copy_(ins["c_all"][i])
             ins["g"].copy_(ins["g_all"][i])
             x, x0 = e()
             x, x0 = x.clone(), x0.clone()
-            if ins["noise"] is not None and i + 1 < steps:
-                x = torch.add(x, ins["noise"][i], alpha=ins["sigmas"][i])
+            if eta_noise["noise"] is not None and i + 1 < steps:
+                x = torch.add(x, eta_noise["noise"][i], alpha=eta_noise["sigmas"][i])
             callback(i, x, x0)
         return x
 
