@@ -132,24 +132,27 @@ def test_static_ddim_follows_the_guidance_interval(nets):
                               ref, atol=1e-3)
 
 
-def test_static_ddim_runs_the_doubled_batch_only_inside_the_interval(nets):
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_static_ddim_runs_the_doubled_batch_only_inside_the_interval(nets, eta):
     """Steps outside the guidance interval are plain conditional steps (as in the eager path), in the unrolled loop and
-    in the per-step replay: batch n there, 2n only at the guided steps; an interval holding no step is no guidance."""
+    in the per-step replay: batch n there, 2n only at the guided steps; an interval holding no step, or guidance 1,
+    is no guidance. With eta > 0 both kinds of step add the same pre-drawn noise."""
     net = nets[False]
     seeds = [3, 4]
     noise, y = _inputs(seeds)
     s = fast.get_sampler(net, STATIC, "cpu")
     calls = []
     hook = s.model.register_forward_pre_hook(lambda m, args: calls.append((args[0].shape[0], int(args[1][0]))))
+    plain = [(2, t) for t in (750, 500, 250, 0)]  # DDIM-4 visits t = 750, 500, 250, 0
     try:
-        for callback in (None, lambda i, x, x0: None):  # DDIM-4 visits t = 750, 500, 250, 0
-            for interval, want in (((300, 600), [(2, 750), (4, 500), (2, 250), (2, 0)]),
-                                   ((0, 999), [(4, t) for t in (750, 500, 250, 0)]),
-                                   ((501, 749), [(2, t) for t in (750, 500, 250, 0)])):
+        for callback in (None, lambda i, x, x0: None):
+            for guidance, interval, want in ((2.0, (300, 600), [(2, 750), (4, 500), (2, 250), (2, 0)]),
+                                             (2.0, (0, 999), [(4, t) for _, t in plain]),
+                                             (2.0, (501, 749), plain), (1.0, (300, 600), plain)):
                 calls.clear()
-                got = s.generate(noise, "ddim", 4, y, 2.0, 0.0, seeds, callback=callback, guidance_interval=interval)
-                assert calls == want, (interval, callback)
-                ref = fast.eager_generate(net, noise, "ddim", 4, y, 2.0, 0.0, seeds, guidance_interval=interval)
+                got = s.generate(noise, "ddim", 4, y, guidance, eta, seeds, callback=callback, guidance_interval=interval)
+                assert calls == want, (guidance, interval, callback)
+                ref = fast.eager_generate(net, noise, "ddim", 4, y, guidance, eta, seeds, guidance_interval=interval)
                 torch.testing.assert_close(got, ref, atol=1e-4, rtol=0)
     finally:
         hook.remove()
