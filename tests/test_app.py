@@ -157,11 +157,12 @@ def test_bad_inputs_are_one_line_errors(served, caplog, capfd):
 
 
 def test_each_panel_has_its_own_guidance_slider(served):
-    """Drift's slider feeds the drift endpoints, DDIM's the DDIM ones, both the live stream and the recorder;
-    the named API keeps its parameter order (the DDIM guidance is new and last)."""
+    """Drift's slider feeds the drift endpoints, DDIM's (and its interval checkbox) the DDIM ones, both the live stream
+    and the recorder; the named API keeps its parameter order (new parameters go last)."""
     client, _, demo = served
     comps = {c["props"].get("elem_id"): c for c in demo.config["components"] if "props" in c}
-    drift, ddim = comps["drift-guidance"], comps["ddim-guidance"]
+    drift, ddim, iv = comps["drift-guidance"], comps["ddim-guidance"], comps["ddim-interval"]
+    assert iv["props"]["value"] is True and iv["props"]["visible"] == (live.DDIM_GUIDANCE_INTERVAL is not None)
     for c, label, value in ((drift, "Drift guidance", 1.0), (ddim, "DDIM guidance", live.DDIM_GUIDANCE)):
         p = c["props"]
         assert (p["label"], p["value"], (p["minimum"], p["maximum"])) == (label, value, live.GUIDANCE_RANGE)
@@ -170,13 +171,15 @@ def test_each_panel_has_its_own_guidance_slider(served):
                       ("live", {drift["id"], ddim["id"]}), ("update", {drift["id"], ddim["id"]}),
                       ("record_gif", {drift["id"], ddim["id"]})):
         assert {drift["id"], ddim["id"]} & set(inputs[api]) == want, api
+        assert (iv["id"] in inputs[api]) == (ddim["id"] in want), api  # the interval goes where DDIM's guidance goes
     info = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     params = {api: [(p["parameter_name"], p["parameter_default"]) for p in info[api]["parameters"]]
               for api in ("/ddim", "/record_gif")}
-    assert params["/ddim"][-1] == ("guidance", live.DDIM_GUIDANCE)  # /ddim runs no drift: its guidance is DDIM's
+    assert params["/ddim"][-2:] == [("guidance", live.DDIM_GUIDANCE), ("ddim_interval", True)]  # /ddim's guidance is DDIM's
     assert [name for name, _ in params["/record_gif"]] == ["seconds", "seed", "random_seed", "grid", "steps",
-                                                           "class_name", "guidance", "what", "ddim_guidance"]
-    assert params["/record_gif"][-1][1] == live.DDIM_GUIDANCE
+                                                           "class_name", "guidance", "what", "ddim_guidance",
+                                                           "ddim_interval"]
+    assert params["/record_gif"][-2:] == [("ddim_guidance", live.DDIM_GUIDANCE), ("ddim_interval", True)]
 
 
 def test_live_stream_takes_both_guidances(served):
@@ -191,6 +194,9 @@ def test_live_stream_takes_both_guidances(served):
     assert (sess.settings.guidance, sess.settings.ddim_guidance) == (1.2, 2.5)
     app.update(**{**controls, "ddim_guidance": 3.0}, request=req)  # moving one slider leaves the other alone
     assert (sess.settings.guidance, sess.settings.ddim_guidance) == (1.2, 3.0)
+    assert sess.settings.ddim_guidance_interval == live.DDIM_GUIDANCE_INTERVAL
+    app.update(**{**controls, "ddim_guidance": 3.0, "ddim_interval": False}, request=req)  # the checkbox: every step
+    assert (sess.settings.ddim_guidance, sess.settings.ddim_guidance_interval) == (3.0, None)
     app.stop(req)
     assert done.wait(30)
 
@@ -226,12 +232,20 @@ def test_the_ddim_panel_guides_at_its_interval(served):
     _, app, _ = served
     s = live.validate(5, False, 4, 4, "mixed", ddim_guidance=3.0)
     assert s.ddim_guidance_interval == live.DDIM_GUIDANCE_INTERVAL
+    every = live.validate(5, False, 4, 4, "mixed", ddim_guidance=3.0, ddim_interval=False)  # the page's checkbox off
+    assert every.ddim_guidance_interval is None
+    with pytest.raises(ValueError, match="DDIM guidance interval must be true or false"):
+        live.validate(ddim_interval="yes")
     seeds = live.frame_seeds(s, 0, 0)
     limited = dataclasses.replace(s, ddim_guidance_interval=(300, 600))
     want = generate(app.engine.require("ddpm"), seeds=seeds, method="ddim", steps=4, class_labels=live.tile_labels(s, seeds),
                     guidance=3.0, guidance_interval=(300, 600), output="uint8")
     got = app.engine.ddim_images(seeds, limited)
     assert torch.equal(got, want) and not torch.equal(got, app.engine.ddim_images(seeds, s))
+    # /ddim with the checkbox off guides every step
+    final = list(app.ddim(5, False, 4, 4, "mixed", 3.0, ddim_interval=False))[-1]  # the grid as an array
+    assert np.array_equal(final, live.make_grid(app.engine.ddim_images(seeds, every)))
+    assert not np.array_equal(final, live.make_grid(app.engine.ddim_images(seeds, s)))
 
 
 def test_record_gif_is_multiframe(served):

@@ -83,9 +83,10 @@ def parse_class(name) -> int | str | None:
 
 
 def validate(seed=0, random_seed=True, grid=4, steps=25, class_name=UNCONDITIONAL, guidance=1.0, view="x0",
-             ddim_guidance=DDIM_GUIDANCE) -> Settings:
+             ddim_guidance=DDIM_GUIDANCE, ddim_interval=True) -> Settings:
     """Settings from raw request values; ValueError with a clear message when anything is out of bounds.
-    guidance is the drift panel's, ddim_guidance the DDIM panel's (last, so positional callers keep working)."""
+    guidance is the drift panel's, ddim_guidance the DDIM panel's; ddim_interval: DDIM guides only in
+    DDIM_GUIDANCE_INTERVAL (True) or at every step (False). New parameters go last: positional callers keep working."""
     grid_n = _number("grid size", grid, 1, max(GRID_SIZES), integer=True)
     if grid_n not in GRID_SIZES:
         raise ValueError(f"grid size must be one of {GRID_SIZES}, got {grid!r}")
@@ -100,6 +101,7 @@ def validate(seed=0, random_seed=True, grid=4, steps=25, class_name=UNCONDITIONA
         guidance=_number("drift guidance scale", guidance, *GUIDANCE_RANGE, integer=False),
         view=view,
         ddim_guidance=_number("DDIM guidance scale", ddim_guidance, *GUIDANCE_RANGE, integer=False),
+        ddim_guidance_interval=DDIM_GUIDANCE_INTERVAL if _flag("DDIM guidance interval", ddim_interval) else None,
     )
 
 

@@ -27,11 +27,12 @@ class EndpointHandlers(SessionHandlers):
         return demo.make_grid(x)
 
     def ddim(self, seed=0, random_seed=False, grid=4, steps=25, class_name=MIXED, guidance=demo.DDIM_GUIDANCE,
-             progress=gr.Progress()):
+             ddim_interval=True, progress=gr.Progress()):
         """One DDPM sample by DDIM with `steps` steps, streamed: the x0 prediction after each step (at most
         max_fps a second), then the final grid (same layout as /drift_frame; the API's result). `guidance` is
         DDIM's (the page's DDIM guidance slider): the name predates drift's own slider and keeps callers working."""
-        s = self.settings(seed, random_seed, grid, steps, class_name, ddim_guidance=guidance, where="/ddim")
+        s = self.settings(seed, random_seed, grid, steps, class_name, ddim_guidance=guidance, ddim_interval=ddim_interval,
+                          where="/ddim")
         self._check("ddpm", s, "/ddim")
         seeds = demo.frame_seeds(s, random.randrange(demo.MAX_SEED), 0)
         q: queue.Queue = queue.Queue()
@@ -69,7 +70,8 @@ class EndpointHandlers(SessionHandlers):
             stop.set()  # a closed request abandons the sample
 
     def record_gif(self, seconds=3.0, seed=0, random_seed=True, grid=4, steps=25, class_name=MIXED,
-                   guidance=1.0, what="side-by-side", ddim_guidance=demo.DDIM_GUIDANCE, request: gr.Request = None):
+                   guidance=1.0, what="side-by-side", ddim_guidance=demo.DDIM_GUIDANCE, ddim_interval=True,
+                   request: gr.Request = None):
         """Record a clip of at least `seconds` (1-10 s); a side-by-side clip goes on until the DDPM sample in
         progress has finished (<= 60 s more), so it ends on DDIM's result. If this browser session is streaming,
         the running stream is recorded; otherwise a fresh one is run. Returns the GIF's path (the MP4, when made,
@@ -79,7 +81,7 @@ class EndpointHandlers(SessionHandlers):
         if what not in ("side-by-side", "latent walk"):
             raise rejected("/record_gif", f"what must be 'side-by-side' or 'latent walk', got {what!r}")
         s = self.settings(seed, random_seed, grid, steps, class_name, guidance, ddim_guidance=ddim_guidance,
-                          where="/record_gif")
+                          ddim_interval=ddim_interval, where="/record_gif")
         kind = "walk" if what == "latent walk" else "live"
         wait_ddpm = kind == "live" and self.engine.ddpm.ok
         running = self.sessions.get((session_key(request), kind))

@@ -94,6 +94,10 @@ def build_page(app, autostart: bool = False, concurrency: int | None = None, que
             ddim_guidance = gr.Slider(*GUIDANCE_RANGE, value=DDIM_GUIDANCE, step=0.1, label="DDIM guidance",
                                       info=f"{DDIM_GUIDANCE:g} = the DDPM's best DDIM-50 FID" + guided_at(DDIM_GUIDANCE_INTERVAL),
                                       elem_id="ddim-guidance")
+            lo_hi = DDIM_GUIDANCE_INTERVAL or (0, 0)
+            ddim_interval = gr.Checkbox(value=True, label=f"Guide DDIM only at t {lo_hi[0]}-{lo_hi[1]}",
+                                        info="on: the best FID; off: guidance at every step", elem_id="ddim-interval",
+                                        visible=DDIM_GUIDANCE_INTERVAL is not None)
             view = gr.Radio([("x0 prediction", "x0"), ("x_t (noisy state)", "xt")], value="x0", label="DDPM panel shows")
         with gr.Tab("Record GIF"):
             with gr.Row():
@@ -118,7 +122,7 @@ def build_page(app, autostart: bool = False, concurrency: int | None = None, que
                                 elem_id="walk-panel", height=420)
             walk_md = gr.Markdown("")
 
-        controls = [seed, random_seed, grid, steps, klass, drift_guidance, view, ddim_guidance]
+        controls = [seed, random_seed, grid, steps, klass, drift_guidance, view, ddim_guidance, ddim_interval]
         # raw inputs (preprocess=False): the handlers check every value themselves, so a bad request gets one
         # clear message and one log line (component checks would round 1.5 to 2, or log a traceback)
         raw = dict(preprocess=False)
@@ -137,10 +141,10 @@ def build_page(app, autostart: bool = False, concurrency: int | None = None, que
         # API parameters keep their order (new ones go last); /ddim's `guidance` is the DDIM slider
         one_drift.click(app.drift_frame, [seed, random_seed, grid, klass, drift_guidance], drift_img,
                         api_name="drift_frame", **raw)
-        one_ddim.click(app.ddim, [seed, random_seed, grid, steps, klass, ddim_guidance], ddpm_img, api_name="ddim",
-                       show_progress="minimal", **raw)
+        one_ddim.click(app.ddim, [seed, random_seed, grid, steps, klass, ddim_guidance, ddim_interval], ddpm_img,
+                       api_name="ddim", show_progress="minimal", **raw)
         rec_btn.click(app.record_gif, [rec_secs, seed, random_seed, grid, steps, klass, drift_guidance, rec_what,
-                                       ddim_guidance],
+                                       ddim_guidance, ddim_interval],
                       [gif_file, mp4_state], api_name="record_gif", concurrency_id="record", concurrency_limit=2, **raw
                       ).then(lambda g, m: (m, g), [gif_file, mp4_state], [mp4_file, gif_preview],
                              api_visibility="private", queue=False)

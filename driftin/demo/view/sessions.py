@@ -50,9 +50,9 @@ class SessionHandlers:
 
     @staticmethod
     def settings(seed, random_seed, grid, steps, class_name, guidance=1.0, view="x0", ddim_guidance=demo.DDIM_GUIDANCE,
-                 where="request") -> demo.Settings:
+                 ddim_interval=True, where="request") -> demo.Settings:
         with rejecting(where):
-            return demo.validate(seed, random_seed, grid, steps, class_name, guidance, view, ddim_guidance)
+            return demo.validate(seed, random_seed, grid, steps, class_name, guidance, view, ddim_guidance, ddim_interval)
 
     def _session(self, request: gr.Request | None, kind: str, s: demo.Settings) -> Session:
         key = (session_key(request), kind)

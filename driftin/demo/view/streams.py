@@ -15,9 +15,10 @@ class StreamHandlers(SessionHandlers):
     max_live_seconds: float
 
     def live(self, seed, random_seed, grid, steps, class_name, guidance, view, ddim_guidance=demo.DDIM_GUIDANCE,
-             request: gr.Request = None):
+             ddim_interval=True, request: gr.Request = None):
         """Live side-by-side stream: yields (drift grid, drift stats, DDPM grid, DDPM stats)."""
-        s = self.settings(seed, random_seed, grid, steps, class_name, guidance, view, ddim_guidance, where="/live")
+        s = self.settings(seed, random_seed, grid, steps, class_name, guidance, view, ddim_guidance, ddim_interval,
+                          where="/live")
         sess = self._session(request, "live", s)
         try:
             with rejecting("/live"):
@@ -47,12 +48,12 @@ class StreamHandlers(SessionHandlers):
             self._end(request, "walk", sess)
 
     def update(self, seed, random_seed, grid, steps, class_name, guidance, view, ddim_guidance=demo.DDIM_GUIDANCE,
-               request: gr.Request = None):
+               ddim_interval=True, request: gr.Request = None):
         """Controls changed: running streams of this browser session pick the new settings up."""
         key = session_key(request)
         running = [self.sessions.get((key, k)) for k in ("live", "walk")]
         if any(running):
-            s = self.settings(seed, random_seed, grid, steps, class_name, guidance, view, ddim_guidance,
+            s = self.settings(seed, random_seed, grid, steps, class_name, guidance, view, ddim_guidance, ddim_interval,
                               where="controls")
             with rejecting("controls"):  # the same settings for every running stream: checked once
                 self.engine.check_loaded(s)
