@@ -119,7 +119,8 @@ def lease_calls(shipped) -> dict[str, tuple[list[str], int]]:
     script = (WEIGHTS.parent / "scripts" / "lease_tree.sh").read_text()
     keeps = {call.lower(): names.split() for call, names in re.findall(r'\b([ABC])_KEEP="([^"]*)"', script)}
     assert set(keeps) == set(STAGED) - {"d"}, f"lease_tree.sh keeps for calls {sorted(keeps)}"
-    assert re.search(r"^\s*d\) keep \$\(others\);", script, re.M), "call d no longer stages the folders a-c leave out"
+    assert re.search(r"^\s*d\) keep \$\(others\); carry \.stage_enc\b", script, re.M), \
+        "call d no longer stages the folders a-c leave out and the trial encoder (.stage_enc)"
     kept = {n for names in keeps.values() for n in names}
     keeps["d"] = sorted(set(shipped) - kept)
     return {call: (keeps[call], staged) for call, staged in STAGED.items()}
