@@ -13,6 +13,7 @@ import weakref
 
 import torch
 
+from ..diffusion import ddim_timesteps
 from ..sampling import cfg_mix, ddim_coefficients, ddim_update, guidance_at, in_interval, predraw_noise
 from .fusion import fold_emb, fused_copy
 from .graphs import GRAPHS, BuildError, Entry, compile_fn
@@ -219,9 +220,10 @@ class FastSampler:
         n = noise.shape[0]
         eta = float(eta)
         # which steps run the doubled [cond; uncond] batch: with a guidance interval only those inside it (the rest are
-        # plain conditional steps, as in the eager path), so the step pattern is part of each entry's key
+        # plain conditional steps, as in the eager path), so the step pattern is part of each entry's key (from the
+        # timesteps alone: the coefficients are computed only when an entry is built)
         cfg = y is not None and guidance != 1.0
-        mask = tuple(cfg and in_interval(t, interval) for t in ddim_coefficients(steps, eta, spacing)[0])
+        mask = tuple(cfg and in_interval(t, interval) for t in ddim_timesteps(steps, spacing=spacing))
         guided = any(mask)
 
         def make(guided=guided):
