@@ -49,7 +49,7 @@ class Settings:
     guidance: float = 1.0  # the drift panel's (its guidance input; 1 = unguided)
     view: str = "x0"
     ddim_guidance: float = DDIM_GUIDANCE  # the DDIM panel's classifier-free guidance
-    ddim_guidance_interval: tuple[int, int] | None = DDIM_GUIDANCE_INTERVAL  # its guided timesteps (not a UI control)
+    ddim_guidance_interval: tuple[int, int] | None = DDIM_GUIDANCE_INTERVAL  # its guided timesteps (None: every step)
 
 
 def _number(name: str, v, lo: float, hi: float, integer: bool) -> float | int:
