@@ -87,3 +87,11 @@ python -m driftin.train export runs/drift-cifar10-b8 weights/drift-cifar10 --ema
 python -m driftin.train --config training/drift_cifar10.json --init-from weights/drift-cifar10 --steps 37550 \
     --snapshot-every 2000 --sample-every 0 --out runs/drift-cifar10-b9 --warmup 100 --ema-extra '[0.9995]'
 python -m driftin.train export runs/drift-cifar10-b9 weights/drift-cifar10
+
+# block 10 (commit e3f824e): steps 37,550 -> 51,250 (32.80M images), 17 minutes alone on one H200 (CHAIN_MODELS=drift;
+# median 8,856 img/s in its log at batch 640, ~10,400 once the reference statistics beside it were done).
+# FID-50k 9.74 -> 9.40 (EMA 0.999) / 9.61 (EMA 0.9995) (benchmarks/eval_drift_block10_ema*.json). FID-10k curve
+# 11.65 -> 11.89, 11.61, 11.39, 11.61, 11.41 over the block: flat at constant learning rate.
+python -m driftin.train --config training/drift_cifar10.json --init-from weights/drift-cifar10 --steps 51250 \
+    --snapshot-every 2500 --sample-every 0 --out runs/drift-cifar10-b10 --warmup 100 --ema-extra '[0.9995]'
+python -m driftin.train export runs/drift-cifar10-b10 weights/drift-cifar10
