@@ -208,10 +208,19 @@ CHAIN_DDPM_FLAGS=${CHAIN_DDPM_FLAGS---warmup 200 --ema-decay 0.9999 --lr 1e-4}
 # exported to $O/chain_ARM/export_emaD and scored by FID-50k with the first eval flags: the averaging length is chosen
 # after the block, against the main export's eval.json (collect the winner's shards; land_chain --export MODEL=export_emaD)
 CHAIN_EMA_EXTRA=${CHAIN_EMA_EXTRA:-}
+# CHAIN_DECAY=N: the block runs N steps from the staged weights' step S0 with the learning rate falling linearly to 0
+# over them (`--lr-decay [S0,S0+N]`, TrainConfig.lr_decay; the 100-step warmup's ramp caps its start); CHAIN_MIN still
+# caps the block, so choose an N the minutes can run (block 10 alone: 13,700 steps in 17 min). Unset: the constant rate
+# until CHAIN_MIN.
+CHAIN_DECAY=${CHAIN_DECAY:-}
 chain_one() {  # ARM MODEL RECIPE SNAPSHOT_EVERY EVAL_FLAGS [extra train flags...]; output in $O/chain_ARM
-  local a=$1 m=$2 recipe=$3 snap=$4 evalflags=$5 d f; shift 5
+  local a=$1 m=$2 recipe=$3 snap=$4 evalflags=$5 d f s0 steps=(--steps 10000000); shift 5
+  if [ -n "$CHAIN_DECAY" ]; then
+    s0=$(python3 -c "import json; print(json.load(open('$S/weights/$m-cifar10/config.json'))['steps'])")
+    steps=(--steps $((s0 + CHAIN_DECAY)) --lr-decay "[$s0,$((s0 + CHAIN_DECAY))]")
+  fi
   run chain_$a env DRIFTIN_COMPILE_ARTIFACTS=$S/compile/$a.bin \
-      python3 -m driftin.train --config $recipe --init-from $S/weights/$m-cifar10 --steps 10000000 \
+      python3 -m driftin.train --config $recipe --init-from $S/weights/$m-cifar10 "${steps[@]}" \
       --snapshot-every $snap --max-minutes $CHAIN_MIN --sample-every 0 --out $O/chain_$a "$@" \
       ${CHAIN_EMA_EXTRA:+--ema-extra "[$(echo $CHAIN_EMA_EXTRA | tr ' ' ,)]"}
   run export_$a python3 -m driftin.train export $O/chain_$a $O/chain_$a/export

@@ -90,8 +90,9 @@ def local_config(config: dict, model: str) -> dict:
 
 
 def stop_at(args: list[str], end_step: int) -> list[str]:
-    """args stopping at end_step (`--steps END`, no `--max-minutes`): the learning rate is constant after warmup, so
-    this is the block as it ran, on any GPU (a lease stops on minutes, which depend on the GPU and who shares it)."""
+    """args stopping at end_step (`--steps END`, no `--max-minutes`): the learning rate is a function of the step alone
+    (warmup, then constant or a `--lr-decay [FIRST,END]` fall in absolute steps), so this is the block as it ran, on
+    any GPU (a lease stops on minutes, which depend on the GPU and who shares it)."""
     out, skip = [], False
     for i, a in enumerate(args):
         if skip:

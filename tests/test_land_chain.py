@@ -1,6 +1,7 @@
 """scripts/land_chain.py: shards rebuilt from the parts a lease returns, and the block's command made local."""
 import importlib.util
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,21 @@ def test_a_block_command_stops_at_the_step_the_block_reached_not_after_minutes()
     cmd = land_chain.block_command(args, "drift", 8, 0.999, end_step=29700).split("\n")[0]
     assert cmd == "python -m driftin.train --config training/drift_cifar10.json --steps 29700 --out runs/drift-cifar10-b8"
     assert land_chain.stop_at(["--lr", "1e-4"], 500) == ["--lr", "1e-4", "--steps", "500"]
+
+
+def test_a_cool_down_block_cut_short_by_its_minutes_reproduces_its_learning_rates():
+    from driftin.train import lr_at
+    from driftin.train.cli import parse_args
+
+    ran = ["--config", "training/drift_cifar10.json", "--steps", "63250", "--lr-decay", "[51250,63250]",
+           "--max-minutes", "17", "--warmup", "100", "--out", "/root/res/chain_drift"]
+    cmd = land_chain.block_command(ran, "drift", 11, end_step=62000).split("\n")[0]
+    assert "--steps 62000 --lr-decay '[51250,63250]'" in cmd
+    again = shlex.split(cmd)[3:]  # after `python -m driftin.train`
+    (cfg_ran, _), (cfg_again, _) = parse_args(ran), parse_args(again)
+    assert cfg_again.steps == 62000
+    assert [lr_at(s, cfg_again, 51250) for s in range(51250, 62000, 50)] == \
+        [lr_at(s, cfg_ran, 51250) for s in range(51250, 62000, 50)]
 
 
 def test_block_command_runs_from_a_checkout():

@@ -150,6 +150,37 @@ def test_run_continued_from_weights_keeps_steps_schedule_data_and_loss(image_fol
         torch.testing.assert_close(last.state_dict()[k], v.half().float(), msg=k)
 
 
+def test_lr_warms_up_holds_then_falls_linearly_to_zero_at_the_decay_end():
+    cfg = TrainConfig(lr=1.0, steps=100, warmup=10, lr_decay=(80, 100))
+    expect = {0: 0.1, 4: 0.5, 9: 1.0, 50: 1.0, 80: 1.0, 81: 0.95, 90: 0.5, 99: 0.05}
+    assert {s: lr_at(s, cfg) for s in expect} == pytest.approx(expect)
+    # a block continued at step 85 warms up again and meets the fall: the lower of the two ramps
+    assert [lr_at(s, cfg, 85) for s in (85, 88, 95, 99)] == pytest.approx([0.1, 0.4, 0.25, 0.05])
+    # the fall is in absolute steps: where the run stops (`steps`) does not move it; past its end the rate is 0
+    assert lr_at(90, dataclasses.replace(cfg, steps=91)) == pytest.approx(0.5)
+    assert lr_at(100, dataclasses.replace(cfg, steps=200)) == 0.0
+    constant = dataclasses.replace(cfg, lr_decay=())
+    assert [lr_at(s, constant) for s in (9, 99, 10_000)] == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("decay", [(5,), (10, 10), (-1, 4), (1.5, 4), (1, 2, 3)])
+def test_a_malformed_lr_decay_is_refused_by_name(decay):
+    with pytest.raises(ValueError, match=r"lr_decay .*two steps \(FIRST, END\)"):
+        TrainConfig(lr_decay=decay)
+
+
+def test_the_optimizer_runs_the_decayed_rate_and_the_cli_sets_it(image_folder, tmp_path):
+    from driftin.train.cli import parse_args
+
+    cfg, _ = parse_args(["--lr-decay", "[2, 6]", "--steps", "6", "--preset", "tiny"])
+    assert (cfg.lr_decay, cfg.steps) == ((2, 6), 6)
+    cfg = TrainConfig(**{**TINY, "data": image_folder, "steps": 6, "lr_decay": [2, 6], "out": str(tmp_path)})
+    r = train(cfg, quiet=True)
+    lrs = [rec["lr"] for rec in read_log(tmp_path / "log.jsonl")]
+    assert lrs == pytest.approx([1e-3, 1e-3, 1e-3, 0.75e-3, 0.5e-3, 0.25e-3])
+    assert r["optimizer"].param_groups[0]["lr"] == pytest.approx(0.25e-3)  # what the last step ran, not only logged
+
+
 def test_init_from_refuses_the_other_objective(image_folder, tmp_path):
     cfg = TrainConfig(**{**TINY, "data": image_folder, "steps": 1, "snapshot_every": 1, "out": str(tmp_path / "a")})
     train(cfg, quiet=True)

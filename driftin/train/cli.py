@@ -43,7 +43,7 @@ def parse_args(argv=None) -> tuple[TrainConfig, RunOptions]:
                 p.add_argument(f"--drift-{g.name.replace('_', '-')}", dest=f"drift.{g.name}", type=json_or_str, default=None,
                                help=f"drift option (JSON value), default {g.default!r}")
         else:
-            p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=json.loads if f.name in ("betas", "ema_extra") or f.type in ("bool",) else None, default=None)
+            p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=json.loads if f.name in ("betas", "ema_extra", "lr_decay") or f.type in ("bool",) else None, default=None)
     a = vars(p.parse_args(argv))
     run = RunOptions(init_from=a.pop("init_from"), max_minutes=a.pop("max_minutes"))
     base = json.loads(Path(a.pop("config")).read_text()) if a.get("config") else {}

@@ -49,6 +49,11 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
     warmup: int = 500
+    # (FIRST, END): the learning rate falls linearly from lr at step FIRST to 0 at step END (a cool-down; 0 after END).
+    # At a constant rate the drift chain's FID-10k curve went flat (block 10, training/chains/README.md). Absolute
+    # steps, not "the last N of `steps`", so `steps` still decides only where a run stops: a chain block cut short by
+    # its minutes is reproduced by its end step. () keeps the rate constant, as every block before the cool-down ran
+    lr_decay: tuple[int, ...] = ()
     grad_clip: float = 1.0
     ema_decay: float = 0.9995
     # more EMA decays tracked beside ema_decay, for choosing the averaging length after training (it moves FID and no
@@ -86,6 +91,10 @@ class TrainConfig:
             object.__setattr__(self, "drift", from_dict(DriftConfig, self.drift))
         if self.objective not in ("ddpm", "drift"):
             raise ValueError(f"objective must be 'ddpm' or 'drift', got {self.objective!r}")
+        decay = tuple(self.lr_decay)
+        if decay and not (len(decay) == 2 and all(isinstance(v, int) and v >= 0 for v in decay) and decay[0] < decay[1]):
+            raise ValueError(f"lr_decay {decay}: must be () or two steps (FIRST, END) with 0 <= FIRST < END")
+        object.__setattr__(self, "lr_decay", decay)
         if self.compile_mode not in COMPILE_MODES:
             raise ValueError(f"compile_mode must be one of {COMPILE_MODES}, got {self.compile_mode!r}")
 
@@ -97,5 +106,9 @@ class TrainConfig:
 
 
 def lr_at(step: int, cfg: TrainConfig, start: int = 0) -> float:
-    """Linear warmup from `start` (a run initialised from weights warms its fresh optimizer up again)."""
-    return cfg.lr * min(1.0, (step - start + 1) / max(1, cfg.warmup))
+    """The learning rate of `step` (0-based): linear warmup from `start` (a run initialised from weights warms its
+    fresh optimizer up again), constant, then with lr_decay = (FIRST, END) a linear fall to 0 at END (step END - 1
+    runs at lr / (END - FIRST)). Both are ramps to or from 0, so the lower of the two is the rate."""
+    warm = (step - start + 1) / max(1, cfg.warmup)
+    decay = (cfg.lr_decay[1] - step) / (cfg.lr_decay[1] - cfg.lr_decay[0]) if cfg.lr_decay else 1.0
+    return cfg.lr * max(0.0, min(1.0, warm, decay))

@@ -5,7 +5,8 @@
 # a {"event": "boundary"} record where one starts. Run from the repository root on a GPU machine.
 set -euo pipefail
 # Every block stops at the step its lease stopped at (`--steps END`): the leases from block 2 on stopped on
-# `--max-minutes N` (config.json's "train_args" keep how each ran), and the learning rate is constant after warmup, so `--steps` decides only
+# `--max-minutes N` (config.json's "train_args" keep how each ran), and the learning rate is constant after warmup (a
+# cool-down block names its fall in absolute steps, `--lr-decay [FIRST,END]`), so `--steps` decides only
 # where a block stops and the chain reproduces on any GPU, alone or shared.
 # Every block names the encoder it ran with (blocks 1-3 weights/encoder-cifar10, 4-7 the BatchNorm ResNet-18
 # weights/encoder-resnet-bn-cifar10, 8 on the one trained with Cutout, which the recipe file names since block 8):
