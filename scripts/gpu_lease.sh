@@ -209,14 +209,16 @@ CHAIN_DDPM_FLAGS=${CHAIN_DDPM_FLAGS---warmup 200 --ema-decay 0.9999 --lr 1e-4}
 # after the block, against the main export's eval.json (collect the winner's shards; land_chain --export MODEL=export_emaD)
 CHAIN_EMA_EXTRA=${CHAIN_EMA_EXTRA:-}
 # CHAIN_DECAY=N: the block runs N steps from the staged weights' step S0 with the learning rate falling linearly to 0
-# over them (`--lr-decay [S0,S0+N]`, TrainConfig.lr_decay; the 100-step warmup's ramp caps its start); CHAIN_MIN still
-# caps the block, so choose an N the minutes can run (block 10 alone: 13,700 steps in 17 min). Unset: the constant rate
-# until CHAIN_MIN.
+# over them (`--lr-decay [S0,S0+N]`, TrainConfig.lr_decay; the 100-step warmup's ramp caps its start), every arm of the
+# job (each from its own S0: with CHAIN_MODELS="drift ddpm" the DDPM too; a trial arm too). CHAIN_MIN still caps the
+# block, so choose an N the minutes can run: block 10, drift alone, ran 13,700 steps in 17 min; arms sharing the GPU run
+# about half as many. Unset: the constant rate until CHAIN_MIN.
 CHAIN_DECAY=${CHAIN_DECAY:-}
 chain_one() {  # ARM MODEL RECIPE SNAPSHOT_EVERY EVAL_FLAGS [extra train flags...]; output in $O/chain_ARM
   local a=$1 m=$2 recipe=$3 snap=$4 evalflags=$5 d f s0 steps=(--steps 10000000); shift 5
   if [ -n "$CHAIN_DECAY" ]; then
-    s0=$(python3 -c "import json; print(json.load(open('$S/weights/$m-cifar10/config.json'))['steps'])")
+    s0=$(python3 -c "import json; print(json.load(open('$S/weights/$m-cifar10/config.json'))['steps'])") \
+      || { echo "   chain_$a FAILED: no step count in $S/weights/$m-cifar10/config.json"; touch $O/chain_$a.failed; return 1; }
     steps=(--steps $((s0 + CHAIN_DECAY)) --lr-decay "[$s0,$((s0 + CHAIN_DECAY))]")
   fi
   run chain_$a env DRIFTIN_COMPILE_ARTIFACTS=$S/compile/$a.bin \
@@ -274,6 +276,7 @@ case ${1:-} in
       case $phase in profile|encoder|mae|refs|calibrate|evals|sweep|bench|ablation|chains|trial) ;; *) echo "unknown phase $phase" >&2; exit 2 ;; esac
     done
     for m in $CHAIN_MODELS; do [[ $m == drift || $m == ddpm ]] || { echo "CHAIN_MODELS: unknown model $m (drift, ddpm)" >&2; exit 2; }; done
+    [[ -z $CHAIN_DECAY || $CHAIN_DECAY =~ ^[1-9][0-9]*$ ]] || { echo "CHAIN_DECAY: $CHAIN_DECAY is not a step count" >&2; exit 2; }
     for r in $ABL_ROWS $CHAIN_TRIAL_ROW; do grep -q "^$r\b" training/ablation/rows.txt || { echo "ABL_ROWS / CHAIN_TRIAL_ROW: no row $r in training/ablation/rows.txt" >&2; exit 2; }; done
     mkdir -p $C $O && cp -a driftin training scripts benchmarks pyproject.toml $C/ 2>/dev/null
     # a plain command with & (no `cd && ...` list): the detached job must not hold this call's stdout open

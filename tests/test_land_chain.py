@@ -70,15 +70,16 @@ def test_a_cool_down_block_cut_short_by_its_minutes_reproduces_its_learning_rate
     from driftin.train import lr_at
     from driftin.train.cli import parse_args
 
-    ran = ["--config", "training/drift_cifar10.json", "--steps", "63250", "--lr-decay", "[51250,63250]",
+    recipe = str(SCRIPT.parents[1] / "training" / "drift_cifar10.json")
+    ran = ["--config", recipe, "--steps", "63250", "--lr-decay", "[51250,63250]",
            "--max-minutes", "17", "--warmup", "100", "--out", "/root/res/chain_drift"]
     cmd = land_chain.block_command(ran, "drift", 11, end_step=62000).split("\n")[0]
     assert "--steps 62000 --lr-decay '[51250,63250]'" in cmd
     again = shlex.split(cmd)[3:]  # after `python -m driftin.train`
     (cfg_ran, _), (cfg_again, _) = parse_args(ran), parse_args(again)
-    assert cfg_again.steps == 62000
-    assert [lr_at(s, cfg_again, 51250) for s in range(51250, 62000, 50)] == \
-        [lr_at(s, cfg_ran, 51250) for s in range(51250, 62000, 50)]
+    assert (cfg_again.steps, cfg_again.lr_decay) == (62000, (51250, 63250))
+    rates = [lr_at(s, cfg_ran, 51250) for s in range(51250, 62000, 50)]
+    assert [lr_at(s, cfg_again, 51250) for s in range(51250, 62000, 50)] == rates and rates[-1] < rates[10] / 5
 
 
 def test_block_command_runs_from_a_checkout():

@@ -163,7 +163,7 @@ def test_lr_warms_up_holds_then_falls_linearly_to_zero_at_the_decay_end():
     assert [lr_at(s, constant) for s in (9, 99, 10_000)] == [1.0, 1.0, 1.0]
 
 
-@pytest.mark.parametrize("decay", [(5,), (10, 10), (-1, 4), (1.5, 4), (1, 2, 3)])
+@pytest.mark.parametrize("decay", [(5,), (10, 10), (-1, 4), (1.5, 4), (1, 2, 3), (False, True), 5, None])
 def test_a_malformed_lr_decay_is_refused_by_name(decay):
     with pytest.raises(ValueError, match=r"lr_decay .*two steps \(FIRST, END\)"):
         TrainConfig(lr_decay=decay)
@@ -179,6 +179,15 @@ def test_the_optimizer_runs_the_decayed_rate_and_the_cli_sets_it(image_folder, t
     lrs = [rec["lr"] for rec in read_log(tmp_path / "log.jsonl")]
     assert lrs == pytest.approx([1e-3, 1e-3, 1e-3, 0.75e-3, 0.5e-3, 0.25e-3])
     assert r["optimizer"].param_groups[0]["lr"] == pytest.approx(0.25e-3)  # what the last step ran, not only logged
+
+
+def test_a_block_starting_at_or_after_its_decay_end_is_refused(image_folder, tmp_path):
+    cfg = TrainConfig(**{**TINY, "data": image_folder, "steps": 2, "snapshot_every": 2, "out": str(tmp_path / "a")})
+    train(cfg, quiet=True)
+    snap = tmp_path / "a" / "snapshots" / "step_0000002"
+    late = dataclasses.replace(cfg, steps=8, lr_decay=(0, 2), out=str(tmp_path / "b"))  # a recipe's fall reused
+    with pytest.raises(ValueError, match=r"lr_decay \[0, 2\] ends at step 2, but this run starts at step 2"):
+        train(late, quiet=True, init_from=str(snap))
 
 
 def test_init_from_refuses_the_other_objective(image_folder, tmp_path):

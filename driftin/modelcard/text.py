@@ -237,7 +237,7 @@ def build_card_text(folder: str | Path, repo_id: str | None = None, train_record
     b += ["", "## Training", ""]
     if tc:
         keys = ["objective", "preset", "data", "class_cond", "batch_size", "steps", "lr", "betas", "weight_decay",
-                "warmup", "grad_clip", "ema_decay", "bf16", "seed"]
+                "warmup", "lr_decay", "grad_clip", "ema_decay", "bf16", "seed"]
         rows = [[k, f"`{json.dumps(tc[k])}`"] for k in keys if k in tc]
         if drift and isinstance(tc.get("drift"), dict):
             rows += [[f"drift.{k}", f"`{json.dumps(v)}`"] for k, v in tc["drift"].items()]

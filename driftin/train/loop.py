@@ -71,6 +71,9 @@ def train(cfg: TrainConfig, stop_after: int | None = None, quiet: bool = False, 
                     "warmup_from": start, "warmup": cfg.warmup, "batch_size": cfg.batch_size,
                     "source_batch_size": meta.get("train_config", {}).get("batch_size")}
         dist.print0(f"initialised from {init_from} (step {start}, {images_seen:,} images seen); optimizer and warmup start fresh")
+    if cfg.lr_decay and start < cfg.steps and start >= cfg.lr_decay[1]:  # absolute steps: easy to reuse by mistake
+        raise ValueError(f"lr_decay {list(cfg.lr_decay)} ends at step {cfg.lr_decay[1]}, but this run starts at step "
+                         f"{start}: every step would train at learning rate 0 (name this block's own [FIRST, END])")
 
     def run_meta():
         meta = {"warm_start": tr.warm_start, "images_seen": images_seen, "chain": chain}

@@ -91,9 +91,10 @@ class TrainConfig:
             object.__setattr__(self, "drift", from_dict(DriftConfig, self.drift))
         if self.objective not in ("ddpm", "drift"):
             raise ValueError(f"objective must be 'ddpm' or 'drift', got {self.objective!r}")
-        decay = tuple(self.lr_decay)
-        if decay and not (len(decay) == 2 and all(isinstance(v, int) and v >= 0 for v in decay) and decay[0] < decay[1]):
-            raise ValueError(f"lr_decay {decay}: must be () or two steps (FIRST, END) with 0 <= FIRST < END")
+        decay = tuple(self.lr_decay) if isinstance(self.lr_decay, (list, tuple)) else self.lr_decay
+        steps = isinstance(decay, tuple) and len(decay) == 2 and all(type(v) is int and v >= 0 for v in decay)  # no bools
+        if decay != () and not (steps and decay[0] < decay[1]):
+            raise ValueError(f"lr_decay {decay!r}: must be () or two steps (FIRST, END) with 0 <= FIRST < END")
         object.__setattr__(self, "lr_decay", decay)
         if self.compile_mode not in COMPILE_MODES:
             raise ValueError(f"compile_mode must be one of {COMPILE_MODES}, got {self.compile_mode!r}")
