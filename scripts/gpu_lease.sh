@@ -48,6 +48,9 @@ stage() {
   ls -la $S $S/weights; nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv
 }
 
+# how many GPUs this machine has (1 where nvidia-smi lists none): the ablation's rows spread over them
+gpus() { local n; n=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU'); echo $(( n > 0 ? n : 1 )); }
+
 # run NAME CMD...: one logged step of the job, its outcome marked by $O/NAME.done or $O/NAME.failed
 # (9>&-: the job's queue lock stays with the job, not with anything a step leaves running)
 run() { local name=$1; shift; echo "== $(date +%T) $name"; ( "$@" ) > $O/$name.log 2>&1 9>&- && touch $O/$name.done || { touch $O/$name.failed; echo "   $name FAILED"; }; }
@@ -166,9 +169,11 @@ evals() {
 # about ABL_STEPS more steps from the staged shipped weights, to the next multiple of the drift chain's snapshot
 # interval, with the chain's flags (CHAIN_DRIFT_FLAGS, not ABL_WARMUP) before the row's: --init-from continues the
 # step count and data order, so the chain's snapshot at that step is the 01_recipe row of the same lease for free;
-# rows that change the architecture (06_styles) cannot start from it. One at a time: run together, eight compiles
-# competed for the CPU and no row got past 200 steps (benchmarks/ablation_drift.md); in sequence, repeated graphs come
-# from the inductor cache.
+# rows that change the architecture (06_styles) cannot start from it. One at a time per GPU: run together on one
+# H200 (16 cores), eight compiles competed for the CPU and no row got past 200 steps (benchmarks/ablation_drift.md); in
+# sequence, repeated graphs come from the inductor cache. A machine of several GPUs (nvidia-h200-x8: 128 cores) runs
+# row i on GPU i mod #GPUs, each GPU its rows in sequence (nine rows: two rounds on eight GPUs); `start refs ablation`
+# there, so the reference statistics are computed once before the rows' evals read them (the cache is atomic anyway).
 # Output: $O/ablation/<row> from scratch, $O/ablation_from/<row> continued (a folder holding a checkpoint would be
 # resumed, so the two modes never share one). With ABL_FROM and no ABL_ROWS, 01_recipe is skipped (the chain is it).
 ABL_STEPS=${ABL_STEPS:-2500} ABL_WARMUP=${ABL_WARMUP:-200} ABL_MAX_MIN=${ABL_MAX_MIN:-8} ABL_ROWS=${ABL_ROWS:-} ABL_FROM=${ABL_FROM:-}
@@ -180,17 +185,25 @@ ablation() {
     steps=$(python3 -c "import json; print(json.load(open('$S/weights/$ABL_FROM/config.json'))['steps'])")
     steps=$(( (steps + ABL_STEPS + DRIFT_SNAP - 1) / DRIFT_SNAP * DRIFT_SNAP ))
   fi
-  set -f  # a row's flags are split on spaces, never globbed
+  local rows=() ngpu=$(gpus) gpu i
   while read -r -u 3 row flags; do  # fd 3: the runs must not read the rows file from stdin
     [[ -z "$row" || "$row" == \#* || "$row" == "$skip" ]] && continue
     [[ -n "$ABL_ROWS" && " $ABL_ROWS " != *" $row "* ]] && continue
-    run abl_$row python3 -m driftin.train --config training/drift_cifar10.json "${start[@]}" $flags --seed 0 \
-        --steps $steps --sample-every 0 --ckpt-every $ABL_STEPS --log-every 50 \
-        --max-minutes $ABL_MAX_MIN --out $out/$row
-    run abl_${row}_export python3 -m driftin.train export $out/$row $out/$row/ema
-    run abl_${row}_eval $EVAL --weights $out/$row/ema --n 10000 --out $out/$row/eval.json
+    rows+=("$row")
   done 3< training/ablation/rows.txt
-  set +f
+  for ((gpu = 0; gpu < ngpu; gpu++)); do
+    ( for ((i = gpu; i < ${#rows[@]}; i += ngpu)); do ablation_row "${rows[i]}" $gpu; done ) &
+  done
+  wait
+}
+ablation_row() {  # ROW GPU: one row trained, exported and scored on that GPU (ablation's start, steps and out)
+  local row=$1 on=(env CUDA_VISIBLE_DEVICES=$2) flags=()
+  read -ra flags <<< "$(row_flags $row)"  # read -a: split on spaces, never globbed
+  run abl_$row "${on[@]}" python3 -m driftin.train --config training/drift_cifar10.json "${start[@]}" "${flags[@]}" --seed 0 \
+      --steps $steps --sample-every 0 --ckpt-every $ABL_STEPS --log-every 50 \
+      --max-minutes $ABL_MAX_MIN --out $out/$row
+  run abl_${row}_export "${on[@]}" python3 -m driftin.train export $out/$row $out/$row/ema
+  run abl_${row}_eval "${on[@]}" $EVAL --weights $out/$row/ema --n 10000 --out $out/$row/eval.json
 }
 
 # one block of both chains (#21), the two models at once (each step leaves the GPU partly idle): continue each from
@@ -267,6 +280,8 @@ trial() {
   [ -n "$CHAIN_TRIAL_ROW" ] && read -ra row <<< "$(row_flags $CHAIN_TRIAL_ROW)"  # read -a: split, never globbed
   chain_one drift_trial $DRIFT_ARM "--guidance,1" $CHAIN_DRIFT_FLAGS "${row[@]}" $CHAIN_TRIAL_FLAGS
 }
+
+[[ "${BASH_SOURCE[0]}" != "$0" ]] && return 0  # sourced (tests/test_gpu_lease.py): the functions only
 
 case ${1:-} in
   stage) stage; shift; [ "${1:-}" = start ] || exit 0 ;;&

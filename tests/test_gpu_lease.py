@@ -1,0 +1,63 @@
+"""scripts/gpu_lease.sh's job logic, run on CPU with its functions sourced and the device steps stubbed: `run` records
+each step's command instead of running it, `nvidia-smi` lists as many GPUs as the test asks."""
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ROWS = [line.split()[0] for line in (ROOT / "training" / "ablation" / "rows.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")]
+
+pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+
+
+def job(tmp_path, body: str, gpus: int, env: dict | None = None) -> list[str]:
+    """Source the script, stub the device, run `body` from the repository root; the recorded steps, one per line."""
+    listing = "".join(f"GPU {i}: NVIDIA H200 (UUID: GPU-{i})\\n" for i in range(gpus))
+    script = f"""
+        source scripts/gpu_lease.sh
+        O={tmp_path} S={tmp_path}/stage
+        nvidia-smi() {{ printf '{listing}'; }}
+        run() {{ echo "$*" >> $O/steps; }}
+        {body}
+    """
+    subprocess.run(["bash", "-c", script], cwd=ROOT, check=True, env={"PATH": "/usr/bin:/bin", **(env or {})})
+    steps = tmp_path / "steps"
+    return steps.read_text().splitlines() if steps.exists() else []
+
+
+def gpu_of(steps: list[str], row: str) -> set[str]:
+    """The CUDA_VISIBLE_DEVICES each of a row's three steps (train, export, eval) ran with."""
+    mine = [s for s in steps if s.split()[0] in (f"abl_{row}", f"abl_{row}_export", f"abl_{row}_eval")]
+    assert len(mine) == 3, mine
+    return {s.split()[2] for s in mine}
+
+
+@pytest.mark.parametrize("gpus", [1, 2, 8])
+def test_ablation_runs_every_row_once_on_gpu_i_mod_the_gpus(tmp_path, gpus):
+    steps = job(tmp_path, "ablation", gpus)
+    assert len(steps) == 3 * len(ROWS)
+    for i, row in enumerate(ROWS):
+        assert gpu_of(steps, row) == {f"CUDA_VISIBLE_DEVICES={i % gpus}"}
+    # each GPU runs its rows in file order, each row's train -> export -> eval in order
+    for g in range(gpus):
+        mine = [s.split()[0] for s in steps if s.split()[2] == f"CUDA_VISIBLE_DEVICES={g}"]
+        assert mine == [f"abl_{r}{x}" for r in ROWS[g::gpus] for x in ("", "_export", "_eval")]
+
+
+def test_ablation_rows_keep_their_flags_and_the_budget(tmp_path):
+    steps = job(tmp_path, "ablation", 2, {"ABL_ROWS": "04_paper_cfg 07_group128", "ABL_STEPS": "300"})
+    train = {s.split()[0]: s for s in steps if not s.endswith("eval.json") and "export" not in s.split()[0]}
+    assert sorted(train) == ["abl_04_paper_cfg", "abl_07_group128"]
+    assert "--drift-cfg-max 4.0 --drift-cfg-alpha power" in train["abl_04_paper_cfg"]
+    assert "--batch-size 1280 --seed 0 --steps 300" in train["abl_07_group128"]
+    assert gpu_of(steps, "04_paper_cfg") == {"CUDA_VISIBLE_DEVICES=0"}
+    assert gpu_of(steps, "07_group128") == {"CUDA_VISIBLE_DEVICES=1"}
+
+
+def test_gpus_counts_one_where_nvidia_smi_lists_none(tmp_path):
+    out = subprocess.run(["bash", "-c", "source scripts/gpu_lease.sh; nvidia-smi() { return 9; }; gpus"],
+                         cwd=ROOT, check=True, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    assert out.stdout.strip() == "1"
