@@ -176,7 +176,10 @@ evals() {
 # there, so the reference statistics are computed once before the rows' evals read them (the cache is atomic anyway).
 # Output: $O/ablation/<row> from scratch, $O/ablation_from/<row> continued (a folder holding a checkpoint would be
 # resumed, so the two modes never share one). With ABL_FROM and no ABL_ROWS, 01_recipe is skipped (the chain is it).
+# ABL_GPU_FIRST=K: the rows use GPUs K.. only (e.g. 3 beside `chains+trial`, whose arms take GPUs 0-2: arm_gpu); where
+# the machine has no GPU K, all of them.
 ABL_STEPS=${ABL_STEPS:-2500} ABL_WARMUP=${ABL_WARMUP:-200} ABL_MAX_MIN=${ABL_MAX_MIN:-8} ABL_ROWS=${ABL_ROWS:-} ABL_FROM=${ABL_FROM:-}
+ABL_GPU_FIRST=${ABL_GPU_FIRST:-0}
 ablation() {
   local row flags start=(--warmup $ABL_WARMUP) steps=$ABL_STEPS out=$O/ablation skip=""
   if [ -n "$ABL_FROM" ]; then
@@ -185,14 +188,15 @@ ablation() {
     steps=$(python3 -c "import json; print(json.load(open('$S/weights/$ABL_FROM/config.json'))['steps'])")
     steps=$(( (steps + ABL_STEPS + DRIFT_SNAP - 1) / DRIFT_SNAP * DRIFT_SNAP ))
   fi
-  local rows=() ngpu=$(gpus) gpu i
+  local rows=() ngpu=$(gpus) first=$ABL_GPU_FIRST gpu i
+  (( first < ngpu )) || first=0
   while read -r -u 3 row flags; do  # fd 3: the runs must not read the rows file from stdin
     [[ -z "$row" || "$row" == \#* || "$row" == "$skip" ]] && continue
     [[ -n "$ABL_ROWS" && " $ABL_ROWS " != *" $row "* ]] && continue
     rows+=("$row")
   done 3< training/ablation/rows.txt
-  for ((gpu = 0; gpu < ngpu; gpu++)); do
-    ( for ((i = gpu; i < ${#rows[@]}; i += ngpu)); do ablation_row "${rows[i]}" $gpu; done ) &
+  for ((gpu = first; gpu < ngpu; gpu++)); do
+    ( for ((i = gpu - first; i < ${#rows[@]}; i += ngpu - first)); do ablation_row "${rows[i]}" $gpu; done ) &
   done
   wait
 }
@@ -227,26 +231,30 @@ CHAIN_EMA_EXTRA=${CHAIN_EMA_EXTRA:-}
 # block, so choose an N the minutes can run: block 10, drift alone, ran 13,700 steps in 17 min; arms sharing the GPU run
 # about half as many. Unset: the constant rate until CHAIN_MIN.
 CHAIN_DECAY=${CHAIN_DECAY:-}
+# the GPU of each chain arm: drift 0, ddpm 1, drift_trial 2, modulo the GPUs (one GPU: all share it, as block 8's
+# arms did; several: each arm alone on its own, at full speed and equal conditions)
+arm_gpu() { local slot; case $1 in drift) slot=0 ;; ddpm) slot=1 ;; *) slot=2 ;; esac; echo $((slot % $(gpus))); }
 chain_one() {  # ARM MODEL RECIPE SNAPSHOT_EVERY EVAL_FLAGS [extra train flags...]; output in $O/chain_ARM
-  local a=$1 m=$2 recipe=$3 snap=$4 evalflags=$5 d f s0 steps=(--steps 10000000); shift 5
+  local a=$1 m=$2 recipe=$3 snap=$4 evalflags=$5 d f s0 steps=(--steps 10000000) on; shift 5
+  on=(env CUDA_VISIBLE_DEVICES=$(arm_gpu $a))
   if [ -n "$CHAIN_DECAY" ]; then
     s0=$(python3 -c "import json; print(json.load(open('$S/weights/$m-cifar10/config.json'))['steps'])") \
       || { echo "   chain_$a FAILED: no step count in $S/weights/$m-cifar10/config.json"; touch $O/chain_$a.failed; return 1; }
     steps=(--steps $((s0 + CHAIN_DECAY)) --lr-decay "[$s0,$((s0 + CHAIN_DECAY))]")
   fi
-  run chain_$a env DRIFTIN_COMPILE_ARTIFACTS=$S/compile/$a.bin \
+  run chain_$a "${on[@]}" DRIFTIN_COMPILE_ARTIFACTS=$S/compile/$a.bin \
       python3 -m driftin.train --config $recipe --init-from $S/weights/$m-cifar10 "${steps[@]}" \
       --snapshot-every $snap --max-minutes $CHAIN_MIN --sample-every 0 --out $O/chain_$a "$@" \
       ${CHAIN_EMA_EXTRA:+--ema-extra "[$(echo $CHAIN_EMA_EXTRA | tr ' ' ,)]"}
-  run export_$a python3 -m driftin.train export $O/chain_$a $O/chain_$a/export
+  run export_$a "${on[@]}" python3 -m driftin.train export $O/chain_$a $O/chain_$a/export
   cp $S/weights/$m-cifar10/fid_curve.json $O/chain_$a/ 2>/dev/null  # the committed curve: the new points are merged in
-  run curve_$a python3 -m driftin.eval.curve $S/weights/$m-cifar10 $O/chain_$a/snapshots --label $m-cifar10 --n 10000 --batch 2500 --device cuda \
+  run curve_$a "${on[@]}" python3 -m driftin.eval.curve $S/weights/$m-cifar10 $O/chain_$a/snapshots --label $m-cifar10 --n 10000 --batch 2500 --device cuda \
       --inception $FIDNET --evalnet $S/weights/evalnet-cifar10 --out $O/chain_$a/fid_curve.json --plot $O/chain_$a/fid_curve.png
-  for f in $evalflags; do run eval_$a${f//[^0-9.]/} $EVAL --weights $O/chain_$a/export ${f//,/ } --out $O/chain_$a/export/eval.json; done
+  for f in $evalflags; do run eval_$a${f//[^0-9.]/} "${on[@]}" $EVAL --weights $O/chain_$a/export ${f//,/ } --out $O/chain_$a/export/eval.json; done
   f=${evalflags%% *}  # the extra EMAs last (a lease cut short loses these, not the main numbers); an arm's own decay
   for d in $CHAIN_EMA_EXTRA; do  # is not among its extras (TrainConfig drops it), so its export is refused and skipped
-    run export_${a}_ema$d python3 -m driftin.train export $O/chain_$a $O/chain_$a/export_ema$d --ema-decay $d
-    [ -e $O/export_${a}_ema$d.done ] && run eval_${a}_ema$d $EVAL --weights $O/chain_$a/export_ema$d ${f//,/ } --out $O/chain_$a/export_ema$d/eval.json
+    run export_${a}_ema$d "${on[@]}" python3 -m driftin.train export $O/chain_$a $O/chain_$a/export_ema$d --ema-decay $d
+    [ -e $O/export_${a}_ema$d.done ] && run eval_${a}_ema$d "${on[@]}" $EVAL --weights $O/chain_$a/export_ema$d ${f//,/ } --out $O/chain_$a/export_ema$d/eval.json
   done
 }
 DRIFT_SNAP=${DRIFT_SNAP:-1000}  # the drift chain's snapshot (FID-10k curve point) interval in steps
@@ -262,7 +270,7 @@ chains() {
   wait
 }
 # a second arm of the drift block from the same start weights with other flags (`chains+trial`: both arms share the GPU
-# under equal conditions, same minutes): the arm with the lower FID-50k is the one to ship, the other is the ablation row
+# under equal conditions, same minutes; on a machine of three or more GPUs each arm has its own, arm_gpu): the arm with the lower FID-50k is the one to ship, the other is the ablation row
 # (the trial arm is scored at guidance 1 only, to keep the lease's evaluation time; score CHAIN_DRIFT_EVALS' other
 # guidance if it is shipped).
 # The trial's flags come after CHAIN_DRIFT_FLAGS, so a flag given in both takes the trial's value (argparse: the last
@@ -292,6 +300,7 @@ case ${1:-} in
     done
     for m in $CHAIN_MODELS; do [[ $m == drift || $m == ddpm ]] || { echo "CHAIN_MODELS: unknown model $m (drift, ddpm)" >&2; exit 2; }; done
     [[ -z $CHAIN_DECAY || $CHAIN_DECAY =~ ^[1-9][0-9]*$ ]] || { echo "CHAIN_DECAY: $CHAIN_DECAY is not a step count" >&2; exit 2; }
+    [[ $ABL_GPU_FIRST =~ ^[0-9]+$ ]] || { echo "ABL_GPU_FIRST: $ABL_GPU_FIRST is not a GPU index" >&2; exit 2; }
     for r in $ABL_ROWS $CHAIN_TRIAL_ROW; do grep -q "^$r\b" training/ablation/rows.txt || { echo "ABL_ROWS / CHAIN_TRIAL_ROW: no row $r in training/ablation/rows.txt" >&2; exit 2; }; done
     mkdir -p $C $O && cp -a driftin training scripts benchmarks pyproject.toml $C/ 2>/dev/null
     # a plain command with & (no `cd && ...` list): the detached job must not hold this call's stdout open

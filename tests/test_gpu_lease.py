@@ -1,5 +1,5 @@
 """scripts/gpu_lease.sh's job logic, run on CPU with its functions sourced and the device steps stubbed: `run` records
-each step's command instead of running it, `nvidia-smi` lists as many GPUs as the test asks."""
+each step's command (and marks it done) instead of running it, `nvidia-smi` lists as many GPUs as the test asks."""
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,7 +20,7 @@ def job(tmp_path, body: str, gpus: int, env: dict | None = None) -> list[str]:
         source scripts/gpu_lease.sh
         O={tmp_path} S={tmp_path}/stage
         nvidia-smi() {{ printf '{listing}'; }}
-        run() {{ echo "$*" >> $O/steps; }}
+        run() {{ echo "$*" >> $O/steps; touch $O/$1.done; }}
         {body}
     """
     subprocess.run(["bash", "-c", script], cwd=ROOT, check=True, env={"PATH": "/usr/bin:/bin", **(env or {})})
@@ -55,6 +55,37 @@ def test_ablation_rows_keep_their_flags_and_the_budget(tmp_path):
     assert "--batch-size 1280 --seed 0 --steps 300" in train["abl_07_group128"]
     assert gpu_of(steps, "04_paper_cfg") == {"CUDA_VISIBLE_DEVICES=0"}
     assert gpu_of(steps, "07_group128") == {"CUDA_VISIBLE_DEVICES=1"}
+
+
+@pytest.mark.parametrize("gpus, first, used", [(8, 3, [3, 4, 5, 6, 7]), (2, 1, [1]), (1, 3, [0])])
+def test_ablation_beside_the_chains_takes_the_gpus_from_abl_gpu_first(tmp_path, gpus, first, used):
+    steps = job(tmp_path, "ablation", gpus, {"ABL_GPU_FIRST": str(first)})
+    for i, row in enumerate(ROWS):
+        assert gpu_of(steps, row) == {f"CUDA_VISIBLE_DEVICES={used[i % len(used)]}"}
+
+
+def arms_gpu(steps: list[str]) -> dict[str, set[str]]:
+    """Each chain arm's CUDA_VISIBLE_DEVICES over all its steps (train, export, curve, evals, extra EMAs)."""
+    out = {}
+    for s in steps:
+        name, arm = s.split()[0], None
+        for a in ("drift_trial", "drift", "ddpm"):  # the longest first: drift_trial's steps also contain "drift"
+            if a in name:
+                arm = a
+                break
+        out.setdefault(arm, set()).add(s.split()[2])
+    return out
+
+
+@pytest.mark.parametrize("gpus, expect", [(1, {"drift": "0", "ddpm": "0", "drift_trial": "0"}),
+                                          (2, {"drift": "0", "ddpm": "1", "drift_trial": "0"}),
+                                          (3, {"drift": "0", "ddpm": "1", "drift_trial": "2"})])
+def test_chain_arms_each_run_every_step_on_their_gpu(tmp_path, gpus, expect):
+    steps = job(tmp_path, "chains; trial", gpus, {"CHAIN_EMA_EXTRA": "0.9995", "CHAIN_MODELS": "drift ddpm"})
+    assert arms_gpu(steps) == {arm: {f"CUDA_VISIBLE_DEVICES={g}"} for arm, g in expect.items()}
+    names = {s.split()[0] for s in steps}
+    assert {"chain_drift_trial", "export_drift_trial", "curve_drift_trial", "eval_drift_trial1", "chain_ddpm",
+            "eval_drift_ema0.9995"} <= names
 
 
 def test_gpus_counts_one_where_nvidia_smi_lists_none(tmp_path):
