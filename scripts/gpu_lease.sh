@@ -48,7 +48,7 @@ stage() {
   ls -la $S $S/weights; nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv
 }
 
-# how many GPUs this machine has (1 where nvidia-smi lists none): the ablation's rows spread over them
+# how many GPUs this machine has (1 where nvidia-smi lists none): the ablation's rows and the chain arms spread over them
 gpus() { local n; n=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU'); echo $(( n > 0 ? n : 1 )); }
 
 # run NAME CMD...: one logged step of the job, its outcome marked by $O/NAME.done or $O/NAME.failed
@@ -270,7 +270,8 @@ chains() {
   wait
 }
 # a second arm of the drift block from the same start weights with other flags (`chains+trial`: both arms share the GPU
-# under equal conditions, same minutes; on a machine of three or more GPUs each arm has its own, arm_gpu): the arm with the lower FID-50k is the one to ship, the other is the ablation row
+# under equal conditions, same minutes; on a machine of three or more GPUs each arm has its own, arm_gpu): the arm
+# with the lower FID-50k is the one to ship, the other is the ablation row
 # (the trial arm is scored at guidance 1 only, to keep the lease's evaluation time; score CHAIN_DRIFT_EVALS' other
 # guidance if it is shipped).
 # The trial's flags come after CHAIN_DRIFT_FLAGS, so a flag given in both takes the trial's value (argparse: the last
