@@ -61,9 +61,7 @@ def generate(
         raise ValueError(f"output must be 'float' or 'uint8', got {output!r}")
     if not (0.0 <= guidance <= 20.0):
         raise ValueError(f"guidance must be in [0, 20], got {guidance}")
-    guidance_interval = check_guidance_interval(guidance_interval)
-    if guidance_interval is not None and method != "ddim":
-        raise ValueError("guidance_interval is a DDIM setting (drift's guidance is one input of its single step)")
+    guidance_interval = check_guidance_interval(guidance_interval, method)
     device = torch.device(device) if device is not None else next(net.parameters()).device
     shape = (cfg.in_channels, cfg.image_size, cfg.image_size)
     step = None  # DDIM eta > 0 noise: from the seeds unless a generator is given

@@ -75,10 +75,13 @@ def cfg_mix(e_cond: torch.Tensor, e_uncond: torch.Tensor, guidance) -> torch.Ten
     return e_uncond + guidance * (e_cond - e_uncond)
 
 
-def check_guidance_interval(interval) -> tuple[int, int] | None:
-    """None, or (lo, hi): the DDPM timesteps 0 <= lo <= hi <= 999 between which DDIM applies guidance."""
+def check_guidance_interval(interval, method: str | None = None) -> tuple[int, int] | None:
+    """None, or (lo, hi): the DDPM timesteps 0 <= lo <= hi <= 999 between which DDIM applies guidance. With the
+    sampling method: refused for any but "ddim"."""
     if interval is None:
         return None
+    if method is not None and method != "ddim":
+        raise ValueError("guidance_interval is a DDIM setting (drift's guidance is one input of its single step)")
     try:
         if isinstance(interval, (str, bytes)) or any(int(v) != v for v in interval):
             raise TypeError

@@ -51,6 +51,9 @@ stage() {
 # how many GPUs this machine has (1 where nvidia-smi lists none): the ablation's rows and the chain arms spread over them
 gpus() { local n; n=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU'); echo $(( n > 0 ? n : 1 )); }
 
+# the training step a staged weights folder ($S/weights/NAME) reached: where a run continuing it starts
+staged_step() { python3 -c "import json; print(json.load(open('$S/weights/$1/config.json'))['steps'])"; }
+
 # run NAME CMD...: one logged step of the job, its outcome marked by $O/NAME.done or $O/NAME.failed
 # (9>&-: the job's queue lock stays with the job, not with anything a step leaves running)
 run() { local name=$1; shift; echo "== $(date +%T) $name"; ( "$@" ) > $O/$name.log 2>&1 9>&- && touch $O/$name.done || { touch $O/$name.failed; echo "   $name FAILED"; }; }
@@ -185,24 +188,25 @@ ablation() {
   if [ -n "$ABL_FROM" ]; then
     start=(--init-from $S/weights/$ABL_FROM $CHAIN_DRIFT_FLAGS) out=$O/ablation_from
     [ -z "$ABL_ROWS" ] && skip=01_recipe
-    steps=$(python3 -c "import json; print(json.load(open('$S/weights/$ABL_FROM/config.json'))['steps'])")
+    steps=$(staged_step $ABL_FROM)
     steps=$(( (steps + ABL_STEPS + DRIFT_SNAP - 1) / DRIFT_SNAP * DRIFT_SNAP ))
   fi
-  local rows=() ngpu=$(gpus) first=$ABL_GPU_FIRST gpu i
+  local rows=() row_args=() ngpu=$(gpus) first=$ABL_GPU_FIRST gpu i
   (( first < ngpu )) || first=0
   while read -r -u 3 row flags; do  # fd 3: the runs must not read the rows file from stdin
     [[ -z "$row" || "$row" == \#* || "$row" == "$skip" ]] && continue
     [[ -n "$ABL_ROWS" && " $ABL_ROWS " != *" $row "* ]] && continue
-    rows+=("$row")
+    rows+=("$row") row_args+=("$flags")
   done 3< training/ablation/rows.txt
   for ((gpu = first; gpu < ngpu; gpu++)); do
-    ( for ((i = gpu - first; i < ${#rows[@]}; i += ngpu - first)); do ablation_row "${rows[i]}" $gpu; done ) &
+    ( for ((i = gpu - first; i < ${#rows[@]}; i += ngpu - first)); do
+        ablation_row "${rows[i]}" $gpu "${row_args[i]}"; done ) &
   done
   wait
 }
-ablation_row() {  # ROW GPU: one row trained, exported and scored on that GPU (ablation's start, steps and out)
+ablation_row() {  # ROW GPU FLAGS: one row trained, exported and scored on that GPU (ablation's start, steps and out)
   local row=$1 on=(env CUDA_VISIBLE_DEVICES=$2) flags=()
-  read -ra flags <<< "$(row_flags $row)"  # read -a: split on spaces, never globbed
+  read -ra flags <<< "$3"  # read -a: split on spaces, never globbed
   run abl_$row "${on[@]}" python3 -m driftin.train --config training/drift_cifar10.json "${start[@]}" "${flags[@]}" --seed 0 \
       --steps $steps --sample-every 0 --ckpt-every $ABL_STEPS --log-every 50 \
       --max-minutes $ABL_MAX_MIN --out $out/$row
@@ -238,7 +242,7 @@ chain_one() {  # ARM MODEL RECIPE SNAPSHOT_EVERY EVAL_FLAGS [extra train flags..
   local a=$1 m=$2 recipe=$3 snap=$4 evalflags=$5 d f s0 steps=(--steps 10000000) on; shift 5
   on=(env CUDA_VISIBLE_DEVICES=$(arm_gpu $a))
   if [ -n "$CHAIN_DECAY" ]; then
-    s0=$(python3 -c "import json; print(json.load(open('$S/weights/$m-cifar10/config.json'))['steps'])") \
+    s0=$(staged_step $m-cifar10) \
       || { echo "   chain_$a FAILED: no step count in $S/weights/$m-cifar10/config.json"; touch $O/chain_$a.failed; return 1; }
     steps=(--steps $((s0 + CHAIN_DECAY)) --lr-decay "[$s0,$((s0 + CHAIN_DECAY))]")
   fi

@@ -92,9 +92,7 @@ def _model_source(args, device, context):
     if classes == "uniform" and not num_classes:
         raise ValueError(f"{args.weights} is unconditional; use --classes none")
     fast = device.type == "cuda" if args.fast is None else args.fast
-    interval = args.guidance_interval
-    if interval and method != "ddim":
-        raise ValueError("--guidance-interval is a DDIM setting; drift's guidance is one input of its single step")
+    interval = check_guidance_interval(args.guidance_interval, method)  # before the generation, which is lazy
     if args.guidance == 1.0 or classes == "none":
         interval = None  # no guidance to limit: the entry is the unguided one, not a copy under another key
     batches = generated_batches(model, args.n, seed=args.seed, batch=args.batch, method=method, steps=steps,
