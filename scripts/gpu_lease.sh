@@ -294,6 +294,27 @@ trial() {
   chain_one drift_trial $DRIFT_ARM "--guidance,1" $CHAIN_DRIFT_FLAGS "${row[@]}" $CHAIN_TRIAL_FLAGS
 }
 
+# every chain export's FID-50k, best first per arm, and the `collect` argument that brings the best one back: read this
+# rather than the eval.json files in glob order (block 11's lease collected the EMA 0.999 export, 9.58, for the EMA
+# 0.9995 one, 9.24, by reading two bare "fid" lines in the wrong order, and lost the better weights with the machine)
+exports() {
+  python3 - "$O" <<'PY'
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+for arm in sorted(out.glob("chain_*/")):
+    rows = []
+    for ev in arm.glob("export*/eval.json"):
+        for key, entry in json.loads(ev.read_text()).items():
+            rows.append((entry["fid"], ev.parent, key, entry.get("n")))
+    rows.sort(key=lambda r: r[0])
+    for i, (fid, folder, key, n) in enumerate(rows):
+        print(f"{folder.relative_to(out)}  {key}  FID-{n}: {fid:.2f}{'  <- best' if i == 0 else ''}")
+    if rows:
+        shards = " ".join(str(f.relative_to(out)) for f in sorted(rows[0][1].glob("*.safetensors")))
+        print(f'  collect "{shards}"')
+PY
+}
+
 [[ "${BASH_SOURCE[0]}" != "$0" ]] && return 0  # sourced (tests/test_gpu_lease.py): the functions only
 
 case ${1:-} in
@@ -318,7 +339,7 @@ case ${1:-} in
     echo "== $(date +%T) job $* done" ;;
   status)  # status [seconds]: wait up to that long for the queued jobs to finish, then show where they are
     for ((i = 0; i < ${2:-0}; i += 15)); do flock -n $O/.job.lock true && break; sleep 15; done
-    cat $O/job.log; tail -n 3 $O/*.log 2>/dev/null | tail -n 60; nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv ;;
+    cat $O/job.log; tail -n 3 $O/*.log 2>/dev/null | tail -n 60; exports; nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv ;;
   collect)  # collect ["FILE..."]: results without weights, plus the named files under $O (split in 15 MiB parts:
     #           a file over 16 MiB does not come back; here: cat FILE.part* > FILE)
     tar czf $OUT/results.tgz -C $O --exclude='*.safetensors' --exclude='*.pt' .

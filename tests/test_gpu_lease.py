@@ -1,7 +1,9 @@
 """scripts/gpu_lease.sh's job logic, run on CPU with its functions sourced and the device steps stubbed: `run` records
 each step's command (and marks it done) instead of running it, `nvidia-smi` lists as many GPUs as the test asks."""
+import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -92,3 +94,22 @@ def test_gpus_counts_one_where_nvidia_smi_lists_none(tmp_path):
     out = subprocess.run(["bash", "-c", "source scripts/gpu_lease.sh; nvidia-smi() { return 9; }; gpus"],
                          cwd=ROOT, check=True, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
     assert out.stdout.strip() == "1"
+
+
+def test_exports_lists_each_arms_fids_best_first_with_its_collect_line(tmp_path):
+    """Block 11's lease collected the worse of two exports by reading bare "fid" lines in glob order: `exports` names
+    every export with its FID, marks the best of each arm and prints the collect argument for its shards."""
+    evals = {"chain_drift/export": 9.58, "chain_drift/export_ema0.9995": 9.24, "chain_ddpm/export": 8.5}
+    for folder, fid in evals.items():
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "eval.json").write_text(json.dumps({"g1": {"fid": fid, "n": 50000}}))
+        for shard in ("model-00002-of-00002.safetensors", "model-00001-of-00002.safetensors"):
+            (tmp_path / folder / shard).write_bytes(b"")
+    out = subprocess.run(["bash", "-c", f"source scripts/gpu_lease.sh; O={tmp_path}; exports"], cwd=ROOT, check=True,
+                         capture_output=True, text=True, env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"})
+    lines = out.stdout.splitlines()
+    drift = lines.index("chain_drift/export_ema0.9995  g1  FID-50000: 9.24  <- best")
+    assert lines[drift + 1] == "chain_drift/export  g1  FID-50000: 9.58"
+    assert lines[drift + 2] == ('  collect "chain_drift/export_ema0.9995/model-00001-of-00002.safetensors '
+                                'chain_drift/export_ema0.9995/model-00002-of-00002.safetensors"')
+    assert "chain_ddpm/export  g1  FID-50000: 8.50  <- best" in lines
