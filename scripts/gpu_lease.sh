@@ -24,7 +24,7 @@
 # `bash scripts/lease_tree.sh a|b|c` lays the tree out for call 1/2/3 and prints its carry list; `... back` after.
 # Set DRIFTIN_GIT_COMMIT to this checkout's HEAD as a literal: the device's .git can be older than its tree.
 set -u
-S=/root/stage O=/root/res  # not /root/out: that is the device's $OUT, emptied at every call
+S=/root/stage O=${DRIFTIN_LEASE_RES:-/root/res}  # not /root/out: that is the device's $OUT, emptied at every call (tests: a tmp folder)
 C=/root/code/$(date +%s%N)  # each job runs its own copy of the code: a later `start` cannot change it under a running job
 export PYTHONUNBUFFERED=1 DRIFTIN_DATA=$S/cifar10 DRIFTIN_WEIGHTS=$S/weights DRIFTIN_CACHE=/root/cache
 export TORCHINDUCTOR_CACHE_DIR=/root/cache/inductor TRITON_CACHE_DIR=/root/cache/triton  # this lease's (`cache` carries artifacts)
@@ -217,7 +217,8 @@ ablation_row() {  # ROW GPU FLAGS: one row trained, exported and scored on that 
 # one block of both chains (#21), the two models at once (each step leaves the GPU partly idle): continue each from
 # the staged weights (the committed export of the last block) for CHAIN_MIN minutes with EMA snapshots, export,
 # FID-10k over the snapshots (the curve, the starting weights as its first point), FID-50k of the export.
-# Then: collect "chain_drift/export/model-00001-of-00002.safetensors ..." and land it with scripts/land_chain.py (weights,
+# Then: `collect best` (each arm's export with the lowest FID-50k; `status` lists them all) and land it with
+# scripts/land_chain.py, with --export MODEL=export_emaD where an extra EMA won (weights,
 # curve, log, grid, card, assets; it prints the block's command for training/chains/).
 # The defaults are the flags of the last block (training/chains/*.sh): a block changing them says so in its chain script
 # (set to "" for none: no colon in the expansion, so an empty value is kept).
@@ -227,7 +228,7 @@ CHAIN_MODELS=${CHAIN_MODELS:-drift ddpm}  # e.g. CHAIN_MODELS=drift: the drift b
 CHAIN_DDPM_FLAGS=${CHAIN_DDPM_FLAGS---warmup 200 --ema-decay 0.9999 --lr 1e-4}
 # CHAIN_EMA_EXTRA="0.9995 0.9998": more EMA decays each chain keeps beside its recipe's (TrainConfig.ema_extra), each
 # exported to $O/chain_ARM/export_emaD and scored by FID-50k with the first eval flags: the averaging length is chosen
-# after the block, against the main export's eval.json (collect the winner's shards; land_chain --export MODEL=export_emaD)
+# after the block, against the main export's eval.json (`collect best` fetches the winner's shards; land_chain --export MODEL=export_emaD)
 CHAIN_EMA_EXTRA=${CHAIN_EMA_EXTRA:-}
 # CHAIN_DECAY=N: the block runs N steps from the staged weights' step S0 with the learning rate falling linearly to 0
 # over them (`--lr-decay [S0,S0+N]`, TrainConfig.lr_decay; the 100-step warmup's ramp caps its start), every arm of the
@@ -294,24 +295,28 @@ trial() {
   chain_one drift_trial $DRIFT_ARM "--guidance,1" $CHAIN_DRIFT_FLAGS "${row[@]}" $CHAIN_TRIAL_FLAGS
 }
 
-# every chain export's FID-50k, best first per arm, and the `collect` argument that brings the best one back: read this
-# rather than the eval.json files in glob order (block 11's lease collected the EMA 0.999 export, 9.58, for the EMA
-# 0.9995 one, 9.24, by reading two bare "fid" lines in the wrong order, and lost the better weights with the machine)
+# every chain export's FID-50k, best first per arm, and the `collect` argument that brings the best one back (`exports
+# best`: only the best exports' shards, what `collect best` fetches): read this rather than the eval.json files in glob
+# order (block 11's lease collected the EMA 0.999 export, 9.58, for the EMA 0.9995 one, 9.24, by reading two bare "fid"
+# lines in the wrong order, and lost the better weights with the machine)
 exports() {
-  python3 - "$O" <<'PY'
+  python3 - "$O" "${1:-}" <<'PY'
 import json, pathlib, sys
-out = pathlib.Path(sys.argv[1])
+out, best_only = pathlib.Path(sys.argv[1]), sys.argv[2] == "best"
 for arm in sorted(out.glob("chain_*/")):
     rows = []
     for ev in arm.glob("export*/eval.json"):
         for key, entry in json.loads(ev.read_text()).items():
             rows.append((entry["fid"], ev.parent, key, entry.get("n")))
     rows.sort(key=lambda r: r[0])
+    shards = " ".join(str(f.relative_to(out)) for f in sorted(rows[0][1].glob("*.safetensors"))) if rows else ""
+    if best_only:
+        print(shards, end=" ")
+        continue
     for i, (fid, folder, key, n) in enumerate(rows):
         print(f"{folder.relative_to(out)}  {key}  FID-{n}: {fid:.2f}{'  <- best' if i == 0 else ''}")
     if rows:
-        shards = " ".join(str(f.relative_to(out)) for f in sorted(rows[0][1].glob("*.safetensors")))
-        print(f'  collect "{shards}"')
+        print(f'  collect "{shards}"   (or: collect best)')
 PY
 }
 
@@ -340,10 +345,12 @@ case ${1:-} in
   status)  # status [seconds]: wait up to that long for the queued jobs to finish, then show where they are
     for ((i = 0; i < ${2:-0}; i += 15)); do flock -n $O/.job.lock true && break; sleep 15; done
     cat $O/job.log; tail -n 3 $O/*.log 2>/dev/null | tail -n 60; exports; nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv ;;
-  collect)  # collect ["FILE..."]: results without weights, plus the named files under $O (split in 15 MiB parts:
-    #           a file over 16 MiB does not come back; here: cat FILE.part* > FILE)
+  collect)  # collect ["FILE..." | best]: results without weights, plus the named files under $O (split in 15 MiB parts:
+    #           a file over 16 MiB does not come back; here: cat FILE.part* > FILE); `best`: each chain arm's export
+    #           with the lowest FID-50k (`exports`)
     tar czf $OUT/results.tgz -C $O --exclude='*.safetensors' --exclude='*.pt' .
-    for f in ${2:-}; do n=$(echo "$f" | tr / _); split -b 15M -d "$O/$f" "$OUT/$n.part"; done; ls -la $OUT ;;
+    files=${2:-}; [ "$files" = best ] && { files=$(exports best); echo "collect: $files"; }
+    for f in $files; do n=$(echo "$f" | tr / _); split -b 15M -d "$O/$f" "$OUT/$n.part"; done; ls -la $OUT ;;
   cache)  # the chains' compile artifacts of this lease, for the next one (see the top), in 15 MiB parts (a file comes
     #        back only up to 16 MiB)
     for f in $S/compile/*.bin; do [ -e "$f" ] && pack < "$f" | split -b 15M -d - "$OUT/$(basename "$f").xz.part"; done

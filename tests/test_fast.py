@@ -158,6 +158,24 @@ def test_static_ddim_runs_the_doubled_batch_only_inside_the_interval(nets, eta):
         hook.remove()
 
 
+def test_per_step_replay_draws_the_eta_noise_once_per_request(nets, monkeypatch):
+    """A request mixing guided and plain steps replays two entries; only one holds the eta noise it adds, so the
+    seeds' noise is drawn once (it was drawn into both), and the images stay the eager ones."""
+    from driftin.fast import sampler as fast_sampler
+    draws = []
+    real = fast_sampler.predraw_noise
+    monkeypatch.setattr(fast_sampler, "predraw_noise", lambda *a, **k: draws.append(a) or real(*a, **k))
+    net, seeds = nets[False], [3, 4]
+    noise, y = _inputs(seeds)
+    s = fast.get_sampler(net, STATIC, "cpu")
+    for _ in range(2):  # a fresh pair of entries, then the same entries again
+        draws.clear()
+        got = s.generate(noise, "ddim", 4, y, 2.0, 1.0, seeds, callback=lambda i, x, x0: None, guidance_interval=(300, 600))
+        assert len(draws) == 1
+        torch.testing.assert_close(got, fast.eager_generate(net, noise, "ddim", 4, y, 2.0, 1.0, seeds,
+                                                            guidance_interval=(300, 600)), atol=1e-4, rtol=0)
+
+
 def test_inference_mode_callers(nets):
     """Static buffers made under torch.inference_mode() stay usable outside it, and vice versa."""
     net = nets[False]

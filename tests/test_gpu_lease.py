@@ -111,5 +111,19 @@ def test_exports_lists_each_arms_fids_best_first_with_its_collect_line(tmp_path)
     drift = lines.index("chain_drift/export_ema0.9995  g1  FID-50000: 9.24  <- best")
     assert lines[drift + 1] == "chain_drift/export  g1  FID-50000: 9.58"
     assert lines[drift + 2] == ('  collect "chain_drift/export_ema0.9995/model-00001-of-00002.safetensors '
-                                'chain_drift/export_ema0.9995/model-00002-of-00002.safetensors"')
+                                'chain_drift/export_ema0.9995/model-00002-of-00002.safetensors"   (or: collect best)')
     assert "chain_ddpm/export  g1  FID-50000: 8.50  <- best" in lines
+
+
+def test_collect_best_brings_back_the_lowest_fid_export_of_each_arm(tmp_path):
+    res, out = tmp_path / "res", tmp_path / "out"
+    out.mkdir()
+    for folder, fid in {"chain_drift/export": 9.58, "chain_drift/export_ema0.9995": 9.24}.items():
+        (res / folder).mkdir(parents=True)
+        (res / folder / "eval.json").write_text(json.dumps({"g1": {"fid": fid, "n": 50000}}))
+        (res / folder / "model.safetensors").write_bytes(folder.encode())
+    subprocess.run(["bash", "scripts/gpu_lease.sh", "collect", "best"], cwd=ROOT, check=True, capture_output=True,
+                   env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "OUT": str(out), "DRIFTIN_LEASE_RES": str(res)})
+    parts = sorted(p.name for p in out.iterdir())
+    assert parts == ["chain_drift_export_ema0.9995_model.safetensors.part00", "results.tgz"]
+    assert (out / parts[0]).read_bytes() == b"chain_drift/export_ema0.9995"

@@ -205,7 +205,9 @@ class FastSampler:
         for g, t in zip(ins.get("g_all", ins["g"]), ins["ts"]):
             g.fill_(guidance_at(t, float(guidance), interval))
 
-    def _fill_ddim(self, e, noise, y, guidance, seeds, steps, guided, interval=None):
+    def _fill_ddim(self, e, noise, y, guidance, seeds, steps, guided, interval=None, eta_noise=True):
+        """A request's inputs into an entry's static buffers; eta_noise=False leaves its noise buffer alone (a
+        request stepping through two entries adds the noise of one of them)."""
         ins = e.inputs
         ins["x"].copy_(noise)
         if y is not None:
@@ -213,7 +215,7 @@ class FastSampler:
         if guided and e.state.get("guidance") != (guidance, interval):
             self._fill_guidance(ins, guidance, interval)
             e.state["guidance"] = (guidance, interval)
-        if ins["noise"] is not None:
+        if ins["noise"] is not None and eta_noise:
             ins["noise"].copy_(predraw_noise(seeds, steps, noise.shape[1:]))
 
     def _ddim(self, noise, steps, y, guidance, eta, seeds, callback, spacing="uniform", interval=None):
@@ -251,19 +253,19 @@ class FastSampler:
 
         # with a callback: one single-step graph per kind of step (guided / plain), replayed per step with its
         # t / coefficients copied in
-        def step_entry(guided):
+        def step_entry(kind):  # kind: this entry's steps are guided; the request's eta noise lives in entries[guided]
             def make_step():
-                ins = make(guided)
+                ins = make(kind)
                 ins["t_all"], ins["c_all"], ins["g_all"] = torch.stack(ins["t"]), torch.stack(ins["c"]), ins["g"]
                 ins["t"], ins["c"], ins["g"] = ins["t_all"][0].clone(), ins["c_all"][0].clone(), ins["g_all"][0].clone()
                 return ins
 
             def run_step(ins):
-                name = "ddim_guided" if guided else "ddim"
-                return self._fn(name)(ins["x"], ins["t"], ins["y"], ins["g"] if guided else None, ins["c"])
+                name = "ddim_guided" if kind else "ddim"
+                return self._fn(name)(ins["x"], ins["t"], ins["y"], ins["g"] if kind else None, ins["c"])
 
-            e = self._entry(("ddim_step", n, steps, eta, guided, y is not None, spacing), make_step, run_step)
-            self._fill_ddim(e, noise, y, guidance, seeds, steps, guided, interval)
+            e = self._entry(("ddim_step", n, steps, eta, kind, y is not None, spacing), make_step, run_step)
+            self._fill_ddim(e, noise, y, guidance, seeds, steps, kind, interval, eta_noise=kind == guided)
             return e
 
         entries = {g: step_entry(g) for g in set(mask)}  # the kinds of step this request runs
