@@ -141,12 +141,14 @@ print(*b) if all(s(e) != b for e in d if e['n'] == 50000) else None") || echo " 
 }
 
 # the paper's kind of encoder (#19): the GroupNorm resnet pretrained as an MAE, then fine-tuned for classification
-# (training/encoder_resnet_mae{,_ft}_cifar10.json, their epochs); the fine-tuned one lands in $O/encoder-resnet-mae-ft-cifar10
+# (training/encoder_resnet_mae{,_ft}_cifar10.json, their 200 + 100 epochs, never timed; MAE_EPOCHS / MAE_FT_EPOCHS
+# shorten them to leave a lease time for a drift arm on it); the fine-tuned one lands in $O/encoder-resnet-mae-ft-cifar10
+MAE_EPOCHS=${MAE_EPOCHS:-} MAE_FT_EPOCHS=${MAE_FT_EPOCHS:-}
 mae() {
   run mae_pretrain python3 -m driftin.classifier pretrain-mae --config training/encoder_resnet_mae_cifar10.json --device cuda \
-      --out $O/encoder-resnet-mae-cifar10
+      ${MAE_EPOCHS:+--epochs $MAE_EPOCHS} --out $O/encoder-resnet-mae-cifar10
   [ -e $O/mae_pretrain.done ] && run mae_finetune python3 -m driftin.classifier train --config training/encoder_resnet_mae_ft_cifar10.json --device cuda \
-      --init $O/encoder-resnet-mae-cifar10 --out $O/encoder-resnet-mae-ft-cifar10
+      ${MAE_FT_EPOCHS:+--epochs $MAE_FT_EPOCHS} --init $O/encoder-resnet-mae-cifar10 --out $O/encoder-resnet-mae-ft-cifar10
 }
 
 # the evalnet and Inception statistics of the 50k reference images, computed once into $DRIFTIN_CACHE (a fresh machine

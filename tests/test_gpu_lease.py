@@ -127,3 +127,12 @@ def test_collect_best_brings_back_the_lowest_fid_export_of_each_arm(tmp_path):
     parts = sorted(p.name for p in out.iterdir())
     assert parts == ["chain_drift_export_ema0.9995_model.safetensors.part00", "results.tgz"]
     assert (out / parts[0]).read_bytes() == b"chain_drift/export_ema0.9995"
+
+
+@pytest.mark.parametrize("env, pre, ft", [({}, None, None), ({"MAE_EPOCHS": "80", "MAE_FT_EPOCHS": "40"}, "80", "40")])
+def test_mae_pretrains_then_fine_tunes_the_pretrained_net_for_the_epochs_asked(tmp_path, env, pre, ft):
+    steps = job(tmp_path, "mae", 1, env)
+    assert [s.split()[0] for s in steps] == ["mae_pretrain", "mae_finetune"]
+    assert f"--init {tmp_path}/encoder-resnet-mae-cifar10 " in steps[1]
+    for step, epochs in zip(steps, (pre, ft)):
+        assert (f"--epochs {epochs} " in step) if epochs else ("--epochs" not in step)
