@@ -305,20 +305,30 @@ exports() {
   python3 - "$O" "${1:-}" <<'PY'
 import json, pathlib, sys
 out, best_only = pathlib.Path(sys.argv[1]), sys.argv[2] == "best"
-for arm in sorted(out.glob("chain_*/")):
+for arm in sorted(p for p in out.glob("chain_*") if p.is_dir()):  # not chain_ARM.log / .done
     rows = []
     for ev in arm.glob("export*/eval.json"):
-        for key, entry in json.loads(ev.read_text()).items():
-            rows.append((entry["fid"], ev.parent, key, entry.get("n")))
+        try:  # one unreadable file (an eval cut short) must not hide the other exports
+            entries = json.loads(ev.read_text()).items()
+        except (OSError, ValueError) as e:
+            print(f"exports: skipped {ev.relative_to(out)}: {e}", file=sys.stderr)
+            continue
+        for key, entry in entries:
+            if isinstance(entry, dict) and isinstance(entry.get("fid"), (int, float)):
+                rows.append((entry["fid"], ev.parent, key, entry.get("n", "?")))
+            else:
+                print(f"exports: skipped {ev.relative_to(out)} [{key}]: no FID", file=sys.stderr)
+    if not rows:
+        print(f"exports: {arm.relative_to(out)} has no scored export", file=sys.stderr)
+        continue
     rows.sort(key=lambda r: r[0])
-    shards = " ".join(str(f.relative_to(out)) for f in sorted(rows[0][1].glob("*.safetensors"))) if rows else ""
+    shards = " ".join(str(f.relative_to(out)) for f in sorted(rows[0][1].glob("*.safetensors")))
     if best_only:
         print(shards, end=" ")
         continue
     for i, (fid, folder, key, n) in enumerate(rows):
         print(f"{folder.relative_to(out)}  {key}  FID-{n}: {fid:.2f}{'  <- best' if i == 0 else ''}")
-    if rows:
-        print(f'  collect "{shards}"   (or: collect best)')
+    print(f'  collect "{shards}"   (or: collect best)')
 PY
 }
 
@@ -351,7 +361,7 @@ case ${1:-} in
     #           a file over 16 MiB does not come back; here: cat FILE.part* > FILE); `best`: each chain arm's export
     #           with the lowest FID-50k (`exports`)
     tar czf $OUT/results.tgz -C $O --exclude='*.safetensors' --exclude='*.pt' .
-    files=${2:-}; [ "$files" = best ] && { files=$(exports best); echo "collect: $files"; }
+    files=${2:-}; [ "$files" = best ] && { files=$(exports best); echo "collect: ${files:-no scored export}"; }
     for f in $files; do n=$(echo "$f" | tr / _); split -b 15M -d "$O/$f" "$OUT/$n.part"; done; ls -la $OUT ;;
   cache)  # the chains' compile artifacts of this lease, for the next one (see the top), in 15 MiB parts (a file comes
     #        back only up to 16 MiB)

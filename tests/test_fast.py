@@ -165,14 +165,17 @@ def test_per_step_replay_draws_the_eta_noise_once_per_request(nets, monkeypatch)
     draws = []
     real = fast_sampler.predraw_noise
     monkeypatch.setattr(fast_sampler, "predraw_noise", lambda *a, **k: draws.append(a) or real(*a, **k))
-    net, seeds = nets[False], [3, 4]
-    noise, y = _inputs(seeds)
+    net = nets[False]
     s = fast.get_sampler(net, STATIC, "cpu")
-    for _ in range(2):  # a fresh pair of entries, then the same entries again
+    # a fresh pair of entries, the same entries with other seeds, then a plain request (guidance 1) whose one entry is
+    # the plain entry the mixed requests left holding stale noise
+    for seeds, guidance in (([3, 4], 2.0), ([5, 6], 2.0), ([7, 8], 1.0)):
+        noise, y = _inputs(seeds)
         draws.clear()
-        got = s.generate(noise, "ddim", 4, y, 2.0, 1.0, seeds, callback=lambda i, x, x0: None, guidance_interval=(300, 600))
+        got = s.generate(noise, "ddim", 4, y, guidance, 1.0, seeds, callback=lambda i, x, x0: None,
+                         guidance_interval=(300, 600))
         assert len(draws) == 1
-        torch.testing.assert_close(got, fast.eager_generate(net, noise, "ddim", 4, y, 2.0, 1.0, seeds,
+        torch.testing.assert_close(got, fast.eager_generate(net, noise, "ddim", 4, y, guidance, 1.0, seeds,
                                                             guidance_interval=(300, 600)), atol=1e-4, rtol=0)
 
 

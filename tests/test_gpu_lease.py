@@ -136,3 +136,22 @@ def test_mae_pretrains_then_fine_tunes_the_pretrained_net_for_the_epochs_asked(t
     assert f"--init {tmp_path}/encoder-resnet-mae-cifar10 " in steps[1]
     for step, epochs in zip(steps, (pre, ft)):
         assert (f"--epochs {epochs} " in step) if epochs else ("--epochs" not in step)
+
+
+def test_exports_skip_an_unreadable_or_unscored_eval_and_keep_the_others(tmp_path):
+    """An eval cut short (half-written JSON, no FID) is named on stderr; the other exports and arms still count."""
+    for folder, text in {"chain_drift/export": "{\"g1\": {\"fid\": 9", "chain_drift/export_ema0.9995": '{"g1": {"n": 5}}',
+                         "chain_drift/export_ema0.9998": '{"g1": {"fid": 9.3, "n": 50000}}',
+                         "chain_ddpm/export": '{"g1": {"fid": 8.5, "n": 50000}}'}.items():
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "eval.json").write_text(text)
+        (tmp_path / folder / "model.safetensors").write_bytes(b"")
+    (tmp_path / "chain_drift_trial").mkdir()  # an arm whose evals never ran
+    (tmp_path / "chain_drift.log").write_text("")  # the job's logs beside the arms' folders are no arms
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+    best = subprocess.run(["bash", "-c", f"source scripts/gpu_lease.sh; O={tmp_path}; exports best"], cwd=ROOT,
+                          check=True, capture_output=True, text=True, env=env)
+    assert best.stdout.split() == ["chain_ddpm/export/model.safetensors", "chain_drift/export_ema0.9998/model.safetensors"]
+    assert "skipped chain_drift/export/eval.json" in best.stderr
+    assert "skipped chain_drift/export_ema0.9995/eval.json [g1]: no FID" in best.stderr
+    assert "chain_drift_trial has no scored export" in best.stderr

@@ -195,7 +195,8 @@ class FastSampler:
                "noise": None, "sigmas": sigmas}
         if y is not None:
             ins["y"] = torch.cat([y, torch.full_like(y, K)]) if guided else y.clone()
-        if eta > 0 and steps > 1:  # a static buffer: _fill_ddim draws the request's noise into it (also on a miss)
+        if eta > 0 and steps > 1:  # a static buffer: _fill_ddim draws the request's noise into it (also on a miss;
+            # in the per-step replay only into the entry whose noise the request adds, entries[guided])
             ins["noise"] = torch.empty(steps - 1, *noise.shape, device=dev)
         return ins
 
