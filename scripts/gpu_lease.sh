@@ -12,7 +12,7 @@
 #   (phases: profile, encoder, mae, refs, calibrate, evals, sweep, bench, ablation, chains, trial; knobs in ENC_* / ABL_* / CHAIN_* variables;
 #    A+B runs phases A and B at the same time. Jobs queue: a job started while another runs waits for it, so call 2
 #    can start what needs only the data, e.g. `stage start encoder`, and call 3 its own phases after it)
-#   later:  bash scripts/gpu_lease.sh status [seconds to wait]; bash scripts/gpu_lease.sh collect
+#   later:  bash scripts/gpu_lease.sh status [seconds to wait]; bash scripts/gpu_lease.sh collect [best]
 #   last:   bash scripts/gpu_lease.sh cache   -> the chains' compile artifacts (driftin/train/compile_cache.py),
 #           xz-compressed as <arm>.bin.xz.partNN: keep them in .stage_c/ (ignored) and carry .stage_c in a stage call of the
 #           next lease (call 2 if it has room; else `lease_tree.sh d`): each chain then loads its arm's compiled code
@@ -367,5 +367,5 @@ case ${1:-} in
     #        back only up to 16 MiB)
     for f in $S/compile/*.bin; do [ -e "$f" ] && pack < "$f" | split -b 15M -d - "$OUT/$(basename "$f").xz.part"; done
     ls -la $S/compile $OUT ;;
-  *) echo "usage: $0 stage [start PHASE...] | start PHASE... | status [wait_s] | collect | cache" >&2; exit 2 ;;
+  *) echo "usage: $0 stage [start PHASE...] | start PHASE... | status [wait_s] | collect [\"FILE...\" | best] | cache" >&2; exit 2 ;;
 esac
