@@ -131,8 +131,8 @@ sweep() {
   done; done; done
   # the best 10k setting of these weights (entries of other training steps are history), empty if it has its 50k:
   # "guidance spacing interval" with the interval as LO-HI or all
-  best=$(python3 -c "import json; w = json.load(open('$S/weights/ddpm-cifar10/config.json'))['steps']
-d = [e for e in json.load(open('$out')).values() if e.get('train_steps') == w]
+  best=$(w=$(staged_step ddpm-cifar10) && python3 -c "import json
+d = [e for e in json.load(open('$out')).values() if e.get('train_steps') == $w]
 s = lambda e: (e['guidance'], e.get('spacing', 'uniform'), '-'.join(map(str, e.get('guidance_interval') or [])) or 'all')
 b = s(min((e for e in d if e['n'] == 10000), key=lambda e: e['fid']))
 print(*b) if all(s(e) != b for e in d if e['n'] == 50000) else None") || echo "   sweep: no best picked (see above)"
